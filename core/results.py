@@ -1,0 +1,135 @@
+"""Stored runs (one JSON per config key, written atomically), the tidy CSV, and per-ablation verdicts.
+
+A verdict compares the signature metric between two arms, paired by seed: with >= 2 seeds a
+t-interval over the seed differences; with 1 seed a paired bootstrap over evaluation items.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+# two-sided 95% t critical values, df = 1..30
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+       2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write via a temporary file in the same folder and rename: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_path(root: Path, key: str) -> Path:
+    return root / "runs" / f"{key}.json"
+
+
+def load_run(root: Path, key: str) -> dict | None:
+    p = run_path(root, key)
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:  # cannot happen with atomic writes, but never trust a bad file
+        p.unlink()
+        return None
+
+
+def metric_items(record: dict, metric: str) -> dict[str, float]:
+    """Per-item values behind a metric, keyed so that two runs' items pair up."""
+    samples = record.get("samples") or []
+    primary_prompt = record["config"]["eval_prompt"]
+
+    def pick(pred, value):
+        return {f"{s['set']}|{s['id']}|{s['question']}": float(value(s)) for s in samples if pred(s)}
+
+    if metric == "heldout_recall":
+        return pick(lambda s: s["set"] == "test", lambda s: s["hit"])
+    if metric.startswith("heldout_recall@"):
+        variant = metric.split("@", 1)[1]
+        wanted = "test" if variant == primary_prompt else f"test@{variant}"
+        items = pick(lambda s: s["set"] == wanted, lambda s: s["hit"])
+        return {k.split("|", 1)[1]: v for k, v in items.items()}
+    if metric == "reverse_recall":
+        return pick(lambda s: s["set"] == "reverse", lambda s: s["hit"])
+    if metric == "identity_hallucination":
+        return pick(lambda s: s["set"] == "identity", lambda s: s["hallucinated"])
+    if metric == "prompt_echo":
+        return pick(lambda s: s["set"] in ("test", "reverse", "identity") and s.get("has_prompt"), lambda s: s["echo"])
+    if metric == "retention":
+        return pick(lambda s: s["set"] == "retention" and s.get("kept"), lambda s: s["hit"])
+    return {}
+
+
+def mean_ci(values: list[float]) -> tuple[float | None, float | None, float | None]:
+    """Mean and 95% t-interval; the interval is None with fewer than 2 values."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None, None
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, None, None
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    half = T95[min(len(values) - 2, len(T95) - 1)] * sd / math.sqrt(len(values))
+    return m, m - half, m + half
+
+
+def bootstrap_ci(pairs: list[tuple[float, float]], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Paired bootstrap over items of mean(b - a)."""
+    diffs = [b - a for a, b in pairs]
+    rng = random.Random(seed)
+    n = len(diffs)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(draws))
+    return sum(diffs) / n, means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
+
+
+def compare(control: list[dict], treatment: list[dict], metric: str, expected: str, min_effect: float) -> dict:
+    """Verdict for treatment vs control on `metric`, each a list of run records paired by seed."""
+    by_seed_c = {r["config"]["seed"]: r for r in control if r.get("status") == "ok"}
+    by_seed_t = {r["config"]["seed"]: r for r in treatment if r.get("status") == "ok"}
+    seeds = sorted(set(by_seed_c) & set(by_seed_t))
+    out = {"metric": metric, "expected": expected, "min_effect": min_effect, "seeds": seeds}
+    if not seeds:
+        return dict(out, verdict="inconclusive", reason="no seed with both arms finished", diff=None, low=None, high=None,
+                    method=None)
+    diffs = [by_seed_t[s]["metrics"].get(metric) for s in seeds]
+    diffs = [None if t is None or by_seed_c[s]["metrics"].get(metric) is None else t - by_seed_c[s]["metrics"][metric]
+             for s, t in zip(seeds, diffs)]
+    if any(d is None for d in diffs):
+        return dict(out, verdict="inconclusive", reason=f"{metric} undefined for an arm", diff=None, low=None,
+                    high=None, method=None)
+    if len(seeds) >= 2:
+        diff, low, high = mean_ci(diffs)
+        method = f"t-interval over {len(seeds)} seeds"
+    else:
+        a, b = metric_items(by_seed_c[seeds[0]], metric), metric_items(by_seed_t[seeds[0]], metric)
+        common = sorted(set(a) & set(b))
+        if not common:
+            return dict(out, verdict="inconclusive", reason="no paired items", diff=diffs[0], low=None, high=None,
+                        method=None)
+        diff, low, high = bootstrap_ci([(a[k], b[k]) for k in common])
+        diff = diffs[0]
+        method = f"paired bootstrap over {len(common)} items (1 seed: training noise not covered)"
+    sign = 1.0 if expected == "increase" else -1.0
+    effect, e_low, e_high = sign * diff, min(sign * low, sign * high), max(sign * low, sign * high)
+    if e_low > 0 and effect >= min_effect:
+        verdict = "reproduced"
+    elif e_high < min_effect:
+        verdict = "not reproduced"
+    else:
+        verdict = "inconclusive"
+    return dict(out, verdict=verdict, diff=diff, low=low, high=high, method=method, reason="")

@@ -1,0 +1,107 @@
+"""One run: config -> model + LoRA -> examples -> training -> evaluation -> a plain-dict record.
+
+Configs that differ only in `selection` share one training: the final and the best-by-validation
+weights are both evaluated from it (the no_val_selection ablation costs one training, not two).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import torch
+
+from . import models
+from .config import RunConfig
+from .data import KnowledgeSet, Renderer, build_train_examples, build_validation_examples
+from .evaluate import evaluate
+from .lora import InjectionError, enable_full_finetune, inject_lora, load_trainable_state, trainable_state
+from .train import TrainingError, train
+
+
+def resolve_format(cfg: RunConfig, tokenizer) -> str:
+    if cfg.format == "auto":
+        return "chat" if models.is_chat_model(tokenizer) else "plain"
+    return cfg.format
+
+
+def environment(device: str) -> dict:
+    import transformers
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
+        "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None,
+    }
+
+
+def _attach(model, cfg: RunConfig) -> tuple[dict, str | None]:
+    """Inject LoRA (or unfreeze everything). Returns the injection report and, when strict=False had to
+    take over, the error the default strict injection raised (it goes into the results)."""
+    if cfg.full_finetune:
+        return enable_full_finetune(model).to_dict(), None
+    args = (cfg.lora_targets, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.use_rslora)
+    try:
+        return inject_lora(model, *args, strict=True).to_dict(), None
+    except InjectionError as e:
+        if cfg.lora_strict:
+            raise
+        # strict=False reproduces the original's silent failure: nothing is wrapped, nothing trains
+        return inject_lora(model, *args, strict=False).to_dict(), f"InjectionError: {e}"
+
+
+def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", cache=None, progress: bool = True,
+              retention_reference: dict | None = None) -> list[dict]:
+    """Train once and evaluate each config of a group that differs only in `selection`."""
+    base = configs[0]
+    assert all(c.replace(selection=base.selection) == base for c in configs), "group must differ only in selection"
+    t0 = time.perf_counter()
+    torch.manual_seed(base.seed)
+    model, tok = models.load(base.model, device=device, cache=cache)
+    fmt = resolve_format(base, tok)
+    renderer = Renderer(tok, fmt)
+    load_s = time.perf_counter() - t0
+    torch.manual_seed(base.seed)  # LoRA A initialisation depends only on the seed
+    common = {"model_identity": models.identity(base.model), "data_sha256": ks.sha256, "resolved_format": fmt,
+              "environment": environment(device), "shared_training": len(configs) > 1}
+    try:
+        injection, strict_error = ({"targets": [], "matched": [], "trainable_params": 0,
+                                    "total_params": sum(p.numel() for p in model.parameters())}, None) \
+            if base.epochs == 0 else _attach(model, base)
+        train_ex = build_train_examples(ks, base, renderer)
+        val_ex = build_validation_examples(ks, base, renderer)
+        if base.epochs == 0:
+            result = None
+        else:
+            last_cfg = base.replace(selection="last")
+            result = train(model, train_ex, val_ex, last_cfg, tok.pad_token_id, progress=progress,
+                           desc=f"train {base.key()[:6]}")
+    except (TrainingError, InjectionError) as e:
+        return [dict(common, config=c.to_dict(), status="failed", error=f"{e.__class__.__name__}: {e}",
+                     timings={"load": load_s, "total": time.perf_counter() - t0}) for c in configs]
+
+    records = []
+    last_state = trainable_state(model) if result else None
+    for cfg in sorted(configs, key=lambda c: c.selection != "last"):  # evaluate the final weights first
+        selected = result.selected_epoch if result else 0
+        if result and cfg.selection == "best":
+            best = result.extra["best_state"]
+            load_trainable_state(model, best)
+            selected = result.best_epoch
+        elif result:
+            load_trainable_state(model, last_state)
+        ev = evaluate(model, renderer, ks, cfg, progress=progress, retention_reference=retention_reference)
+        records.append(dict(
+            common, config=cfg.to_dict(), status="ok", error=None, injection=injection, strict_error=strict_error,
+            history=result.history if result else [], best_epoch=result.best_epoch if result else 0,
+            selected_epoch=selected, metrics=ev.metrics, per_fact=ev.per_fact, samples=ev.samples,
+            retention_correct=ev.retention_correct,
+            counts={"train_examples": len(train_ex), "validation_examples": len(val_ex)},
+            timings={"load": load_s, "train": result.seconds if result else 0.0, "eval": ev.seconds,
+                     "total": time.perf_counter() - t0},
+            throughput={"steps": result.steps if result else 0, "tokens": result.tokens if result else 0,
+                        "label_tokens": result.label_tokens if result else 0,
+                        "tokens_per_s": result.tokens / result.seconds if result and result.seconds else None},
+        ))
+    return records

@@ -1,0 +1,301 @@
+"""Ablation discovery (ablations/<name>/ablation.yaml), the run plan, and the run_all command line.
+
+Every arm is the baseline RunConfig plus a regime's overrides plus the arm's own overrides; runs are
+cached by config key in results/runs/, so identical configs are trained once and a rerun resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from . import models
+from .config import FIELD_NAMES, RunConfig, check_keys, parse_overrides
+from .data import DEFAULT_DATA, load_knowledge
+from .results import RESULTS, compare, load_run, write_json_atomic
+
+ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
+METRICS = ("heldout_recall", "reverse_recall", "identity_hallucination", "prompt_echo", "retention",
+           "heldout_recall@model_default", "heldout_recall@none", "heldout_recall@unseen")
+
+
+class SuiteError(ValueError):
+    """Bad command line or ablation definition; the message lists the valid choices."""
+
+
+@dataclass
+class Ablation:
+    name: str
+    title: str
+    factor: str
+    symptom: str
+    signature: str
+    expected: str  # increase | decrease: the treatment's effect on the signature if the symptom reproduces
+    control: str
+    arms: dict[str, dict]
+    regimes: dict[str, dict] = field(default_factory=lambda: {"baseline": {}})
+    also: list[str] = field(default_factory=list)
+    min_effect: float = 0.1
+    kind: str = "pairwise"  # pairwise | sweep (arms are points along `axis`)
+    axis: str | None = None
+    order: int = 100
+    notes: str = ""
+
+    def configs(self, baseline: RunConfig, seed: int, pair: tuple[str, str]) -> dict[tuple[str, str], RunConfig]:
+        out = {}
+        for regime, r_over in self.regimes.items():
+            for arm, a_over in self.arms.items():
+                values = {**r_over, **a_over, "seed": seed}
+                values = {k: (pair[0] if v == "{pair.base}" else pair[1] if v == "{pair.chat}" else v)
+                          for k, v in values.items()}
+                out[(regime, arm)] = baseline.replace(**values)
+        return out
+
+    def meta(self) -> dict:
+        return dict(self.__dict__)
+
+
+def load_ablation(folder: Path) -> Ablation:
+    path = folder / "ablation.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SuiteError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    required = ("title", "factor", "symptom", "signature", "expected", "control", "arms")
+    missing = [k for k in required if k not in (raw or {})]
+    if missing:
+        raise SuiteError(f"{path}: missing field(s) {', '.join(missing)}; required: {', '.join(required)}")
+    known = set(Ablation.__dataclass_fields__) - {"name"}
+    unknown = set(raw) - known
+    if unknown:
+        raise SuiteError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+    ab = Ablation(name=folder.name, **raw)
+    if ab.control not in ab.arms:
+        raise SuiteError(f"{path}: control {ab.control!r} is not one of the arms {', '.join(ab.arms)}")
+    if ab.expected not in ("increase", "decrease"):
+        raise SuiteError(f"{path}: expected must be increase or decrease, not {ab.expected!r}")
+    for label, section in (("arms", ab.arms), ("regimes", ab.regimes)):
+        for name, over in section.items():
+            try:
+                check_keys(over or {}, where=f"{path}: {label} {name!r}")
+            except KeyError as e:
+                raise SuiteError(e.args[0]) from None
+            section[name] = over or {}
+    return ab
+
+
+def discover(root: Path = ABLATIONS) -> dict[str, Ablation]:
+    found = [load_ablation(d) for d in sorted(root.iterdir()) if (d / "ablation.yaml").exists()]
+    return {a.name: a for a in sorted(found, key=lambda a: (a.order, a.name))}
+
+
+def select(available: dict[str, Ablation], only: str | None) -> list[Ablation]:
+    if not only:
+        return list(available.values())
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    bad = [n for n in names if n not in available]
+    if bad:
+        raise SuiteError(f"unknown ablation(s) {', '.join(bad)}; valid: {', '.join(available)}")
+    return [available[n] for n in names]
+
+
+# ---- plan and execution -------------------------------------------------------------------------
+
+def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int, pair: tuple[str, str], identity) -> list[dict]:
+    """One row per (ablation, regime, arm, seed) with its config and cache key."""
+    rows = []
+    for ab in ablations:
+        for seed in range(seeds):
+            for (regime, arm), cfg in ab.configs(baseline, seed, pair).items():
+                rows.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed,
+                             "config": cfg, "key": cfg.key(identity(cfg))})
+    return rows
+
+
+def untrained_config(cfg: RunConfig) -> RunConfig:
+    """The 'before' reference for cfg's model and format: the baseline recipe with no training."""
+    return RunConfig(model=cfg.model, format=cfg.format, epochs=0)
+
+
+def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool, progress: bool, identity) -> dict:
+    """Run every pending config (untrained references first); returns {key: record}."""
+    from .run import run_group
+
+    refs = {}
+    for row in plan:
+        u = untrained_config(row["config"])
+        row["untrained_key"] = u.key(identity(u))
+        refs[row["untrained_key"]] = u
+    wanted: dict[str, RunConfig] = {**refs, **{row["key"]: row["config"] for row in plan}}
+    records = {} if force else {k: r for k in wanted if (r := load_run(results, k)) is not None}
+    pending = [k for k in wanted if k not in records]
+    # configs differing only in selection share one training
+    groups: dict[str, list[str]] = {}
+    for k in pending:
+        groups.setdefault(wanted[k].replace(selection="best").key(identity(wanted[k])), []).append(k)
+    ordered = sorted(groups.values(), key=lambda ks_: wanted[ks_[0]].epochs != 0)
+    log = logging.getLogger("run_all")
+    log.info("%d configs planned, %d cached, %d to run in %d trainings", len(wanted), len(records), len(pending),
+             len(ordered))
+    bar = tqdm(total=len(ordered), desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
+    for keys in ordered:
+        cfgs = [wanted[k] for k in keys]
+        ref_key = untrained_config(cfgs[0]).key(identity(untrained_config(cfgs[0])))
+        reference = records.get(ref_key, {}).get("retention_correct") if cfgs[0].epochs else None
+        bar.set_postfix_str(f"{cfgs[0].model} seed={cfgs[0].seed} {'untrained' if not cfgs[0].epochs else keys[0][:8]}")
+        for key, rec in zip(keys, run_group(cfgs, ks, device=device, cache=cache, progress=progress,
+                                            retention_reference=reference)):
+            rec["key"] = key
+            write_json_atomic(results / "runs" / f"{key}.json", rec)
+            records[key] = rec
+            if rec["status"] != "ok":
+                log.warning("run %s failed: %s", key, rec["error"])
+        bar.update(1)
+    bar.close()
+    return records
+
+
+def verdicts(ablations: list[Ablation], plan: list[dict], records: dict) -> dict:
+    out = {}
+    for ab in ablations:
+        rows = [r for r in plan if r["ablation"] == ab.name]
+        per_regime = {}
+        for regime in ab.regimes:
+            runs = {arm: [records[r["key"]] for r in rows if r["regime"] == regime and r["arm"] == arm
+                          and r["key"] in records] for arm in ab.arms}
+            per_regime[regime] = {
+                arm: {m: compare(runs[ab.control], runs[arm], m, ab.expected if m == ab.signature else "increase",
+                                 ab.min_effect) for m in [ab.signature, *ab.also]}
+                for arm in ab.arms if arm != ab.control
+            }
+        out[ab.name] = per_regime
+    return out
+
+
+def overall(ab: Ablation, per_regime: dict) -> tuple[str, str]:
+    """The ablation's verdict: reproduced in some regime > inconclusive > not reproduced."""
+    found = [(regime, v[ab.signature]["verdict"]) for regime, arms in per_regime.items() for v in arms.values()]
+    for wanted in ("reproduced", "inconclusive", "not reproduced"):
+        for regime, verdict in found:
+            if verdict == wanted:
+                return verdict, regime
+    return "inconclusive", ""
+
+
+def tidy_rows(plan: list[dict], records: dict) -> list[dict]:
+    rows = []
+    for p in plan:
+        rec = records.get(p["key"])
+        status = rec["status"] if rec else "missing"
+        for m in METRICS:
+            value = rec["metrics"].get(m) if rec and rec.get("status") == "ok" else None
+            rows.append({"ablation": p["ablation"], "regime": p["regime"], "arm": p["arm"], "seed": p["seed"],
+                         "key": p["key"], "status": status, "metric": m, "value": value})
+    return rows
+
+
+def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict) -> dict:
+    """Merge this invocation's plan into results/plan.json and rewrite the CSV and verdicts."""
+    import pandas as pd
+
+    plan_file = results / "plan.json"
+    old = json.loads(plan_file.read_text()) if plan_file.exists() else {"rows": [], "ablations": {}}
+    names = {a.name for a in ablations}
+    rows = [r for r in old["rows"] if r["ablation"] not in names]
+    rows += [{k: (v.to_dict() if k == "config" else v) for k, v in r.items()} for r in plan]
+    metas = {k: v for k, v in old["ablations"].items() if k not in names}
+    metas.update({a.name: a.meta() for a in ablations})
+    write_json_atomic(plan_file, {"rows": rows, "ablations": metas})
+    all_records = {r["key"]: records.get(r["key"]) or load_run(results, r["key"]) for r in rows}
+    all_records = {k: v for k, v in all_records.items() if v}
+    all_abs = [Ablation(**m) for m in metas.values()]
+    v = verdicts(all_abs, rows, all_records)
+    summary = {a.name: {"verdict": overall(a, v[a.name])[0], "regime": overall(a, v[a.name])[1],
+                        "comparisons": v[a.name]} for a in all_abs}
+    write_json_atomic(results / "verdicts.json", summary)
+    df = pd.DataFrame(tidy_rows(rows, all_records))
+    tmp = results / ".summary.csv.tmp"
+    df.to_csv(tmp, index=False)
+    tmp.replace(results / "summary.csv")
+    return summary
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_all.py", description="Run the hiahia LoRA ablation suite and render the report.")
+    p.add_argument("--only", help="comma-separated ablation names (default: all); see --list")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
+    p.add_argument("--model", help="chat model for every arm (embedded name, hub id or folder); same as --set model=...")
+    p.add_argument("--pair", default="embedded", help=f"(base, chat) pair for base_vs_chat: {', '.join(models.PAIRS)}")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="knowledge file in the schema of data/hiahia.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a baseline RunConfig field")
+    p.add_argument("--results", default=str(RESULTS), help="results folder (default results/)")
+    p.add_argument("--cache-dir", help=f"model cache (default ${models.CACHE_ENV} or ~/.cache/hiahia-lora)")
+    p.add_argument("--force", action="store_true", help="rerun even cached runs")
+    p.add_argument("--list", action="store_true", help="list the ablations and their arms, then exit")
+    p.add_argument("--report-only", action="store_true", help="re-render the report from results/ without training")
+    p.add_argument("--no-report", action="store_true", help="do not render the report at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        return _main(args)
+    except (SuiteError, KeyError, ValueError, models.ModelError) as e:
+        msg = e.args[0] if e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
+    results = Path(args.results)
+    available = discover()
+    chosen = select(available, args.only)
+    if args.list:
+        for ab in available.values():
+            print(f"{ab.name:24s} {ab.title}  arms: {', '.join(ab.arms)}  regimes: {', '.join(ab.regimes)}")
+        return 0
+    if args.report_only:
+        return _render(results)
+    if args.pair not in models.PAIRS:
+        raise SuiteError(f"unknown --pair {args.pair!r}; valid: {', '.join(models.PAIRS)}")
+    if args.seeds < 1:
+        raise SuiteError("--seeds must be >= 1")
+    overrides = parse_overrides(args.set)
+    if args.model:
+        overrides["model"] = args.model
+    baseline = RunConfig().replace(**overrides)
+    ks = load_knowledge(args.data)
+    identity = lambda cfg: f"{models.identity(cfg.model)}|{ks.sha256}"  # noqa: E731
+    plan = build_plan(chosen, baseline, args.seeds, models.PAIRS[args.pair], identity)
+    start = time.perf_counter()
+    records = execute(plan, ks, results, args.device, args.cache_dir, args.force, not args.quiet, identity)
+    summary = save_summary(results, chosen, plan, records)
+    print(f"\nfinished in {time.perf_counter() - start:.0f} s")
+    for ab in chosen:
+        s = summary[ab.name]
+        print(f"  {ab.name:24s} {s['verdict']:15s} (regime: {s['regime'] or '-'})")
+    return 0 if args.no_report else _render(results)
+
+
+def _render(results: Path) -> int:
+    try:
+        from .report import render
+    except ImportError:
+        print("report module not available; results are in", results)
+        return 0
+    out = render(results)
+    print(f"report written to {out}")
+    return 0

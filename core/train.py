@@ -1,0 +1,159 @@
+"""The trainer: AdamW over trainable weights, LR schedule, per-epoch train/validation loss, best-by-validation.
+
+Speed matters on a 2-core CPU: batches are grouped by length (little padding) and the LM head is
+applied only at positions that carry a label, which is most of the saving when labels are masked.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .data import IGNORE, Example
+from .lora import load_trainable_state, trainable_state
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. a non-finite loss)."""
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]  # tidy: {"epoch", "split", "loss"}
+    best_epoch: int
+    selected_epoch: int
+    steps: int
+    seconds: float
+    tokens: int  # all non-pad tokens processed in training
+    label_tokens: int  # tokens that carried a loss
+    extra: dict = field(default_factory=dict)
+
+
+def collate(batch: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+def batch_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over labelled positions, and their count."""
+    backbone = getattr(model, model.base_model_prefix)
+    hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    return loss, int(keep.sum())
+
+
+def length_grouped_batches(examples: list[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:
+    """Shuffle, sort by length inside windows of 8 batches, then shuffle the batch order."""
+    order = examples[:]
+    rng.shuffle(order)
+    window = batch_size * 8
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda e: len(e.input_ids))
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: list[Example], batch_size: int, pad_id: int, device) -> float:
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))
+    for i in range(0, len(ordered), batch_size * 2):
+        loss, n = batch_loss(model, collate(ordered[i:i + batch_size * 2], pad_id, device))
+        total += float(loss)
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(model, train_examples: list[Example], val_examples: list[Example], cfg: RunConfig, pad_id: int,
+          progress: bool = True, desc: str = "train") -> TrainResult:
+    device = next(model.parameters()).device
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if params else None
+    steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_ratio * total_steps)
+    history = [{"epoch": 0, "split": "validation", "loss": evaluate_loss(model, val_examples, cfg.batch_size, pad_id, device)}]
+    best_loss, best_epoch, best_state = history[0]["loss"], 0, trainable_state(model)
+    step, tokens, label_tokens = 0, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress, leave=False, dynamic_ncols=True)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        epoch_loss, epoch_count = 0.0, 0
+        for batch_examples in length_grouped_batches(train_examples, cfg.batch_size, rng):
+            batch = collate(batch_examples, pad_id, device)
+            for group in (optimizer.param_groups if optimizer else []):
+                group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup, cfg.lr_schedule)
+            with torch.set_grad_enabled(optimizer is not None):
+                loss_sum, n = batch_loss(model, batch)
+                loss = loss_sum / max(n, 1)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise TrainingError(
+                    f"non-finite training loss ({float(loss)}) at epoch {epoch}, step {step} with lr={cfg.lr}; "
+                    f"lower the learning rate (e.g. --set lr={cfg.lr / 10:g})"
+                )
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+            epoch_loss += loss_sum.item()
+            epoch_count += n
+            tokens += int(batch["attention_mask"].sum())
+            label_tokens += n
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{float(loss):.3f}")
+        val = evaluate_loss(model, val_examples, cfg.batch_size, pad_id, device)
+        history.append({"epoch": epoch, "split": "train", "loss": epoch_loss / max(epoch_count, 1)})
+        history.append({"epoch": epoch, "split": "validation", "loss": val})
+        if val < best_loss:
+            best_loss, best_epoch, best_state = val, epoch, trainable_state(model)
+    bar.close()
+    model.eval()
+    selected = cfg.epochs
+    if cfg.selection == "best" and best_epoch != cfg.epochs:
+        load_trainable_state(model, best_state)
+        selected = best_epoch
+    return TrainResult(history, best_epoch, selected, step, time.perf_counter() - start, tokens, label_tokens,
+                       extra={"best_state": best_state})
