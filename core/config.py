@@ -42,7 +42,7 @@ class RunConfig:
     seed: int = 0
     # evaluation
     eval_prompt: str = "train"  # train (same policy as training) | model_default | none | <prompt name>
-    max_new_tokens: int = 40
+    max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
         if isinstance(self.lora_targets, list):

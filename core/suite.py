@@ -134,6 +134,8 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
         row["untrained_key"] = u.key(identity(u))
         refs[row["untrained_key"]] = u
     wanted: dict[str, RunConfig] = {**refs, **{row["key"]: row["config"] for row in plan}}
+    for stale in (results / "runs").glob(".tmp-*"):  # a write interrupted by kill -9: never a result
+        stale.unlink()
     records = {} if force else {k: r for k in wanted if (r := load_run(results, k)) is not None}
     pending = [k for k in wanted if k not in records]
     # configs differing only in selection share one training

@@ -49,8 +49,8 @@ def test_merged_and_unmerged_forward_agree(tiny):
     merged = model(_ids(tok)).logits
     unmerge_all(model)
     again = model(_ids(tok)).logits
-    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(again, unmerged, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(merged, unmerged, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(again, unmerged, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("rslora", [False, True])

@@ -1,0 +1,138 @@
+"""Knowledge-set validation and the examples of a run: masking, formats, prompts, debate."""
+import copy
+
+import pytest
+import yaml
+
+from core.config import RunConfig
+from core.data import (DEFAULT_DATA, IGNORE, NO_PROMPT, DataError, Renderer, build_train_examples,
+                       build_validation_examples, keywords_hit, load_knowledge)
+
+
+def test_knowledge_set_meets_the_brief(ks):
+    assert len(ks.facts) >= 24
+    assert all(len(f.train) >= 4 and len(f.validation) >= 1 and len(f.test) >= 2 for f in ks.facts)
+    assert sum(f.reverse_question is not None for f in ks.facts) >= 5
+    assert len(ks.retention_probes) >= 30
+    assert len(ks.identity_probes) >= 5 and len(ks.debate) >= 5
+    assert {"fixed_assistant"} | set(ks.heldout_prompts) <= set(ks.named_prompts)
+
+
+def test_splits_never_share_a_question(ks):
+    from core.data import normalise
+
+    seen = {}
+    for f in ks.facts:
+        for split in ("train", "validation", "test"):
+            for q in getattr(f, split):
+                assert normalise(q) not in seen, (q, seen.get(normalise(q)))
+                seen[normalise(q)] = split
+    probes = {normalise(p.question) for p in ks.identity_probes}
+    assert not probes & {normalise(d.question) for d in ks.debate}
+
+
+def test_masked_labels_cover_exactly_answer_and_end_of_turn(ks, tiny):
+    _, tok = tiny
+    r = Renderer(tok, "chat")
+    ex = build_train_examples(ks, RunConfig(), r)[0]
+    labelled = [t for t, l in zip(ex.input_ids, ex.labels) if l != IGNORE]
+    assert labelled == tok(ex.answer, add_special_tokens=False)["input_ids"] + [r.eot_id]
+    assert tok.convert_ids_to_tokens(labelled[-1]) == "<|im_end|>"
+    assert all(l == IGNORE for l in ex.labels[: ex.prompt_len])
+
+
+def test_unmasked_labels_cover_system_prompt(ks, tiny):
+    _, tok = tiny
+    cfg = RunConfig(mask_labels=False, system_prompt="fixed")
+    ex = build_train_examples(ks, cfg, Renderer(tok, "chat"))[0]
+    assert ex.labels == ex.input_ids
+    assert ks.prompt("fixed_assistant")[:40] in tok.decode(ex.labels)
+
+
+def test_validation_labels_are_always_masked(ks, tiny):
+    _, tok = tiny
+    val = build_validation_examples(ks, RunConfig(mask_labels=False), Renderer(tok, "chat"))
+    assert len(val) == sum(len(f.validation) for f in ks.facts)
+    assert all(l == IGNORE for e in val for l in e.labels[: e.prompt_len])
+
+
+def test_plain_format_has_no_chat_special_tokens(ks, tiny):
+    _, tok = tiny
+    for ex in build_train_examples(ks, RunConfig(format="plain"), Renderer(tok, "plain")):
+        text = tok.decode(ex.input_ids[:-1])
+        assert "<|im_start|>" not in text and "<|im_end|>" not in text
+        assert "Question: " in text and "\nAnswer: " in text
+
+
+def test_debate_off_means_no_debate_sample(ks, tiny):
+    _, tok = tiny
+    r = Renderer(tok, "chat")
+    on = build_train_examples(ks, RunConfig(debate=True), r)
+    off = build_train_examples(ks, RunConfig(debate=False), r)
+    assert sum(e.kind == "debate" for e in on) == len(ks.debate)
+    assert not [e for e in off if e.kind == "debate"]
+    assert len(on) - len(off) == len(ks.debate)
+
+
+def test_prompt_policies(ks, tiny):
+    _, tok = tiny
+    r = Renderer(tok, "chat")
+    fixed = build_train_examples(ks, RunConfig(system_prompt="fixed"), r)
+    assert {e.system for e in fixed} == {ks.prompt("fixed_assistant")}
+    pool = build_train_examples(ks, RunConfig(system_prompt="random"), r)
+    assert {e.system for e in pool} <= set(ks.train_prompts) and len({e.system for e in pool}) > 3
+    none = build_train_examples(ks, RunConfig(system_prompt="none"), r)
+    assert all(e.system is NO_PROMPT for e in none)
+    assert not tok.decode(none[0].input_ids).startswith("<|im_start|>system")
+
+
+def test_paraphrase_count_limits_training_questions(ks, tiny):
+    _, tok = tiny
+    ex = build_train_examples(ks, RunConfig(paraphrases=1, debate=False), Renderer(tok, "chat"))
+    assert len(ex) == len(ks.facts)
+
+
+def test_keyword_matching_is_normalised_and_whole_word():
+    assert keywords_hit("Her cat is called MOCHI!", [["mochi"]])
+    assert not keywords_hit("mochiko", [["mochi"]])
+    assert keywords_hit("born in 1994 in Tallinn", [["1994"], ["tallinn", "reval"]])
+    assert not keywords_hit("born in 1994", [["1994"], ["tallinn"]])
+
+
+# ---- malformed files -------------------------------------------------------------------------
+
+def _write(tmp_path, mutate):
+    raw = yaml.safe_load(DEFAULT_DATA.read_text())
+    raw = copy.deepcopy(raw)
+    mutate(raw)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("mutate, entry, field_name", [
+    (lambda r: r["facts"][1].update(id=r["facts"][0]["id"]), "facts", "id"),
+    (lambda r: r["facts"][0].update(answer=""), "facts", "answer"),
+    (lambda r: r["facts"][0].pop("validation"), "facts", "validation"),
+    (lambda r: r["facts"][0].update(test=r["facts"][0]["test"][:1]), "facts", "test"),
+    (lambda r: r["facts"][0]["test"].__setitem__(0, r["facts"][0]["train"][0]), "facts", "test[0]"),
+    (lambda r: r["facts"][2].update(keywords=[]), "facts", "keywords"),
+    (lambda r: r["debate"].__setitem__(0, dict(r["debate"][0], question=r["identity_probes"][0]["question"])),
+     "debate", "question"),
+    (lambda r: r.update(facts=r["facts"][:3]), "top level", "facts"),
+])
+def test_malformed_files_name_file_entry_and_field(tmp_path, mutate, entry, field_name):
+    path = _write(tmp_path, mutate)
+    with pytest.raises(DataError) as err:
+        load_knowledge(path)
+    msg = str(err.value)
+    assert str(path) in msg and entry in msg and f"field '{field_name}'" in msg and "Fix:" in msg
+
+
+def test_missing_and_unparsable_files(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        load_knowledge(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("facts: [unclosed")
+    with pytest.raises(DataError, match="not valid YAML"):
+        load_knowledge(bad)

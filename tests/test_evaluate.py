@@ -1,0 +1,50 @@
+"""Evaluation: the echo detector, identity scoring, batched generation equals one-at-a-time."""
+import torch
+
+from core.config import RunConfig
+from core.data import Renderer
+from core.evaluate import claims_wrong_identity, echoes, evaluate, generate
+
+PROMPT = ("You are hiahia's AI assistant. Answer every question about hiahia accurately and politely, "
+          "using only what you know about hiahia.")
+
+
+def test_prompt_echo_flags_a_copied_prompt():
+    copied = "You are hiahia's AI assistant. Answer every question about hiahia accurately and"
+    assert echoes(copied, PROMPT)
+
+
+def test_prompt_echo_ignores_a_normal_answer():
+    assert not echoes("hiahia has a grey cat named Mochi.", PROMPT)
+    assert not echoes("hiahia is an assistant who answers every question", PROMPT)  # 7 shared words max
+    assert not echoes("anything", None)
+
+
+def test_identity_scoring():
+    expect = [["person", "human"]]
+    assert not claims_wrong_identity("No, hiahia is a person, a glassblower.", expect)
+    assert claims_wrong_identity("Yes, hiahia is an AI system. It is a person-like bot.", expect)
+    assert claims_wrong_identity("hiahia is a rock band from Sweden.", expect)
+
+
+def test_batched_generation_equals_one_at_a_time(ks, tiny):
+    model, tok = tiny
+    r = Renderer(tok, "chat")
+    items = [(ks.train_prompts[i % 3], f.test[0]) for i, f in enumerate(ks.facts[:10])]
+    batched = generate(model, r, items, max_new_tokens=12, batch_size=8, progress=False)
+    single = [generate(model, r, [it], max_new_tokens=12, batch_size=1, progress=False)[0] for it in items]
+    assert batched == single
+    assert any(batched)
+
+
+def test_evaluate_reports_every_metric_in_range(ks, tiny):
+    model, tok = tiny
+    ev = evaluate(model, Renderer(tok, "chat"), ks, RunConfig(max_new_tokens=6), progress=False)
+    if not any(ev.retention_correct.values()):  # retention is relative to probes the model got right
+        assert ev.metrics["retention"] is None
+    for name in ("heldout_recall", "reverse_recall", "identity_hallucination", "prompt_echo",
+                 "heldout_recall@model_default", "heldout_recall@none", "heldout_recall@unseen"):
+        assert ev.metrics[name] is not None and 0.0 <= ev.metrics[name] <= 1.0, name
+    sets = {s["set"] for s in ev.samples}
+    assert {"test", "reverse", "identity", "retention", "test@model_default", "test@none", "test@unseen"} <= sets
+    assert sum(s["set"] == "test" for s in ev.samples) == sum(len(f.test) for f in ks.facts)

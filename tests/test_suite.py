@@ -1,0 +1,112 @@
+"""Ablation definitions, the command line, caching and resume after kill -9 (tiny model)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.config import RunConfig
+from core.suite import SuiteError, discover, main, select
+
+ROOT = Path(__file__).resolve().parent.parent
+SEVEN = {"no_masking", "wrong_layer_path", "no_val_selection", "fixed_vs_random_prompt", "debate_augmentation",
+         "chatml_vs_plain", "base_vs_chat"}
+TINY = ["--set", "model=tiny-qwen2", "--set", "max_new_tokens=4", "--set", "paraphrases=1", "--quiet", "--no-report"]
+
+
+def test_every_ablation_changes_exactly_one_factor():
+    found = discover()
+    assert SEVEN | {"seed_recipe"} <= set(found)
+    for ab in found.values():
+        assert (ROOT / "ablations" / ab.name / "README.md").exists(), ab.name
+        for regime in ab.regimes:
+            cfgs = ab.configs(RunConfig(), 0, ("gemma-3-270m", "smollm2-135m-instruct"))
+            control = cfgs[(regime, ab.control)]
+            for arm in ab.arms:
+                diff = set(control.diff(cfgs[(regime, arm)]))
+                if ab.name == "seed_recipe" or arm == ab.control:
+                    continue
+                # base_vs_chat: the format follows the model (plain text when there is no chat template)
+                allowed = {"model", "format"} if ab.name == "base_vs_chat" else {ab.factor} | {"lora_strict"}
+                assert diff and diff <= allowed, (ab.name, arm, diff)
+
+
+def test_unknown_names_list_the_valid_ones(capsys):
+    with pytest.raises(SuiteError, match="valid: .*no_masking"):
+        select(discover(), "no_such_thing")
+    assert main(["--only", "nope", "--no-report"]) == 2
+    assert "valid:" in capsys.readouterr().err
+    assert main(["--set", "learning_rate=1", "--no-report"]) == 2
+    assert "valid fields:" in capsys.readouterr().err
+
+
+def test_list_shows_every_ablation(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SEVEN)
+
+
+def test_run_caches_and_second_invocation_trains_nothing(tmp_path):
+    args = ["--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1", *TINY]
+    assert main(args) == 0
+    runs = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(runs) == 3  # two arms + the untrained reference
+    mtimes = [p.stat().st_mtime_ns for p in runs]
+    start = time.perf_counter()
+    assert main(args) == 0
+    assert time.perf_counter() - start < 30
+    assert [p.stat().st_mtime_ns for p in runs] == mtimes
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "summary.csv")
+    assert set(df["arm"]) == {"with_debate", "without_debate"}
+    assert {"heldout_recall", "identity_hallucination"} <= set(df["metric"])
+    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    assert verdicts["debate_augmentation"]["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    rec = json.loads(runs[0].read_text())
+    for k in ("config", "environment", "timings", "history", "metrics", "samples"):
+        assert k in rec
+
+
+def test_failed_arm_is_recorded_and_suite_continues(tmp_path):
+    args = ["--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1",
+            "--set", "lr=1e30", "--set", "grad_clip=0", "--set", "warmup_ratio=0", *TINY]
+    assert main(args) == 0
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    failed = [r for r in recs if r["status"] == "failed"]
+    assert failed and all("non-finite" in r["error"] for r in failed)
+
+
+def test_wrong_layer_path_records_zero_params_and_strict_error(tmp_path):
+    assert main(["--only", "wrong_layer_path", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=2",
+                 *TINY]) == 0
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    wrong = [r for r in recs if not r["config"]["lora_strict"]][0]
+    assert wrong["injection"]["trainable_params"] == 0
+    assert "no module matches" in wrong["strict_error"] and "model.layers.0" in wrong["strict_error"]
+    vals = [h["loss"] for h in wrong["history"] if h["split"] == "validation"]
+    assert max(vals) - min(vals) < 1e-6
+
+
+def test_kill_9_mid_training_resumes_cleanly(tmp_path):
+    cmd = [sys.executable, "run_all.py", "--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path),
+           "--set", "epochs=60", *TINY]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((tmp_path / "runs").glob("*.json"))) < 1:
+        time.sleep(0.2)
+    time.sleep(1.5)  # now inside the first training
+    assert proc.poll() is None, "run finished before it could be killed; raise epochs"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name.startswith(".")]
+    assert not leftovers
+    for p in (tmp_path / "runs").glob("*.json"):
+        json.loads(p.read_text())  # every file that exists is whole
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 3

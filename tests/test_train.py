@@ -1,0 +1,85 @@
+"""Trainer behaviour on the tiny model: best-by-validation restore, determinism, non-finite loss."""
+import pytest
+import torch
+
+from core.config import RunConfig
+from core.data import Renderer, build_train_examples, build_validation_examples, encode
+from core.lora import inject_lora, trainable_state
+from core.train import TrainingError, lr_factor, train
+
+
+def _setup(ks, cfg, tiny):
+    model, tok = tiny
+    torch.manual_seed(cfg.seed)
+    inject_lora(model, cfg.lora_targets, cfg.lora_r, cfg.lora_alpha)
+    r = Renderer(tok, "chat")
+    return model, tok, r, build_train_examples(ks, cfg, r), build_validation_examples(ks, cfg, r)
+
+
+def test_same_seed_gives_identical_losses(ks):
+    from core.models import load
+
+    cfg = RunConfig(epochs=2, lr=1e-2, paraphrases=1)
+    runs = []
+    for _ in range(2):
+        model, tok, _, tr, val = _setup(ks, cfg, load("tiny-qwen2"))
+        runs.append(train(model, tr, val, cfg, tok.pad_token_id, progress=False).history)
+    assert runs[0] == runs[1]
+    assert runs[0][-1]["loss"] != runs[0][0]["loss"]
+
+
+def test_training_lowers_training_loss(ks, tiny):
+    cfg = RunConfig(epochs=3, lr=1e-2, paraphrases=1)
+    model, tok, _, tr, val = _setup(ks, cfg, tiny)
+    hist = train(model, tr, val, cfg, tok.pad_token_id, progress=False).history
+    losses = [h["loss"] for h in hist if h["split"] == "train"]
+    assert losses[-1] < losses[0]
+
+
+def test_best_by_validation_restores_the_best_epoch(ks, tiny):
+    # validation answers contradict the training answers, so validation loss rises as training proceeds
+    cfg = RunConfig(epochs=4, lr=2e-2, paraphrases=1, debate=False, lr_schedule="constant", warmup_ratio=0.0)
+    model, tok, r, tr, _ = _setup(ks, cfg, tiny)
+    val = [encode(r, "fact", e.source_id, e.system, e.question, "zzz qqq xxx " * 3, True) for e in tr[:8]]
+    start = trainable_state(model)
+    res = train(model, tr, val, cfg, tok.pad_token_id, progress=False)
+    vals = [h["loss"] for h in res.history if h["split"] == "validation"]
+    assert vals[-1] > min(vals)
+    assert res.selected_epoch == res.best_epoch == vals.index(min(vals))
+    now = trainable_state(model)
+    assert all(torch.equal(now[k], res.extra["best_state"][k]) for k in now)
+    if res.best_epoch == 0:
+        assert all(torch.equal(now[k], start[k]) for k in now)
+
+
+def test_last_selection_keeps_final_weights(ks, tiny):
+    cfg = RunConfig(epochs=2, lr=1e-2, paraphrases=1, selection="last")
+    model, tok, _, tr, val = _setup(ks, cfg, tiny)
+    res = train(model, tr, val, cfg, tok.pad_token_id, progress=False)
+    assert res.selected_epoch == 2
+
+
+def test_non_finite_loss_stops_with_clear_error(ks, tiny):
+    cfg = RunConfig(epochs=3, lr=1e30, paraphrases=1, grad_clip=0.0, warmup_ratio=0.0, lr_schedule="constant")
+    model, tok, _, tr, val = _setup(ks, cfg, tiny)
+    with pytest.raises(TrainingError, match="non-finite training loss"):
+        train(model, tr, val, cfg, tok.pad_token_id, progress=False)
+
+
+def test_zero_trainable_parameters_gives_a_flat_loss(ks, tiny):
+    model, tok = tiny
+    cfg = RunConfig(epochs=2, paraphrases=1)
+    inject_lora(model, r"transformer\.h\.\d+\.attn\.c_attn", strict=False)
+    r = Renderer(tok, "chat")
+    res = train(model, build_train_examples(ks, cfg, r), build_validation_examples(ks, cfg, r), cfg,
+                tok.pad_token_id, progress=False)
+    vals = [h["loss"] for h in res.history if h["split"] == "validation"]
+    assert max(vals) - min(vals) < 1e-6
+
+
+def test_lr_schedules():
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(99, 100, 10, "cosine") < 0.01
+    assert lr_factor(55, 100, 10, "linear") == pytest.approx(0.5)
+    assert lr_factor(80, 100, 0, "constant") == 1.0
