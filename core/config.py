@@ -36,7 +36,7 @@ class RunConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    epochs: int = 8
+    epochs: int = 4
     batch_size: int = 8
     selection: str = "best"  # best (lowest validation loss) | last
     seed: int = 0

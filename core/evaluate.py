@@ -15,7 +15,7 @@ from .config import RunConfig
 from .data import MODEL_DEFAULT, NO_PROMPT, KnowledgeSet, Renderer, eval_system_prompts, keywords_hit, normalise
 from .lora import lora_modules, merge_all, unmerge_all
 
-ECHO_WORDS = 8  # an answer that contains 8 consecutive words of the system prompt is an echo
+ECHO_WORDS = 8  # an answer containing 8 consecutive words of the system prompt (or all of a shorter one) echoes it
 HELDOUT_VARIANTS = (MODEL_DEFAULT, "none", "unseen")
 
 
@@ -71,10 +71,11 @@ def generate(model, renderer: Renderer, items: list[tuple[str | None, str]], max
 
 
 def echoes(answer: str, system: str | None, n: int = ECHO_WORDS) -> bool:
-    """True when the answer contains n consecutive (normalised) words of the system prompt."""
+    """True when the answer contains n consecutive (normalised) words of the system prompt (all of it if shorter)."""
     if not system or system == MODEL_DEFAULT:
         return False
     prompt_words = normalise(system).split()
+    n = min(n, len(prompt_words))  # a short prompt counts as echoed when all of it is repeated
     answer_text = f" {normalise(answer)} "
     return any(f" {' '.join(prompt_words[i:i + n])} " in answer_text for i in range(len(prompt_words) - n + 1))
 

@@ -143,7 +143,7 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
             label_tokens += n
             step += 1
             bar.update(1)
-            bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{float(loss):.3f}")
+            bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss.item():.3f}")
         val = evaluate_loss(model, val_examples, cfg.batch_size, pad_id, device)
         history.append({"epoch": epoch, "split": "train", "loss": epoch_loss / max(epoch_count, 1)})
         history.append({"epoch": epoch, "split": "validation", "loss": val})

@@ -48,3 +48,8 @@ def test_evaluate_reports_every_metric_in_range(ks, tiny):
     sets = {s["set"] for s in ev.samples}
     assert {"test", "reverse", "identity", "retention", "test@model_default", "test@none", "test@unseen"} <= sets
     assert sum(s["set"] == "test" for s in ev.samples) == sum(len(f.test) for f in ks.facts)
+
+
+def test_prompt_echo_of_a_short_prompt_needs_all_of_it():
+    assert echoes("Sure! You are a helpful assistant.", "You are a helpful assistant.")
+    assert not echoes("You are helpful.", "You are a helpful assistant.")

@@ -1,0 +1,1 @@
+"""Benchmarks of the project's trainer and evaluator against standard references (see bench.py)."""
