@@ -49,14 +49,17 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
+        # keep the original tensor: subtracting the delta again would not restore it bit for bit
         if not self.merged:
-            self.base.weight += self.delta().to(self.base.weight.dtype)
+            self._unmerged_weight = self.base.weight.data
+            self.base.weight.data = self._unmerged_weight + self.delta().to(self.base.weight.dtype)
             self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged:
-            self.base.weight -= self.delta().to(self.base.weight.dtype)
+            self.base.weight.data = self._unmerged_weight
+            del self._unmerged_weight
             self.merged = False
 
 

@@ -40,6 +40,8 @@ SAMPLE_IDENTITY = 5  # identity probes shown side by side per regime
 SHOW_PATHS = 4  # matched module paths listed per injection report
 SEED_RECIPE_TITLE = "seed_recipe vs baseline: the original's combined first choices next to the fixed recipe"
 CONFOUNDED = {"base_vs_chat"}  # ablations whose notes state a confound that must be read before the verdict
+LICENCE_URLS = {"Apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0",
+                "Gemma Terms of Use": "https://ai.google.dev/gemma/terms"}
 
 
 class ReportError(RuntimeError):
@@ -104,7 +106,7 @@ def arm_stat(rows: list[dict], runs: dict, metric: str) -> dict:
     """Mean and 95% CI over the arm's finished seeds; the text says when it rests on one seed or none."""
     recs = [runs.get(r["key"]) for r in rows]
     ok = [r for r in recs if status(r) == "ok"]
-    values = [r["metrics"].get(metric) for r in ok]
+    values = [(r.get("metrics") or {}).get(metric) for r in ok]
     mean, low, high = mean_ci(values)
     n = sum(v is not None for v in values)
     missing = sum(status(r) == "missing" for r in recs)
@@ -125,6 +127,14 @@ def effect_text(cmp: dict | None) -> str | None:
     if cmp.get("low") is None or cmp.get("high") is None:
         return f"{cmp['diff']:+.2f}"
     return f"{cmp['diff']:+.2f} [{cmp['low']:+.2f}, {cmp['high']:+.2f}]"
+
+
+def stale(cmp: dict | None, rows: list[dict], runs: dict, arms: tuple[str, str]) -> bool:
+    """True when a stored comparison used a seed whose run (of either arm) is no longer finished on disk."""
+    if not cmp or not cmp.get("seeds"):
+        return False
+    ok = {(r["arm"], r["seed"]) for r in rows if status(runs.get(r["key"])) == "ok"}
+    return any((arm, seed) not in ok for arm in arms for seed in cmp["seeds"])
 
 
 def verdict_class(verdict: str | None) -> str:
@@ -390,6 +400,7 @@ def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_
             for m in metrics:
                 c = (comparisons.get(arm) or {}).get(m)
                 vrows.append({"arm": arm, "metric": m, "signature": m == ab["signature"], "cmp": c,
+                              "stale": stale(c, rrows, runs, (arm, ab["control"])),
                               "effect": effect_text(c), "verdict": (c or {}).get("verdict"),
                               "class": verdict_class((c or {}).get("verdict"))})
         shown = [(a, *pick_run(by_arm[a], runs)) for a in arms if by_arm[a]]
@@ -416,6 +427,7 @@ def summary_row(ab: dict, rows: list[dict], runs: dict, verdict: dict) -> dict:
         if arm != ab["control"]:
             c = (comparisons.get(arm) or {}).get(ab["signature"])
             effects.append({"arm": arm, "text": effect_text(c), "method": (c or {}).get("method"),
+                            "stale": stale(c, rrows, runs, (arm, ab["control"])),
                             "reason": (c or {}).get("reason")})
     problems = sum(status(runs.get(r["key"])) != "ok" for r in rows)
     return {"name": ab["name"], "title": SEED_RECIPE_TITLE if ab["name"] == "seed_recipe" else ab.get("title"),
@@ -443,8 +455,8 @@ def untrained_section(rows: list[dict], runs: dict) -> list[dict]:
             ret = [s for s in rec.get("samples") or [] if s["set"] == "retention"]
             m = rec.get("metrics") or {}
             entry.update(
-                model=rec["config"].get("model", model), format=rec.get("resolved_format") or rec["config"].get("format"),
-                asked=rec["config"].get("format"),
+                model=rec["config"].get("model", model), asked=rec["config"].get("format"),
+                format=rec.get("resolved_format") or rec["config"].get("format"),
                 metrics={k: fmt(m.get(k)) for k in ("heldout_recall", "identity_hallucination", "retention_raw",
                                                     "reverse_recall")},
                 kept=sum(bool(s.get("kept", s.get("hit"))) for s in ret), probes=len(ret),
@@ -467,10 +479,12 @@ def model_table(rows: list[dict], runs: dict) -> list[dict]:
             e = EMBEDDED[spec]
             hub = e.source.split(" (")[0]
             out.append({"spec": spec, "name": hub.split("/")[-1], "kind": e.kind, "licence": e.licence,
+                        "licence_url": LICENCE_URLS.get(e.licence),
                         "source": e.source, "formats": formats})
         elif spec == TINY:
-            out.append({"spec": spec, "name": "random 2-layer Qwen2 (unit-test model)", "kind": "chat template, untrained",
-                        "licence": "-", "source": "built in code (core/models.py)", "formats": formats})
+            out.append({"spec": spec, "name": "random 2-layer Qwen2 (unit-test model)",
+                        "kind": "chat template, untrained", "licence": "-",
+                        "source": "built in code (core/models.py)", "formats": formats})
         else:
             out.append({"spec": spec, "name": spec, "kind": "-", "licence": "the model's own",
                         "source": "Hugging Face hub id or local folder", "formats": formats})
@@ -497,7 +511,7 @@ def metadata_section(rows: list[dict], metas: dict, runs: dict) -> dict:
     for r in rows:
         used.setdefault(r["key"], []).append(f"{r['ablation']} / {r['regime']} / {r['arm']} / seed {r['seed']}")
         if r.get("untrained_key"):
-            label = f"untrained reference ({r['config']['model']})"
+            label = f"untrained reference ({r['config']['model']}, format {r['config'].get('format')})"
             if label not in used.setdefault(r["untrained_key"], []):
                 used[r["untrained_key"]].append(label)
     order = {name: i for i, name in enumerate(metas)}
@@ -509,7 +523,8 @@ def metadata_section(rows: list[dict], metas: dict, runs: dict) -> dict:
         durations.append({"key": key, "used_by": used[key], "status": status(rec),
                           "model": ((rec or {}).get("config") or {}).get("model", ""),
                           "error": (rec or {}).get("error") if status(rec) == "failed" else None,
-                          **{k: fmt(t.get(k), 1) if t.get(k) is not None else "" for k in ("load", "train", "eval", "total")}})
+                          **{k: fmt(t.get(k), 1) if t.get(k) is not None else ""
+                             for k in ("load", "train", "eval", "total")}})
         for k in ("load", "train", "eval", "total"):
             totals[k] += t.get(k) or 0.0
     ok = [r for r in runs.values() if status(r) == "ok"]
@@ -541,8 +556,8 @@ def render(results_dir: Path = RESULTS, out_dir: Path = REPORT) -> Path:
     rows, metas, verdicts, runs = load_results(results_dir)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    for stale in fig_dir.glob("*.png"):
-        stale.unlink()
+    for old in fig_dir.glob("*.png"):  # figures of ablations or regimes that are gone must not linger
+        old.unlink()
     sns.set_theme(style="whitegrid", context="notebook", font_scale=0.85)
     try:
         sections = [ablation_section(ab, [r for r in rows if r["ablation"] == name], runs, verdicts.get(name) or {},

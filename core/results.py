@@ -44,8 +44,7 @@ def load_run(root: Path, key: str) -> dict | None:
         return None
     try:
         return json.loads(p.read_text())
-    except json.JSONDecodeError:  # cannot happen with atomic writes, but never trust a bad file
-        p.unlink()
+    except json.JSONDecodeError:  # cannot happen with atomic writes; treated as not run (it will be rewritten)
         return None
 
 
@@ -97,20 +96,22 @@ def bootstrap_ci(pairs: list[tuple[float, float]], draws: int = 2000, seed: int 
     return sum(diffs) / n, means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
 
 
-def compare(control: list[dict], treatment: list[dict], metric: str, expected: str, min_effect: float) -> dict:
-    """Verdict for treatment vs control on `metric`, each a list of run records paired by seed."""
+def compare(control: list[dict], treatment: list[dict], metric: str, expected: str | None, min_effect: float) -> dict:
+    """Verdict for treatment vs control on `metric`, each a list of run records paired by seed.
+
+    expected None: a secondary metric, reported as a difference with its interval but no verdict."""
     by_seed_c = {r["config"]["seed"]: r for r in control if r.get("status") == "ok"}
     by_seed_t = {r["config"]["seed"]: r for r in treatment if r.get("status") == "ok"}
     seeds = sorted(set(by_seed_c) & set(by_seed_t))
     out = {"metric": metric, "expected": expected, "min_effect": min_effect, "seeds": seeds}
     if not seeds:
-        return dict(out, verdict="inconclusive", reason="no seed with both arms finished", diff=None, low=None, high=None,
+        return dict(out, verdict="inconclusive" if expected else None, reason="no seed with both arms finished", diff=None, low=None, high=None,
                     method=None)
     diffs = [by_seed_t[s]["metrics"].get(metric) for s in seeds]
     diffs = [None if t is None or by_seed_c[s]["metrics"].get(metric) is None else t - by_seed_c[s]["metrics"][metric]
              for s, t in zip(seeds, diffs)]
     if any(d is None for d in diffs):
-        return dict(out, verdict="inconclusive", reason=f"{metric} undefined for an arm", diff=None, low=None,
+        return dict(out, verdict="inconclusive" if expected else None, reason=f"{metric} undefined for an arm", diff=None, low=None,
                     high=None, method=None)
     if len(seeds) >= 2:
         diff, low, high = mean_ci(diffs)
@@ -119,11 +120,13 @@ def compare(control: list[dict], treatment: list[dict], metric: str, expected: s
         a, b = metric_items(by_seed_c[seeds[0]], metric), metric_items(by_seed_t[seeds[0]], metric)
         common = sorted(set(a) & set(b))
         if not common:
-            return dict(out, verdict="inconclusive", reason="no paired items", diff=diffs[0], low=None, high=None,
+            return dict(out, verdict="inconclusive" if expected else None, reason="no paired items", diff=diffs[0], low=None, high=None,
                         method=None)
         diff, low, high = bootstrap_ci([(a[k], b[k]) for k in common])
         diff = diffs[0]
         method = f"paired bootstrap over {len(common)} items (1 seed: training noise not covered)"
+    if expected is None:  # a secondary metric: the difference and its interval, no verdict
+        return dict(out, verdict=None, diff=diff, low=low, high=high, method=method, reason="")
     sign = 1.0 if expected == "increase" else -1.0
     effect, e_low, e_high = sign * diff, min(sign * low, sign * high), max(sign * low, sign * high)
     if e_low > 0 and effect >= min_effect:

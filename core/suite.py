@@ -119,18 +119,19 @@ def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int, pair:
     return rows
 
 
-def untrained_config(cfg: RunConfig) -> RunConfig:
-    """The 'before' reference for cfg's model and format: the baseline recipe with no training."""
-    return RunConfig(model=cfg.model, format=cfg.format, epochs=0)
+def untrained_config(cfg: RunConfig, baseline: RunConfig) -> RunConfig:
+    """The 'before' reference for cfg's model and format: the baseline (with --set overrides), untrained."""
+    return baseline.replace(model=cfg.model, format=cfg.format, epochs=0, seed=0)
 
 
-def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool, progress: bool, identity) -> dict:
+def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool, progress: bool, identity,
+            baseline: RunConfig) -> dict:
     """Run every pending config (untrained references first); returns {key: record}."""
     from .run import run_group
 
     refs = {}
     for row in plan:
-        u = untrained_config(row["config"])
+        u = untrained_config(row["config"], baseline)
         row["untrained_key"] = u.key(identity(u))
         refs[row["untrained_key"]] = u
     wanted: dict[str, RunConfig] = {**refs, **{row["key"]: row["config"] for row in plan}}
@@ -149,7 +150,8 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
     bar = tqdm(total=len(ordered), desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
     for keys in ordered:
         cfgs = [wanted[k] for k in keys]
-        ref_key = untrained_config(cfgs[0]).key(identity(untrained_config(cfgs[0])))
+        ref = untrained_config(cfgs[0], baseline)
+        ref_key = ref.key(identity(ref))
         reference = records.get(ref_key, {}).get("retention_correct") if cfgs[0].epochs else None
         bar.set_postfix_str(f"{cfgs[0].model} seed={cfgs[0].seed} {'untrained' if not cfgs[0].epochs else keys[0][:8]}")
         for key, rec in zip(keys, run_group(cfgs, ks, device=device, cache=cache, progress=progress,
@@ -173,7 +175,7 @@ def verdicts(ablations: list[Ablation], plan: list[dict], records: dict) -> dict
             runs = {arm: [records[r["key"]] for r in rows if r["regime"] == regime and r["arm"] == arm
                           and r["key"] in records] for arm in ab.arms}
             per_regime[regime] = {
-                arm: {m: compare(runs[ab.control], runs[arm], m, ab.expected if m == ab.signature else "increase",
+                arm: {m: compare(runs[ab.control], runs[arm], m, ab.expected if m == ab.signature else None,
                                  ab.min_effect) for m in [ab.signature, *ab.also]}
                 for arm in ab.arms if arm != ab.control
             }
@@ -229,6 +231,17 @@ def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], rec
     return summary
 
 
+def refresh_summary(results: Path, available: dict[str, Ablation]) -> dict:
+    """Recompute verdicts and the CSV from stored runs, with the current ablation definitions."""
+    plan = json.loads((results / "plan.json").read_text())
+    metas = plan["ablations"]
+    for name in metas:
+        if name in available:
+            metas[name] = available[name].meta()
+    write_json_atomic(results / "plan.json", plan)
+    return save_summary(results, [], [], {})
+
+
 # ---- command line -----------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
@@ -270,6 +283,8 @@ def _main(args) -> int:
             print(f"{ab.name:24s} {ab.title}  arms: {', '.join(ab.arms)}  regimes: {', '.join(ab.regimes)}")
         return 0
     if args.report_only:
+        if (results / "plan.json").exists():  # verdicts follow the current code and ablation definitions
+            refresh_summary(results, available)
         return _render(results)
     if args.pair not in models.PAIRS:
         raise SuiteError(f"unknown --pair {args.pair!r}; valid: {', '.join(models.PAIRS)}")
@@ -283,7 +298,7 @@ def _main(args) -> int:
     identity = lambda cfg: f"{models.identity(cfg.model)}|{ks.sha256}"  # noqa: E731
     plan = build_plan(chosen, baseline, args.seeds, models.PAIRS[args.pair], identity)
     start = time.perf_counter()
-    records = execute(plan, ks, results, args.device, args.cache_dir, args.force, not args.quiet, identity)
+    records = execute(plan, ks, results, args.device, args.cache_dir, args.force, not args.quiet, identity, baseline)
     summary = save_summary(results, chosen, plan, records)
     print(f"\nfinished in {time.perf_counter() - start:.0f} s")
     for ab in chosen:

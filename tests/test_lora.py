@@ -120,3 +120,15 @@ def test_non_strict_miss_trains_nothing(tiny, caplog):
     report = inject_lora(model, r"transformer\.h\.\d+\.attn\.c_attn", r=4, alpha=8, strict=False)
     assert report.trainable_params == 0 and report.matched == []
     assert "injected nowhere" in caplog.text
+
+
+def test_unmerge_restores_base_weights_exactly(tiny):
+    model, _ = tiny
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    inject_lora(model, QWEN_TARGETS, r=4, alpha=8)
+    _randomise_b(model)
+    for _ in range(3):
+        merge_all(model)
+        unmerge_all(model)
+    after = {n.replace(".base.", "."): p for n, p in model.named_parameters() if "lora_" not in n}
+    assert all(torch.equal(after[n], before[n]) for n in before)
