@@ -137,9 +137,25 @@ def load(spec: str, device: str = "cpu", cache: str | os.PathLike | None = None)
 def _load_hf(spec: str, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # the tokenizer's JSON is parsed in Python while the weights load (mostly outside the GIL): overlap them
+    loaded: dict = {}
+
+    def load_tokenizer():
+        try:
+            loaded["tok"] = AutoTokenizer.from_pretrained(spec)
+        except Exception as e:  # re-raised in the caller's thread
+            loaded["error"] = e
+
+    worker = threading.Thread(target=load_tokenizer)
+    worker.start()
     try:
-        tok = AutoTokenizer.from_pretrained(spec)
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+        finally:
+            worker.join()
+        if "error" in loaded:
+            raise loaded["error"]
+        tok = loaded["tok"]
     except OSError as e:
         raise ModelError(
             f"could not load {spec!r}: {e.__class__.__name__}: {str(e).splitlines()[0]}. "
