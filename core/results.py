@@ -122,8 +122,8 @@ def compare(control: list[dict], treatment: list[dict], metric: str, expected: s
         if not common:
             return dict(out, verdict="inconclusive" if expected else None, reason="no paired items", diff=diffs[0], low=None, high=None,
                         method=None)
+        # the difference over the paired items (equal to the metric difference when both arms score the same items)
         diff, low, high = bootstrap_ci([(a[k], b[k]) for k in common])
-        diff = diffs[0]
         method = f"paired bootstrap over {len(common)} items (1 seed: training noise not covered)"
     if expected is None:  # a secondary metric: the difference and its interval, no verdict
         return dict(out, verdict=None, diff=diff, low=low, high=high, method=method, reason="")

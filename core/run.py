@@ -98,7 +98,7 @@ def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", c
 
     records = []
     last_state = trainable_state(model) if result else None
-    for cfg in sorted(configs, key=lambda c: c.selection != "last"):  # evaluate the final weights first
+    for cfg in configs:
         selected = result.selected_epoch if result else 0
         if result and cfg.selection == "best":
             best = result.extra["best_state"]

@@ -114,8 +114,9 @@ def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int, pair:
     for ab in ablations:
         for seed in range(seeds):
             for (regime, arm), cfg in ab.configs(baseline, seed, pair).items():
+                before = untrained_config(cfg, baseline)
                 rows.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed,
-                             "config": cfg, "key": cfg.key(identity(cfg))})
+                             "config": cfg, "key": cfg.key(identity(cfg)), "untrained_key": before.key(identity(before))})
     return rows
 
 
@@ -129,11 +130,7 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
     """Run every pending config (untrained references first); returns {key: record}."""
     from .run import run_group
 
-    refs = {}
-    for row in plan:
-        u = untrained_config(row["config"], baseline)
-        row["untrained_key"] = u.key(identity(u))
-        refs[row["untrained_key"]] = u
+    refs = {row["untrained_key"]: untrained_config(row["config"], baseline) for row in plan}
     wanted: dict[str, RunConfig] = {**refs, **{row["key"]: row["config"] for row in plan}}
     for stale in (results / "runs").glob(".tmp-*"):  # a write interrupted by kill -9: never a result
         stale.unlink()
@@ -298,6 +295,7 @@ def _main(args) -> int:
     identity = lambda cfg: f"{models.identity(cfg.model)}|{ks.sha256}"  # noqa: E731
     plan = build_plan(chosen, baseline, args.seeds, models.PAIRS[args.pair], identity)
     start = time.perf_counter()
+    save_summary(results, chosen, plan, {})  # the plan is on disk first: partial results can be rendered
     records = execute(plan, ks, results, args.device, args.cache_dir, args.force, not args.quiet, identity, baseline)
     summary = save_summary(results, chosen, plan, records)
     print(f"\nfinished in {time.perf_counter() - start:.0f} s")

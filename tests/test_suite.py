@@ -110,3 +110,14 @@ def test_kill_9_mid_training_resumes_cleanly(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((tmp_path / "runs").glob("*.json"))) == 3
+
+
+def test_shared_training_stores_each_selection_under_its_own_key(tmp_path):
+    assert main(["--only", "no_val_selection", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=2",
+                 "--set", "batch_size=32", *TINY]) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    for row in plan["rows"]:
+        rec = json.loads((tmp_path / "runs" / f"{row['key']}.json").read_text())
+        assert rec["config"] == row["config"], row["arm"]
+        expected_epoch = rec["best_epoch"] if row["config"]["selection"] == "best" else row["config"]["epochs"]
+        assert rec["selected_epoch"] == expected_epoch
