@@ -276,7 +276,7 @@ def _main(args) -> int:
     available = discover()
     chosen = select(available, args.only)
     if args.list:
-        for ab in available.values():
+        for ab in chosen:
             print(f"{ab.name:24s} {ab.title}  arms: {', '.join(ab.arms)}  regimes: {', '.join(ab.regimes)}")
         return 0
     if args.report_only:

@@ -121,3 +121,11 @@ def test_shared_training_stores_each_selection_under_its_own_key(tmp_path):
         assert rec["config"] == row["config"], row["arm"]
         expected_epoch = rec["best_epoch"] if row["config"]["selection"] == "best" else row["config"]["epochs"]
         assert rec["selected_epoch"] == expected_epoch
+
+
+def test_every_ablation_runs_as_a_module():
+    for name in discover():
+        out = subprocess.run([sys.executable, "-m", f"ablations.{name}", "--list"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-500:]
+        assert out.stdout.split()[0] == name and len(out.stdout.strip().splitlines()) == 1
