@@ -236,7 +236,7 @@ class Renderer:
         self.tok = tokenizer
         self.fmt = fmt
         if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise DataError(f"format=chat but the tokenizer has no chat template; use --set format=plain for a base model")
+            raise DataError("format=chat but the tokenizer has no chat template; use --set format=plain for a base model")
         self.eot_id = self._end_of_turn_id()
         self._inserts_default = fmt == "chat" and self._template_inserts_default()
 

@@ -17,7 +17,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import models
-from .config import FIELD_NAMES, RunConfig, check_keys, parse_overrides
+from .config import RunConfig, check_keys, parse_overrides
 from .data import DEFAULT_DATA, load_knowledge
 from .results import RESULTS, compare, load_run, write_json_atomic
 

@@ -1,5 +1,4 @@
 """Evaluation: the echo detector, identity scoring, batched generation equals one-at-a-time."""
-import torch
 
 from core.config import RunConfig
 from core.data import Renderer

@@ -1,5 +1,4 @@
 """Model resolution: tiny-qwen2 offline, clear errors, checksummed cache, the real embedded chat model."""
-import json
 import time
 
 import pytest
