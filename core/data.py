@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -296,7 +296,6 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     prompt_len: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def encode(renderer: Renderer, kind: str, source_id: str, system, question: str, answer: str, mask: bool) -> Example:

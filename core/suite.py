@@ -131,6 +131,7 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
     from .run import run_group
 
     refs = {row["untrained_key"]: untrained_config(row["config"], baseline) for row in plan}
+    reference_of = {row["key"]: row["untrained_key"] for row in plan}
     wanted: dict[str, RunConfig] = {**refs, **{row["key"]: row["config"] for row in plan}}
     for stale in (results / "runs").glob(".tmp-*"):  # a write interrupted by kill -9: never a result
         stale.unlink()
@@ -147,9 +148,7 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
     bar = tqdm(total=len(ordered), desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
     for keys in ordered:
         cfgs = [wanted[k] for k in keys]
-        ref = untrained_config(cfgs[0], baseline)
-        ref_key = ref.key(identity(ref))
-        reference = records.get(ref_key, {}).get("retention_correct") if cfgs[0].epochs else None
+        reference = records.get(reference_of.get(keys[0], ""), {}).get("retention_correct") if cfgs[0].epochs else None
         bar.set_postfix_str(f"{cfgs[0].model} seed={cfgs[0].seed} {'untrained' if not cfgs[0].epochs else keys[0][:8]}")
         for key, rec in zip(keys, run_group(cfgs, ks, device=device, cache=cache, progress=progress,
                                             retention_reference=reference)):
