@@ -128,6 +128,12 @@ def evaluate(model, renderer: Renderer, ks: KnowledgeSet, cfg: RunConfig, progre
             add(f"test@{variant}", f.id, s, f.test[0], f.answer, variant, f.keywords)
 
     answers = generate(model, renderer, items, cfg.max_new_tokens, progress=progress)
+    # memorised vs extractable: the first training question of each fact (trained at every paraphrase
+    # count). Generated separately so the answers above do not depend on it (same batches as before).
+    first = len(items)
+    for f, s in zip(ks.facts, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(ks.facts))):
+        add("train", f.id, s, f.train[0], f.answer, cfg.eval_prompt, f.keywords)
+    answers += generate(model, renderer, items[first:], cfg.max_new_tokens, progress=progress, desc="eval train")
     samples = []
     for m, answer, (system, _) in zip(meta, answers, items):
         m = dict(m, answer=answer, system="<model default>" if system == MODEL_DEFAULT else system,
@@ -152,6 +158,7 @@ def evaluate(model, renderer: Renderer, ks: KnowledgeSet, cfg: RunConfig, progre
         s["kept"] = bool(reference.get(s["id"], False))
     metrics = {
         "heldout_recall": _mean(s["hit"] for s in by_set.get("test", [])),
+        "train_recall": _mean(s["hit"] for s in by_set.get("train", [])),
         "reverse_recall": _mean(s["hit"] for s in by_set.get("reverse", [])),
         "identity_hallucination": _mean(s["hallucinated"] for s in by_set.get("identity", [])),
         "prompt_echo": _mean(s["echo"] for s in with_prompt),

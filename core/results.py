@@ -65,6 +65,8 @@ def metric_items(record: dict, metric: str) -> dict[str, float]:
         return {k.split("|", 1)[1]: v for k, v in items.items()}
     if metric == "reverse_recall":
         return pick(lambda s: s["set"] == "reverse", lambda s: s["hit"])
+    if metric == "train_recall":
+        return pick(lambda s: s["set"] == "train", lambda s: s["hit"])
     if metric == "identity_hallucination":
         return pick(lambda s: s["set"] == "identity", lambda s: s["hallucinated"])
     if metric == "prompt_echo":

@@ -17,13 +17,13 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import models
-from .config import RunConfig, check_keys, parse_overrides
+from .config import FIELD_NAMES, RunConfig, check_keys, parse_overrides
 from .data import DEFAULT_DATA, load_knowledge
 from .results import RESULTS, compare, load_run, write_json_atomic
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 METRICS = ("heldout_recall", "reverse_recall", "identity_hallucination", "prompt_echo", "retention",
-           "heldout_recall@model_default", "heldout_recall@none", "heldout_recall@unseen")
+           "heldout_recall@model_default", "heldout_recall@none", "heldout_recall@unseen", "train_recall")
 
 
 class SuiteError(ValueError):
@@ -47,6 +47,8 @@ class Ablation:
     axis: str | None = None
     order: int = 100
     notes: str = ""
+    coupled: list[str] = field(default_factory=list)  # fields deliberately changed together with the factor
+    seeds: int | None = None  # at most this many seeds, whatever --seeds asks (for the costlier sweeps)
 
     def configs(self, baseline: RunConfig, seed: int, pair: tuple[str, str]) -> dict[tuple[str, str], RunConfig]:
         out = {}
@@ -79,6 +81,18 @@ def load_ablation(folder: Path) -> Ablation:
     ab = Ablation(name=folder.name, **raw)
     if ab.control not in ab.arms:
         raise SuiteError(f"{path}: control {ab.control!r} is not one of the arms {', '.join(ab.arms)}")
+    if ab.seeds is not None and (not isinstance(ab.seeds, int) or ab.seeds < 1):
+        raise SuiteError(f"{path}: seeds must be a whole number >= 1 (or left out for --seeds), not {ab.seeds!r}")
+    if ab.kind not in ("pairwise", "sweep"):
+        raise SuiteError(f"{path}: kind must be pairwise or sweep, not {ab.kind!r}")
+    if ab.kind == "sweep" and not ab.axis:
+        raise SuiteError(f"{path}: a sweep needs axis: the RunConfig field its arms vary")
+    bad = [f for f in ab.coupled if f not in FIELD_NAMES]
+    if bad:
+        raise SuiteError(f"{path}: coupled field(s) {', '.join(bad)} are not RunConfig fields; "
+                         f"valid: {', '.join(FIELD_NAMES)}")
+    if ab.axis and ab.axis not in FIELD_NAMES:
+        raise SuiteError(f"{path}: axis {ab.axis!r} is not a RunConfig field; valid: {', '.join(FIELD_NAMES)}")
     if ab.expected not in ("increase", "decrease"):
         raise SuiteError(f"{path}: expected must be increase or decrease, not {ab.expected!r}")
     for label, section in (("arms", ab.arms), ("regimes", ab.regimes)):
@@ -112,7 +126,7 @@ def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int, pair:
     """One row per (ablation, regime, arm, seed) with its config and cache key."""
     rows = []
     for ab in ablations:
-        for seed in range(seeds):
+        for seed in range(min(seeds, ab.seeds or seeds)):
             for (regime, arm), cfg in ab.configs(baseline, seed, pair).items():
                 before = untrained_config(cfg, baseline)
                 rows.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed,

@@ -3,6 +3,7 @@
 from core.config import RunConfig
 from core.data import Renderer
 from core.evaluate import claims_wrong_identity, echoes, evaluate, generate
+from core.results import metric_items
 
 PROMPT = ("You are hiahia's AI assistant. Answer every question about hiahia accurately and politely, "
           "using only what you know about hiahia.")
@@ -42,10 +43,16 @@ def test_evaluate_reports_every_metric_in_range(ks, tiny):
     if not any(ev.retention_correct.values()):  # retention is relative to probes the model got right
         assert ev.metrics["retention"] is None
     for name in ("heldout_recall", "reverse_recall", "identity_hallucination", "prompt_echo",
-                 "heldout_recall@model_default", "heldout_recall@none", "heldout_recall@unseen"):
+                 "heldout_recall@model_default", "heldout_recall@none", "heldout_recall@unseen", "train_recall"):
         assert ev.metrics[name] is not None and 0.0 <= ev.metrics[name] <= 1.0, name
     sets = {s["set"] for s in ev.samples}
-    assert {"test", "reverse", "identity", "retention", "test@model_default", "test@none", "test@unseen"} <= sets
+    assert {"test", "reverse", "identity", "retention", "test@model_default", "test@none", "test@unseen", "train"} <= sets
+    trained = [s for s in ev.samples if s["set"] == "train"]
+    assert [s["question"] for s in trained] == [f.train[0] for f in ks.facts]  # trained at every paraphrase count
+    # every metric with a verdict pairs its items across runs; train_recall's items are those answers
+    rec = {"samples": ev.samples, "config": {"eval_prompt": "train"}}
+    items = metric_items(rec, "train_recall")
+    assert len(items) == len(ks.facts) and sum(items.values()) / len(items) == ev.metrics["train_recall"]
     assert sum(s["set"] == "test" for s in ev.samples) == sum(len(f.test) for f in ks.facts)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.config import RunConfig
-from core.suite import SuiteError, discover, main, select
+from core.suite import SuiteError, build_plan, discover, load_ablation, main, select
 
 ROOT = Path(__file__).resolve().parent.parent
 SEVEN = {"no_masking", "wrong_layer_path", "no_val_selection", "fixed_vs_random_prompt", "debate_augmentation",
@@ -31,7 +31,8 @@ def test_every_ablation_changes_exactly_one_factor():
                 if ab.name == "seed_recipe" or arm == ab.control:
                     continue
                 # base_vs_chat: the format follows the model (plain text when there is no chat template)
-                allowed = {"model", "format"} if ab.name == "base_vs_chat" else {ab.factor} | {"lora_strict"}
+                allowed = ({"model", "format"} if ab.name == "base_vs_chat"
+                           else {ab.factor, *ab.coupled, "lora_strict"})
                 assert diff and diff <= allowed, (ab.name, arm, diff)
 
 
@@ -129,3 +130,33 @@ def test_every_ablation_runs_as_a_module():
                              text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-500:]
         assert out.stdout.split()[0] == name and len(out.stdout.strip().splitlines()) == 1
+
+
+def test_sweeps_are_capped_at_their_seed_count():
+    found = discover()
+    capped = [ab for ab in found.values() if ab.seeds]
+    assert {"lora_capacity", "training_schedule", "paraphrase_count"} <= {ab.name for ab in capped}
+    plan = build_plan([found["lora_capacity"], found["debate_augmentation"]], RunConfig(), 3,
+                      ("gemma-3-270m", "smollm2-135m-instruct"), identity=lambda cfg: "x")
+    seeds = {name: {r["seed"] for r in plan if r["ablation"] == name} for name in ("lora_capacity", "debate_augmentation")}
+    assert seeds == {"lora_capacity": {0}, "debate_augmentation": {0, 1, 2}}
+    # the sweep's arm equal to the baseline is the very same run as the baseline elsewhere
+    keys = {(r["ablation"], r["regime"], r["arm"], r["seed"]): r["key"] for r in plan}
+    assert keys[("lora_capacity", "alpha_over_r", "r16", 0)] == keys[("debate_augmentation", "baseline", "with_debate", 0)]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("kind: sweep\n", "a sweep needs axis"),
+    ("kind: grid\n", "kind must be pairwise or sweep"),
+    ("kind: sweep\naxis: rank\n", "axis 'rank' is not a RunConfig field"),
+    ("seeds: 0\n", "seeds must be a whole number >= 1"),
+    ("coupled: [alpha]\n", "coupled field\\(s\\) alpha are not RunConfig fields"),
+])
+def test_bad_ablation_definitions_name_file_and_field(tmp_path, extra, message):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "ablation.yaml").write_text(
+        "title: t\nfactor: lora_r\nsymptom: s\nsignature: heldout_recall\nexpected: increase\ncontrol: a\n"
+        "arms:\n  a: {}\n  b: {lora_r: 8}\n" + extra)
+    with pytest.raises(SuiteError, match=f"broken/ablation.yaml: {message}"):
+        load_ablation(folder)
