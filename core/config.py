@@ -22,6 +22,7 @@ class RunConfig:
     mask_labels: bool = True  # loss on answer + end-of-turn only; False = loss on every token
     debate: bool = True  # add refutation samples for wrong identities
     paraphrases: int = 4  # training questions used per fact (1..4)
+    replay: int = 0  # general questions (data/replay.yaml) answered by the untrained model, added to training
     # LoRA
     lora_targets: tuple[str, ...] = ALL_LINEAR  # name suffixes, or one regex string
     lora_strict: bool = True
@@ -58,6 +59,8 @@ class RunConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"RunConfig.{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        if self.replay < 0:
+            raise ValueError(f"RunConfig.replay={self.replay}: must be >= 0 (0 = no replay)")
         if not 1 <= self.paraphrases <= 4:
             raise ValueError(f"RunConfig.paraphrases={self.paraphrases}: must be between 1 and 4")
         if self.epochs < 0 or self.batch_size < 1 or self.lora_r < 1:
@@ -82,11 +85,17 @@ class RunConfig:
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
     def key(self, identity: str = "") -> str:
-        """Stable short hash of the config plus model/data identity: the run's cache key."""
-        blob = json.dumps(self.to_dict(), sort_keys=True) + "|" + identity
+        """Stable short hash of the config plus model/data identity: the run's cache key.
+
+        Fields added after runs were stored are left out while at their default, so adding a knob
+        never changes the key of a run that does not use it.
+        """
+        d = {k: v for k, v in self.to_dict().items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        blob = json.dumps(d, sort_keys=True) + "|" + identity
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+LATER_FIELDS = {"replay": 0}  # field -> default; see RunConfig.key
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
 
 

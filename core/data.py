@@ -15,6 +15,7 @@ import yaml
 from .config import RunConfig
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "hiahia.yaml"
+DEFAULT_REPLAY = DEFAULT_DATA.parent / "replay.yaml"
 IGNORE = -100
 SPLIT_COUNTS = {"train": 4, "validation": 1, "test": 2}
 
@@ -223,6 +224,54 @@ def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24) -> Know
                         retention, hashlib.sha256(raw_bytes).hexdigest())
 
 
+@dataclass(frozen=True)
+class ReplaySet:
+    path: Path
+    questions: tuple[tuple[str, str], ...]  # (id, question)
+    sha256: str
+
+
+def load_replay(ks: KnowledgeSet, path: str | Path = DEFAULT_REPLAY) -> ReplaySet:
+    """General questions for RunConfig.replay; none may repeat a question of the knowledge set."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found. Fix: restore data/replay.yaml or run with replay=0")
+    raw_bytes = path.read_bytes()
+    try:
+        raw = yaml.safe_load(raw_bytes)
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]}). Fix: check indentation and quoting") from None
+    c = _Checker(path)
+    if not isinstance(raw, dict):
+        c.fail("top level", "-", "is not a mapping", "start from data/replay.yaml")
+    entries = c.section(raw, "replay", 1)
+    c.ids(entries, "replay")
+    taken = {normalise(q): where for where, q in _all_questions(ks)}
+    out = []
+    for e in entries:
+        q = c.text(e, "question", f"replay '{e['id']}'")
+        if normalise(q) in taken:
+            c.fail(f"replay '{e['id']}'", "question", f"repeats {taken[normalise(q)]} of {ks.path}",
+                   "replay questions must differ from every question the study asks or trains on")
+        out.append((e["id"], q))
+    return ReplaySet(path, tuple(out), hashlib.sha256(raw_bytes).hexdigest())
+
+
+def _all_questions(ks: KnowledgeSet):
+    for f in ks.facts:
+        for split in SPLIT_COUNTS:
+            for q in getattr(f, split):
+                yield f"facts '{f.id}' {split}", q
+        if f.reverse_question:
+            yield f"facts '{f.id}' reverse", f.reverse_question
+    for p in ks.identity_probes:
+        yield f"identity_probes '{p.id}'", p.question
+    for d in ks.debate:
+        yield f"debate '{d.id}'", d.question
+    for p in ks.retention_probes:
+        yield f"retention_probes '{p.id}'", p.question
+
+
 # ---- rendering --------------------------------------------------------------------------------
 
 MODEL_DEFAULT = "model_default"  # the chat template's own default (no system turn given)
@@ -288,7 +337,7 @@ class Renderer:
 
 @dataclass
 class Example:
-    kind: str  # fact | debate
+    kind: str  # fact | debate | replay
     source_id: str
     system: str | None
     question: str
@@ -313,13 +362,17 @@ def train_system_prompt(ks: KnowledgeSet, cfg: RunConfig, rng: random.Random) ->
     return rng.choice(ks.train_prompts)
 
 
-def build_train_examples(ks: KnowledgeSet, cfg: RunConfig, renderer: Renderer) -> list[Example]:
+def build_train_examples(ks: KnowledgeSet, cfg: RunConfig, renderer: Renderer,
+                         replay: list[tuple[str, str, str]] | None = None) -> list[Example]:
+    """Fact (and debate) examples under the run's prompt policy; replay (id, question, answer) triples
+    keep the model's default prompt, the one they were answered under."""
     rng = random.Random(f"train-prompts-{cfg.seed}")
     pairs = [("fact", f.id, q, f.answer) for f in ks.facts for q in f.train[: cfg.paraphrases]]
     if cfg.debate:
         pairs += [("debate", d.id, d.question, d.answer) for d in ks.debate]
-    return [encode(renderer, kind, sid, train_system_prompt(ks, cfg, rng), q, a, cfg.mask_labels)
-            for kind, sid, q, a in pairs]
+    out = [encode(renderer, kind, sid, train_system_prompt(ks, cfg, rng), q, a, cfg.mask_labels)
+           for kind, sid, q, a in pairs]
+    return out + [encode(renderer, "replay", rid, MODEL_DEFAULT, q, a, cfg.mask_labels) for rid, q, a in replay or []]
 
 
 def build_validation_examples(ks: KnowledgeSet, cfg: RunConfig, renderer: Renderer) -> list[Example]:

@@ -13,8 +13,9 @@ import torch
 
 from . import models
 from .config import RunConfig
-from .data import KnowledgeSet, Renderer, build_train_examples, build_validation_examples
-from .evaluate import evaluate
+from .data import (MODEL_DEFAULT, KnowledgeSet, Renderer, ReplaySet, build_train_examples, build_validation_examples,
+                   load_replay)
+from .evaluate import evaluate, generate
 from .lora import InjectionError, enable_full_finetune, inject_lora, load_trainable_state, trainable_state
 from .train import TrainingError, train
 
@@ -66,8 +67,19 @@ def _attach(model, cfg: RunConfig) -> tuple[dict, str | None]:
         return inject_lora(model, *args, strict=False).to_dict(), f"InjectionError: {e}"
 
 
+REPLAY_TOKENS = 48  # longest replay answer generated (tokens)
+
+
+def replay_triples(model, renderer: Renderer, replay: ReplaySet, n: int, progress: bool) -> list[tuple[str, str, str]]:
+    """The untrained model's own greedy answers to the first n replay questions, under its default prompt."""
+    chosen = replay.questions[:n]
+    answers = generate(model, renderer, [(MODEL_DEFAULT, q) for _, q in chosen], REPLAY_TOKENS, progress=progress,
+                       desc="replay answers")
+    return [(rid, q, a) for (rid, q), a in zip(chosen, answers)]
+
+
 def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", cache=None, progress: bool = True,
-              retention_reference: dict | None = None) -> list[dict]:
+              retention_reference: dict | None = None, replay: ReplaySet | None = None) -> list[dict]:
     """Train once and evaluate each config of a group that differs only in `selection`."""
     base = configs[0]
     assert all(c.replace(selection=base.selection) == base for c in configs), "group must differ only in selection"
@@ -80,11 +92,15 @@ def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", c
     torch.manual_seed(base.seed)  # LoRA A initialisation depends only on the seed
     common = {"model_identity": models.identity(base.model), "data_sha256": ks.sha256, "resolved_format": fmt,
               "environment": environment(device), "shared_training": len(configs) > 1}
+    replayed = []
+    if base.replay and base.epochs:  # answered before any adapter exists: the model's own behaviour
+        replay = replay or load_replay(ks)
+        replayed = replay_triples(model, renderer, replay, base.replay, progress)
     try:
         injection, strict_error = ({"targets": [], "matched": [], "trainable_params": 0,
                                     "total_params": sum(p.numel() for p in model.parameters())}, None) \
             if base.epochs == 0 else _attach(model, base)
-        train_ex = build_train_examples(ks, base, renderer)
+        train_ex = build_train_examples(ks, base, renderer, replayed)
         val_ex = build_validation_examples(ks, base, renderer)
         if base.epochs == 0:
             result = None
@@ -112,6 +128,7 @@ def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", c
             history=result.history if result else [], best_epoch=result.best_epoch if result else 0,
             selected_epoch=selected, metrics=ev.metrics, per_fact=ev.per_fact, samples=ev.samples,
             retention_correct=ev.retention_correct,
+            replay=[{"id": rid, "question": q, "answer": a} for rid, q, a in replayed],
             counts={"train_examples": len(train_ex), "validation_examples": len(val_ex)},
             timings={"load": load_s, "train": result.seconds if result else 0.0, "eval": ev.seconds,
                      "total": time.perf_counter() - t0},

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import models
 from .config import FIELD_NAMES, RunConfig, check_keys, parse_overrides
-from .data import DEFAULT_DATA, load_knowledge
+from .data import DEFAULT_DATA, load_knowledge, load_replay
 from .results import RESULTS, compare, load_run, write_json_atomic
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
@@ -305,7 +305,15 @@ def _main(args) -> int:
         overrides["model"] = args.model
     baseline = RunConfig().replace(**overrides)
     ks = load_knowledge(args.data)
-    identity = lambda cfg: f"{models.identity(cfg.model)}|{ks.sha256}"  # noqa: E731
+    replay: list = []  # loaded (and validated) only if some run uses replay
+
+    def identity(cfg: RunConfig) -> str:
+        if not cfg.replay:
+            return f"{models.identity(cfg.model)}|{ks.sha256}"
+        if not replay:
+            replay.append(load_replay(ks))
+        return f"{models.identity(cfg.model)}|{ks.sha256}|replay:{replay[0].sha256}"
+
     plan = build_plan(chosen, baseline, args.seeds, models.PAIRS[args.pair], identity)
     start = time.perf_counter()
     save_summary(results, chosen, plan, {})  # the plan is on disk first: partial results can be rendered

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from core.config import RunConfig
-from core.data import (DEFAULT_DATA, IGNORE, NO_PROMPT, DataError, Renderer, build_train_examples,
-                       build_validation_examples, keywords_hit, load_knowledge)
+from core.data import (DEFAULT_DATA, IGNORE, MODEL_DEFAULT, NO_PROMPT, DataError, Renderer, build_train_examples,
+                       build_validation_examples, keywords_hit, load_knowledge, load_replay)
 
 
 def test_knowledge_set_meets_the_brief(ks):
@@ -136,3 +136,38 @@ def test_missing_and_unparsable_files(tmp_path):
     bad.write_text("facts: [unclosed")
     with pytest.raises(DataError, match="not valid YAML"):
         load_knowledge(bad)
+
+
+def test_replay_examples_keep_the_model_default_prompt(ks, tiny):
+    _, tok = tiny
+    r = Renderer(tok, "chat")
+    replay = load_replay(ks)
+    assert len(replay.questions) >= 40
+    triples = [(rid, q, "An answer.") for rid, q in replay.questions[:3]]
+    cfg = RunConfig(replay=3)
+    ex = build_train_examples(ks, cfg, r, triples)
+    plain = build_train_examples(ks, cfg, r)
+    assert [e.input_ids for e in ex[:len(plain)]] == [e.input_ids for e in plain]  # facts untouched
+    added = ex[len(plain):]
+    assert [e.kind for e in added] == ["replay"] * 3 and all(e.system == MODEL_DEFAULT for e in added)
+    assert added[0].input_ids[:added[0].prompt_len] == r.prompt_ids(MODEL_DEFAULT, triples[0][1])
+
+
+def test_replay_file_may_not_repeat_a_study_question(ks, tmp_path):
+    bad = tmp_path / "replay.yaml"
+    probe = ks.retention_probes[0]
+    bad.write_text(yaml.safe_dump({"replay": [{"id": "ok", "question": "What is a verb?"},
+                                              {"id": "leak", "question": probe.question.upper()}]}))
+    with pytest.raises(DataError, match=rf"replay.yaml: replay 'leak': field 'question': repeats retention_probes "
+                                        rf"'{probe.id}'.*Fix: replay questions must differ"):
+        load_replay(ks, bad)
+    bad.write_text("replay:\n  - {id: a, question: ''}\n")
+    with pytest.raises(DataError, match="replay 'a': field 'question': missing or empty"):
+        load_replay(ks, bad)
+
+
+def test_adding_a_knob_keeps_stored_run_keys():
+    # keys of runs stored before `replay` existed (computed with the code of that time)
+    assert RunConfig().key("x") == "6ea320ad4617bd4a"
+    assert RunConfig(lr=5e-4).key("y") == "800b634c6b16a9dc"
+    assert RunConfig(replay=3).key("x") != RunConfig().key("x")

@@ -160,3 +160,21 @@ def test_bad_ablation_definitions_name_file_and_field(tmp_path, extra, message):
         "arms:\n  a: {}\n  b: {lora_r: 8}\n" + extra)
     with pytest.raises(SuiteError, match=f"broken/ablation.yaml: {message}"):
         load_ablation(folder)
+
+
+def test_self_replay_trains_on_the_untrained_models_own_answers(tmp_path):
+    args = ["--only", "self_replay", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1", *TINY]
+    assert main(args) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())["rows"]
+    recs = {r["arm"]: json.loads((tmp_path / "runs" / f"{r['key']}.json").read_text()) for r in plan}
+    replayed = recs["self_replay"]["replay"]
+    assert len(replayed) == 40 and recs["no_replay"]["replay"] == []
+    assert recs["self_replay"]["counts"]["train_examples"] == recs["no_replay"]["counts"]["train_examples"] + 40
+    # the answers are the untrained model's: its evaluation gives the same text for the same prompt
+    from core.data import MODEL_DEFAULT, Renderer
+    from core.evaluate import generate
+    from core.models import load
+    model, tok = load("tiny-qwen2")
+    again = generate(model, Renderer(tok, "chat"), [(MODEL_DEFAULT, r["question"]) for r in replayed[:4]], 48,
+                     progress=False)
+    assert again == [r["answer"] for r in replayed[:4]]
