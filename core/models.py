@@ -134,15 +134,15 @@ def load(spec: str, device: str = "cpu", cache: str | os.PathLike | None = None)
     return model, tok
 
 
-def _load_hf(spec: str, dtype, tokenizer_class=None):
+def _load_hf(spec: str, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # the tokenizer loads while the weights load (mostly outside the GIL): overlap them
+    # the tokenizer's JSON is parsed in Python while the weights load (mostly outside the GIL): overlap them
     loaded: dict = {}
 
     def load_tokenizer():
         try:
-            loaded["tok"] = (tokenizer_class or AutoTokenizer).from_pretrained(spec)
+            loaded["tok"] = AutoTokenizer.from_pretrained(spec)
         except Exception as e:  # re-raised in the caller's thread
             loaded["error"] = e
 
@@ -295,12 +295,7 @@ def _load_verified(folder: Path, dtype):
     t = threading.Thread(target=verify)
     t.start()
     try:
-        # The folder's tokenizer.json is the complete tokenizer (this project saved it). Loading it as is,
-        # in Rust, skips the model-specific class that rebuilds it from vocab and merges in Python
-        # (2-3 s for Gemma's 262k vocabulary); the result encodes identically (tests/test_models.py).
-        from transformers import PreTrainedTokenizerFast
-
-        model, tok = _load_hf(str(folder), dtype, PreTrainedTokenizerFast)
+        model, tok = _load_hf(str(folder), dtype)
     except Exception:
         t.join()
         if "error" in result:
