@@ -259,8 +259,9 @@ def sweep_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     xs = values if numeric else list(range(len(arms)))
     fig, ax = plt.subplots(figsize=(8, 3.4))
-    colours = sns.color_palette("colorblind", max(len(metrics), 3))
-    for c, metric in zip(colours, metrics):
+    palette = sns.color_palette("colorblind", len(METRIC_ORDER))
+    colours = [palette[METRIC_ORDER.index(m) % len(palette)] if m in METRIC_ORDER else palette[-1] for m in metrics]
+    for c, metric in zip(colours, metrics):  # a metric keeps its colour in every sweep
         pts = [(x, stats[a][metric]) for x, a in zip(xs, arms) if stats[a][metric]["mean"] is not None]
         if not pts:
             continue
@@ -273,13 +274,17 @@ def sweep_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str]
     if numeric and min(xs) > 0 and max(xs) / min(xs) >= 8:
         ax.set_xscale("log", base=2)
     ax.set_xticks(xs)
-    ax.set_xticklabels([f"{fmt(v)}\n{a}" for v, a in zip(values, arms)], fontsize=8)
+    ax.set_xticklabels([f"{v:g}\n{a}" if numeric else f"{fmt(v)}\n{a}" for v, a in zip(values, arms)], fontsize=8)
     ax.set_xlabel(ab.get("axis") or "arm")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction")
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return _save(fig, path)
+
+
+METRIC_ORDER = ["heldout_recall", "retention", "reverse_recall", "identity_hallucination", "train_recall",
+                "prompt_echo", "heldout_recall@model_default", "heldout_recall@none", "heldout_recall@unseen"]
 
 
 def _sort_key(v):
