@@ -507,7 +507,7 @@ def code_version() -> str:
     commit = (git("rev-parse", "--short", "HEAD") or "").strip()
     if not commit:
         return "unknown"
-    dirty = git("status", "--porcelain")
+    dirty = git("status", "--porcelain", "--", "core", "ablations", "data", "run_all.py")  # not its own outputs
     return commit + ("+dirty" if dirty and dirty.strip() else "")
 
 
