@@ -141,10 +141,10 @@ class _Checker:
         return value
 
 
-def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24) -> KnowledgeSet:
-    path = Path(path)
+def _read_yaml(path: Path, missing_fix: str, template: str) -> tuple[bytes, dict, _Checker]:
+    """The file's bytes (for its hash), its parsed top-level mapping, and a checker naming the file."""
     if not path.exists():
-        raise DataError(f"{path}: file not found. Fix: pass --data with a knowledge file in the schema of data/hiahia.yaml")
+        raise DataError(f"{path}: file not found. Fix: {missing_fix}")
     raw_bytes = path.read_bytes()
     try:
         raw = yaml.safe_load(raw_bytes)
@@ -152,7 +152,27 @@ def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24) -> Know
         raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]}). Fix: check indentation and quoting") from None
     c = _Checker(path)
     if not isinstance(raw, dict):
-        c.fail("top level", "-", "is not a mapping", "start from data/hiahia.yaml")
+        c.fail("top level", "-", "is not a mapping", f"start from {template}")
+    return raw_bytes, raw, c
+
+
+def _questions(facts, probes, debate, retention):
+    """Every question text of a knowledge set as (entry, field, text)."""
+    for f in facts:
+        for s in SPLIT_COUNTS:
+            for i, q in enumerate(getattr(f, s)):
+                yield f"facts '{f.id}'", f"{s}[{i}]", q
+        if f.reverse_question:
+            yield f"facts '{f.id}'", "reverse.question", f.reverse_question
+    for section, entries in (("identity_probes", probes), ("debate", debate), ("retention_probes", retention)):
+        for e in entries:
+            yield f"{section} '{e.id}'", "question", e.question
+
+
+def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24) -> KnowledgeSet:
+    path = Path(path)
+    raw_bytes, raw, c = _read_yaml(path, "pass --data with a knowledge file in the schema of data/hiahia.yaml",
+                                   "data/hiahia.yaml")
     name = c.text(raw, "name", "top level")
     summary = c.text(raw, "summary", "top level")
 
@@ -207,18 +227,8 @@ def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24) -> Know
             c.fail(where, field_name, f"question {text!r} is also used in {seen[k]}", "reword one of them")
         seen[k] = f"{where} {field_name}"
 
-    for f in facts:
-        for s in SPLIT_COUNTS:
-            for i, q in enumerate(getattr(f, s)):
-                claim(q, f"facts '{f.id}'", f"{s}[{i}]")
-        if f.reverse_question:
-            claim(f.reverse_question, f"facts '{f.id}'", "reverse.question")
-    for p in probes:
-        claim(p.question, f"identity_probes '{p.id}'", "question")
-    for d in debate:
-        claim(d.question, f"debate '{d.id}'", "question")
-    for p in retention:
-        claim(p.question, f"retention_probes '{p.id}'", "question")
+    for where, field_name, q in _questions(facts, probes, debate, retention):
+        claim(q, where, field_name)
 
     return KnowledgeSet(path, name, summary, facts, probes, debate, pool, named, [str(k) for k in heldout],
                         retention, hashlib.sha256(raw_bytes).hexdigest())
@@ -234,19 +244,11 @@ class ReplaySet:
 def load_replay(ks: KnowledgeSet, path: str | Path = DEFAULT_REPLAY) -> ReplaySet:
     """General questions for RunConfig.replay; none may repeat a question of the knowledge set."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found. Fix: restore data/replay.yaml or run with replay=0")
-    raw_bytes = path.read_bytes()
-    try:
-        raw = yaml.safe_load(raw_bytes)
-    except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]}). Fix: check indentation and quoting") from None
-    c = _Checker(path)
-    if not isinstance(raw, dict):
-        c.fail("top level", "-", "is not a mapping", "start from data/replay.yaml")
+    raw_bytes, raw, c = _read_yaml(path, "restore data/replay.yaml or run with replay=0", "data/replay.yaml")
     entries = c.section(raw, "replay", 1)
     c.ids(entries, "replay")
-    taken = {normalise(q): where for where, q in _all_questions(ks)}
+    taken = {normalise(q): f"{where} {field_name}"
+             for where, field_name, q in _questions(ks.facts, ks.identity_probes, ks.debate, ks.retention_probes)}
     out = []
     for e in entries:
         q = c.text(e, "question", f"replay '{e['id']}'")
@@ -255,21 +257,6 @@ def load_replay(ks: KnowledgeSet, path: str | Path = DEFAULT_REPLAY) -> ReplaySe
                    "replay questions must differ from every question the study asks or trains on")
         out.append((e["id"], q))
     return ReplaySet(path, tuple(out), hashlib.sha256(raw_bytes).hexdigest())
-
-
-def _all_questions(ks: KnowledgeSet):
-    for f in ks.facts:
-        for split in SPLIT_COUNTS:
-            for q in getattr(f, split):
-                yield f"facts '{f.id}' {split}", q
-        if f.reverse_question:
-            yield f"facts '{f.id}' reverse", f.reverse_question
-    for p in ks.identity_probes:
-        yield f"identity_probes '{p.id}'", p.question
-    for d in ks.debate:
-        yield f"debate '{d.id}'", d.question
-    for p in ks.retention_probes:
-        yield f"retention_probes '{p.id}'", p.question
 
 
 # ---- rendering --------------------------------------------------------------------------------

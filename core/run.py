@@ -79,7 +79,7 @@ def replay_triples(model, renderer: Renderer, replay: ReplaySet, n: int, progres
 
 
 def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", cache=None, progress: bool = True,
-              retention_reference: dict | None = None, replay: ReplaySet | None = None) -> list[dict]:
+              retention_reference: dict | None = None) -> list[dict]:
     """Train once and evaluate each config of a group that differs only in `selection`."""
     base = configs[0]
     assert all(c.replace(selection=base.selection) == base for c in configs), "group must differ only in selection"
@@ -94,8 +94,7 @@ def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", c
               "environment": environment(device), "shared_training": len(configs) > 1}
     replayed = []
     if base.replay and base.epochs:  # answered before any adapter exists: the model's own behaviour
-        replay = replay or load_replay(ks)
-        replayed = replay_triples(model, renderer, replay, base.replay, progress)
+        replayed = replay_triples(model, renderer, load_replay(ks), base.replay, progress)
     try:
         injection, strict_error = ({"targets": [], "matched": [], "trainable_params": 0,
                                     "total_params": sum(p.numel() for p in model.parameters())}, None) \

@@ -6,6 +6,7 @@ cached by config key in results/runs/, so identical configs are trained once and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -305,14 +306,11 @@ def _main(args) -> int:
         overrides["model"] = args.model
     baseline = RunConfig().replace(**overrides)
     ks = load_knowledge(args.data)
-    replay: list = []  # loaded (and validated) only if some run uses replay
+    replay_sha = functools.cache(lambda: load_replay(ks).sha256)  # read (and validated) only if a run uses replay
 
     def identity(cfg: RunConfig) -> str:
-        if not cfg.replay:
-            return f"{models.identity(cfg.model)}|{ks.sha256}"
-        if not replay:
-            replay.append(load_replay(ks))
-        return f"{models.identity(cfg.model)}|{ks.sha256}|replay:{replay[0].sha256}"
+        base = f"{models.identity(cfg.model)}|{ks.sha256}"
+        return f"{base}|replay:{replay_sha()}" if cfg.replay else base
 
     plan = build_plan(chosen, baseline, args.seeds, models.PAIRS[args.pair], identity)
     start = time.perf_counter()
