@@ -5,6 +5,7 @@ Every validation error names the file, the entry and the field, and says how to 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -280,12 +281,20 @@ class Renderer:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
 
     def _template_inserts_default(self) -> bool:
+        """True when the template writes a default system prompt of its own when given none.
+
+        Compared with an explicitly empty system message, such a template's render carries extra text
+        (SmolLM2, Qwen). Templates that have no default render the same or add only markup for the
+        empty message (plain ChatML, or Gemma's folding of the system text into the first user turn)."""
+        user = [{"role": "user", "content": "q"}]
         try:
-            with_sys = self._chat([{"role": "system", "content": "\x01"}, {"role": "user", "content": "q"}], True)
+            empty = self._chat([{"role": "system", "content": ""}, *user], True)
         except Exception:  # templates that reject a system role
             return False
-        header = with_sys.split("\x01")[0]
-        return self._chat([{"role": "user", "content": "q"}], True).startswith(header) and bool(header.strip())
+        without = self._chat(user, True)
+        head = len(os.path.commonprefix([without, empty]))
+        tail = len(os.path.commonprefix([without[head:][::-1], empty[head:][::-1]]))
+        return bool(without[head:len(without) - tail].strip())
 
     def _end_of_turn_id(self) -> int:
         if self.fmt == "chat":
@@ -300,6 +309,15 @@ class Renderer:
 
     def stop_ids(self) -> list[int]:
         return sorted({self.eot_id, self.tok.eos_token_id} - {None})
+
+    NEXT_TURN = "\nQuestion:"  # plain format: where a model that does not stop would invent the next turn
+
+    def cut_at_next_turn(self, answer: str) -> tuple[str, bool]:
+        """Plain format: the answer up to an invented next "Question:" line, and whether one was cut.
+        Chat format has its end-of-turn token instead; answers pass unchanged."""
+        if self.fmt != "plain" or self.NEXT_TURN not in answer:
+            return answer, False
+        return answer.split(self.NEXT_TURN, 1)[0], True
 
     def prompt_text(self, system: str | None, question: str) -> str:
         if self.fmt == "plain":

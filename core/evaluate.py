@@ -19,10 +19,25 @@ ECHO_WORDS = 8  # an answer containing 8 consecutive words of the system prompt 
 HELDOUT_VARIANTS = (MODEL_DEFAULT, "none", "unseen")
 
 
+def greedy_config(max_new_tokens: int, stop: list[int], pad: int):
+    """The study's complete decoding settings: greedy, no penalties, its own stop tokens.
+
+    It replaces the model's shipped generation_config for the duration of a call, because
+    transformers fills every field left unset from that config (a hub model's repetition_penalty
+    or sampling defaults would otherwise treat models differently)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stop,
+                            pad_token_id=pad, repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0,
+                            temperature=None, top_k=None, top_p=None, min_p=None, typical_p=None)
+
+
 @torch.no_grad()
-def generate(model, renderer: Renderer, items: list[tuple[str | None, str]], max_new_tokens: int,
-             batch_size: int = 32, progress: bool = True, desc: str = "eval") -> list[str]:
-    """Greedy answers for (system, question) pairs: left padding, length-sorted batches, KV cache.
+def generate_finished(model, renderer: Renderer, items: list[tuple[str | None, str]], max_new_tokens: int,
+                      batch_size: int = 32, progress: bool = True, desc: str = "eval") -> list[tuple[str, bool]]:
+    """Greedy (answer, finished) for (system, question) pairs: left padding, length-sorted batches, KV
+    cache. `finished` is True when the answer ended at an end-of-turn token (or, in plain format, where
+    the next "Question:" line would begin) rather than at max_new_tokens.
 
     Identical prompts are generated once; LoRA weights are merged for the duration.
     """
@@ -36,13 +51,15 @@ def generate(model, renderer: Renderer, items: list[tuple[str | None, str]], max
             unique[ids] = len(prompts)
             prompts.append(ids)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: list[str] = [""] * len(prompts)
+    answers: list[tuple[str, bool]] = [("", False)] * len(prompts)
     stop = renderer.stop_ids()
     pad = tok.pad_token_id if tok.pad_token_id is not None else stop[0]
     merged = bool(lora_modules(model))
     if merged:
         merge_all(model)
     model.eval()
+    shipped_config = model.generation_config
+    model.generation_config = greedy_config(max_new_tokens, stop, pad)
     try:
         bar = tqdm(total=len(prompts), desc=desc, unit="ans", disable=not progress, leave=False, dynamic_ncols=True)
         for start in range(0, len(order), batch_size):
@@ -54,20 +71,27 @@ def generate(model, renderer: Renderer, items: list[tuple[str | None, str]], max
                 p = prompts[i]
                 input_ids[row, width - len(p):] = torch.tensor(p)
                 mask[row, width - len(p):] = 1
-            out = model.generate(
-                input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                do_sample=False, eos_token_id=stop, pad_token_id=pad,
-            )
+            out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                 generation_config=model.generation_config)
             for row, i in enumerate(idx):
                 new = out[row, width:].tolist()
-                cut = next((k for k, t in enumerate(new) if t in stop), len(new))
-                answers[i] = tok.decode(new[:cut], skip_special_tokens=True).strip()
+                cut = next((k for k, t in enumerate(new) if t in stop), None)
+                text = tok.decode(new[:cut], skip_special_tokens=True)
+                text, hit_stop_text = renderer.cut_at_next_turn(text)
+                answers[i] = (text.strip(), cut is not None or hit_stop_text)
             bar.update(len(idx))
         bar.close()
     finally:
+        model.generation_config = shipped_config
         if merged:
             unmerge_all(model)
     return [answers[unique[tuple(renderer.prompt_ids(s, q))]] for s, q in items]
+
+
+def generate(model, renderer: Renderer, items: list[tuple[str | None, str]], max_new_tokens: int,
+             batch_size: int = 32, progress: bool = True, desc: str = "eval") -> list[str]:
+    """Greedy answers for (system, question) pairs (see generate_finished)."""
+    return [text for text, _ in generate_finished(model, renderer, items, max_new_tokens, batch_size, progress, desc)]
 
 
 def echoes(answer: str, system: str | None, n: int = ECHO_WORDS) -> bool:

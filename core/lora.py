@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 
 
 class LoRALinear(nn.Module):
-    """y = base(x) + scaling * B(A(dropout(x))); A kaiming-uniform, B zero, so it starts as a no-op."""
+    """y = base(x) + scaling * B(A(dropout(x))); A kaiming-uniform, B zero, so it starts as a no-op.
+
+    A and B are fp32 whatever the base weight's dtype: they are what the optimizer updates, and small
+    updates to bf16 weights round away (see models.Precision).
+    """
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False):
         super().__init__()
@@ -28,8 +32,8 @@ class LoRALinear(nn.Module):
         self.alpha = alpha
         self.use_rslora = use_rslora
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=base.weight.dtype, device=base.weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=base.weight.dtype, device=base.weight.device))
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=torch.float32, device=base.weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=torch.float32, device=base.weight.device))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
@@ -45,7 +49,8 @@ class LoRALinear(nn.Module):
         out = self.base(x)
         if self.merged:
             return out
-        return out + (self.dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
+        lora = (self.dropout(x).to(self.lora_A.dtype) @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
+        return out + lora.to(out.dtype)
 
     @torch.no_grad()
     def merge(self) -> None:

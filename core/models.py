@@ -5,6 +5,7 @@ dequantised once by transformers and cached atomically as ordinary Hugging Face 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -86,15 +87,45 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     return Path(base) / "hiahia-lora"
 
 
-def pick_device(device: str = "cpu") -> tuple[torch.device, torch.dtype]:
-    """cpu -> fp32. cuda (or auto with a GPU) -> bf16."""
+@dataclass(frozen=True)
+class Precision:
+    """Where a run computes and in which dtypes.
+
+    Trainable weights and the optimizer state are always fp32 (small updates would round away in
+    bf16); `frozen` is the dtype of the weights that do not train, `compute` the autocast dtype of the
+    forward pass (None: plain fp32 maths).
+    """
+    device: torch.device
+    frozen: torch.dtype
+    compute: torch.dtype | None
+
+    @property
+    def tag(self) -> str:
+        """Device kind and compute precision, e.g. cpu-fp32 or cuda-bf16-mixed: part of the run's key."""
+        if self.compute is None:
+            return f"{self.device.type}-fp32"
+        return f"{self.device.type}-{str(self.compute).removeprefix('torch.')}-mixed"
+
+    def autocast(self):
+        if self.compute is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.compute)
+
+
+def pick_precision(device: str = "cpu", trains_all_weights: bool = False, mixed: bool | None = None) -> Precision:
+    """cpu -> fp32 throughout. cuda (or auto with a GPU) -> bf16 autocast over fp32 trainable weights,
+    frozen weights stored in bf16 (fp32 when every weight trains). `mixed` forces the choice (tests run
+    the mixed path on a CPU)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ModelError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
-        return torch.device(device), torch.bfloat16
-    return torch.device("cpu"), torch.float32
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    dev = torch.device(device)
+    if mixed is None:
+        mixed = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    if not mixed:
+        return Precision(dev, torch.float32, None)
+    return Precision(dev, torch.float32 if trains_all_weights else torch.bfloat16, torch.bfloat16)
 
 
 def identity(spec: str) -> str:
@@ -112,9 +143,11 @@ def is_chat_model(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def load(spec: str, device: str = "cpu", cache: str | os.PathLike | None = None):
-    """Resolve `spec` (embedded name, tiny-qwen2, local folder or hub id) to (model, tokenizer)."""
-    dev, dtype = pick_device(device)
+def load(spec: str, device: str | Precision = "cpu", cache: str | os.PathLike | None = None):
+    """Resolve `spec` (embedded name, tiny-qwen2, local folder or hub id) to (model, tokenizer), with
+    its weights in the precision's frozen dtype on its device."""
+    precision = device if isinstance(device, Precision) else pick_precision(device)
+    dev, dtype = precision.device, precision.frozen
     if spec == TINY:
         model, tok = build_tiny_qwen2()
     elif spec in EMBEDDED:
@@ -129,7 +162,7 @@ def load(spec: str, device: str = "cpu", cache: str | os.PathLike | None = None)
         )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model.to(dev)
+    model.to(device=dev, dtype=dtype)
     model.eval()
     return model, tok
 

@@ -14,9 +14,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
-# two-sided 95% t critical values, df = 1..30
-T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-       2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -76,8 +73,10 @@ def metric_items(record: dict, metric: str) -> dict[str, float]:
     return {}
 
 
-def mean_ci(values: list[float]) -> tuple[float | None, float | None, float | None]:
-    """Mean and 95% t-interval; the interval is None with fewer than 2 values."""
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """Mean and t-interval at `level`; the interval is None with fewer than 2 values."""
+    from scipy.stats import t
+
     values = [v for v in values if v is not None]
     if not values:
         return None, None, None
@@ -85,27 +84,31 @@ def mean_ci(values: list[float]) -> tuple[float | None, float | None, float | No
     if len(values) < 2:
         return m, None, None
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-    half = T95[min(len(values) - 2, len(T95) - 1)] * sd / math.sqrt(len(values))
+    half = float(t.ppf(0.5 + level / 2, len(values) - 1)) * sd / math.sqrt(len(values))
     return m, m - half, m + half
 
 
-def bootstrap_ci(pairs: list[tuple[float, float]], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Paired bootstrap over items of mean(b - a)."""
+def bootstrap_ci(pairs: list[tuple[float, float]], draws: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """Paired bootstrap over items of mean(b - a), percentile interval at `level`."""
     diffs = [b - a for a, b in pairs]
     rng = random.Random(seed)
     n = len(diffs)
     means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(draws))
-    return sum(diffs) / n, means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
+    tail = (1 - level) / 2
+    return sum(diffs) / n, means[int(tail * draws)], means[max(int((1 - tail) * draws) - 1, int(tail * draws))]
 
 
-def compare(control: list[dict], treatment: list[dict], metric: str, expected: str | None, min_effect: float) -> dict:
-    """Verdict for treatment vs control on `metric`, each a list of run records paired by seed.
+def compare(control: list[dict], treatment: list[dict], metric: str, expected: str | None, min_effect: float,
+            level: float = 0.95) -> dict:
+    """Verdict for treatment vs control on `metric`, each a list of run records paired by seed, with an
+    interval at `level` (above 0.95 for a primary comparison that shares its ablation's 5% error).
 
     expected None: a secondary metric, reported as a difference with its interval but no verdict."""
     by_seed_c = {r["config"]["seed"]: r for r in control if r.get("status") == "ok"}
     by_seed_t = {r["config"]["seed"]: r for r in treatment if r.get("status") == "ok"}
     seeds = sorted(set(by_seed_c) & set(by_seed_t))
-    out = {"metric": metric, "expected": expected, "min_effect": min_effect, "seeds": seeds}
+    out = {"metric": metric, "expected": expected, "min_effect": min_effect, "seeds": seeds, "level": level}
     if not seeds:
         return dict(out, verdict="inconclusive" if expected else None, reason="no seed with both arms finished", diff=None, low=None, high=None,
                     method=None)
@@ -116,7 +119,7 @@ def compare(control: list[dict], treatment: list[dict], metric: str, expected: s
         return dict(out, verdict="inconclusive" if expected else None, reason=f"{metric} undefined for an arm", diff=None, low=None,
                     high=None, method=None)
     if len(seeds) >= 2:
-        diff, low, high = mean_ci(diffs)
+        diff, low, high = mean_ci(diffs, level)
         method = f"t-interval over {len(seeds)} seeds"
     else:
         a, b = metric_items(by_seed_c[seeds[0]], metric), metric_items(by_seed_t[seeds[0]], metric)
@@ -125,7 +128,7 @@ def compare(control: list[dict], treatment: list[dict], metric: str, expected: s
             return dict(out, verdict="inconclusive" if expected else None, reason="no paired items", diff=diffs[0], low=None, high=None,
                         method=None)
         # the difference over the paired items (equal to the metric difference when both arms score the same items)
-        diff, low, high = bootstrap_ci([(a[k], b[k]) for k in common])
+        diff, low, high = bootstrap_ci([(a[k], b[k]) for k in common], level=level)
         method = f"paired bootstrap over {len(common)} items (1 seed: training noise not covered)"
     if expected is None:  # a secondary metric: the difference and its interval, no verdict
         return dict(out, verdict=None, diff=diff, low=low, high=high, method=method, reason="")

@@ -2,6 +2,7 @@
 
 Configs that differ only in `selection` share one training: the final and the best-by-validation
 weights are both evaluated from it (the no_val_selection ablation costs one training, not two).
+Checkpoint selection is decided here and nowhere else.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from . import models
 from .config import RunConfig
 from .data import (MODEL_DEFAULT, KnowledgeSet, Renderer, ReplaySet, build_train_examples, build_validation_examples,
                    load_replay)
-from .evaluate import evaluate, generate
-from .lora import InjectionError, enable_full_finetune, inject_lora, load_trainable_state, trainable_state
+from .evaluate import evaluate, generate_finished
+from .lora import InjectionError, enable_full_finetune, inject_lora, load_trainable_state
 from .train import TrainingError, train
 
 
@@ -67,34 +68,41 @@ def _attach(model, cfg: RunConfig) -> tuple[dict, str | None]:
         return inject_lora(model, *args, strict=False).to_dict(), f"InjectionError: {e}"
 
 
-REPLAY_TOKENS = 48  # longest replay answer generated (tokens)
+# Budget for a replay answer (MEASURE: see tools/replay_lengths.py). An answer that has not ended by
+# then is dropped, never cut and closed.
+REPLAY_TOKENS = 256
 
 
-def replay_triples(model, renderer: Renderer, replay: ReplaySet, n: int, progress: bool) -> list[tuple[str, str, str]]:
-    """The untrained model's own greedy answers to the first n replay questions, under its default prompt."""
+def replay_triples(model, renderer: Renderer, replay: ReplaySet, n: int, progress: bool
+                   ) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The untrained model's own greedy answers to the first n replay questions, under its default prompt:
+    (id, question, answer) for answers that ended by themselves, and the ids of those that did not."""
     chosen = replay.questions[:n]
-    answers = generate(model, renderer, [(MODEL_DEFAULT, q) for _, q in chosen], REPLAY_TOKENS, progress=progress,
-                       desc="replay answers")
-    return [(rid, q, a) for (rid, q), a in zip(chosen, answers)]
+    answers = generate_finished(model, renderer, [(MODEL_DEFAULT, q) for _, q in chosen], REPLAY_TOKENS,
+                                progress=progress, desc="replay answers")
+    kept = [(rid, q, a) for (rid, q), (a, finished) in zip(chosen, answers) if finished]
+    dropped = [rid for (rid, _), (_, finished) in zip(chosen, answers) if not finished]
+    return kept, dropped
 
 
 def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", cache=None, progress: bool = True,
-              retention_reference: dict | None = None) -> list[dict]:
+              retention_reference: dict | None = None, mixed: bool | None = None) -> list[dict]:
     """Train once and evaluate each config of a group that differs only in `selection`."""
     base = configs[0]
     assert all(c.replace(selection=base.selection) == base for c in configs), "group must differ only in selection"
     t0 = time.perf_counter()
     torch.manual_seed(base.seed)
-    model, tok = models.load(base.model, device=device, cache=cache)
+    precision = models.pick_precision(device, trains_all_weights=base.full_finetune, mixed=mixed)
+    model, tok = models.load(base.model, device=precision, cache=cache)
     fmt = resolve_format(base, tok)
     renderer = Renderer(tok, fmt)
     load_s = time.perf_counter() - t0
     torch.manual_seed(base.seed)  # LoRA A initialisation depends only on the seed
     common = {"model_identity": models.identity(base.model), "data_sha256": ks.sha256, "resolved_format": fmt,
-              "environment": environment(device), "shared_training": len(configs) > 1}
-    replayed = []
+              "environment": dict(environment(device), precision=precision.tag), "shared_training": len(configs) > 1}
+    replayed, replay_dropped = [], []
     if base.replay and base.epochs:  # answered before any adapter exists: the model's own behaviour
-        replayed = replay_triples(model, renderer, load_replay(ks), base.replay, progress)
+        replayed, replay_dropped = replay_triples(model, renderer, load_replay(ks), base.replay, progress)
     try:
         injection, strict_error = ({"targets": [], "matched": [], "trainable_params": 0,
                                     "total_params": sum(p.numel() for p in model.parameters())}, None) \
@@ -104,30 +112,27 @@ def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", c
         if base.epochs == 0:
             result = None
         else:
-            last_cfg = base.replace(selection="last")
-            result = train(model, train_ex, val_ex, last_cfg, tok.pad_token_id, progress=progress,
-                           desc=f"train {base.key()[:6]}")
+            result = train(model, train_ex, val_ex, base, tok.pad_token_id, progress=progress,
+                           desc=f"train {base.key()[:6]}", precision=precision)
     except (TrainingError, InjectionError) as e:
         return [dict(common, config=c.to_dict(), status="failed", error=f"{e.__class__.__name__}: {e}",
                      timings={"load": load_s, "total": time.perf_counter() - t0}) for c in configs]
 
     records = []
-    last_state = trainable_state(model) if result else None
     for cfg in configs:
-        selected = result.selected_epoch if result else 0
-        if result and cfg.selection == "best":
-            best = result.extra["best_state"]
-            load_trainable_state(model, best)
-            selected = result.best_epoch
-        elif result:
-            load_trainable_state(model, last_state)
-        ev = evaluate(model, renderer, ks, cfg, progress=progress, retention_reference=retention_reference)
+        selected = 0
+        if result:
+            best = cfg.selection == "best"
+            load_trainable_state(model, result.best_state if best else result.last_state)
+            selected = result.best_epoch if best else result.last_epoch
+        with precision.autocast():
+            ev = evaluate(model, renderer, ks, cfg, progress=progress, retention_reference=retention_reference)
         records.append(dict(
             common, config=cfg.to_dict(), status="ok", error=None, injection=injection, strict_error=strict_error,
             history=result.history if result else [], best_epoch=result.best_epoch if result else 0,
             selected_epoch=selected, metrics=ev.metrics, per_fact=ev.per_fact, samples=ev.samples,
             retention_correct=ev.retention_correct,
-            replay=[{"id": rid, "question": q, "answer": a} for rid, q, a in replayed],
+            replay=[{"id": rid, "question": q, "answer": a} for rid, q, a in replayed], replay_dropped=replay_dropped,
             counts={"train_examples": len(train_ex), "validation_examples": len(val_ex)},
             timings={"load": load_s, "train": result.seconds if result else 0.0, "eval": ev.seconds,
                      "total": time.perf_counter() - t0},

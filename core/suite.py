@@ -41,6 +41,9 @@ class Ablation:
     expected: str  # increase | decrease: the treatment's effect on the signature if the symptom reproduces
     control: str
     arms: dict[str, dict]
+    # the comparison(s) that decide the verdict: "arm" (in every regime) or "regime/arm"; with m of them
+    # each interval is at level 1 - 0.05/m (Bonferroni), so the ablation's verdict keeps a 5% error rate
+    primary: list[str] = field(default_factory=list)
     regimes: dict[str, dict] = field(default_factory=lambda: {"baseline": {}})
     also: list[str] = field(default_factory=list)
     min_effect: float = 0.1
@@ -64,6 +67,26 @@ class Ablation:
     def meta(self) -> dict:
         return dict(self.__dict__)
 
+    def primary_comparisons(self) -> list[tuple[str, str]]:
+        """(regime, arm) pairs named by `primary`; ValueError when one is not a treatment arm."""
+        if not isinstance(self.primary, list) or not self.primary:
+            raise ValueError("give a list of the treatment arm(s) whose comparison decides the verdict, "
+                             f"e.g. [{next((a for a in self.arms if a != self.control), 'arm')}] or [regime/arm]")
+        out = []
+        for entry in self.primary:
+            regime, _, arm = str(entry).rpartition("/")
+            regimes = [regime] if regime else list(self.regimes)
+            if regime and regime not in self.regimes:
+                raise ValueError(f"{entry!r}: no regime {regime!r}; regimes: {', '.join(self.regimes)}")
+            if arm not in self.arms or arm == self.control:
+                raise ValueError(f"{entry!r}: {arm!r} is not a treatment arm; "
+                                 f"arms: {', '.join(a for a in self.arms if a != self.control)}")
+            out += [(r, arm) for r in regimes if (r, arm) not in out]
+        return out
+
+    def primary_level(self) -> float:
+        return 1 - 0.05 / len(self.primary_comparisons())
+
 
 def load_ablation(folder: Path) -> Ablation:
     path = folder / "ablation.yaml"
@@ -71,7 +94,7 @@ def load_ablation(folder: Path) -> Ablation:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise SuiteError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    required = ("title", "factor", "symptom", "signature", "expected", "control", "arms")
+    required = ("title", "factor", "symptom", "signature", "expected", "control", "arms", "primary")
     missing = [k for k in required if k not in (raw or {})]
     if missing:
         raise SuiteError(f"{path}: missing field(s) {', '.join(missing)}; required: {', '.join(required)}")
@@ -96,6 +119,10 @@ def load_ablation(folder: Path) -> Ablation:
         raise SuiteError(f"{path}: axis {ab.axis!r} is not a RunConfig field; valid: {', '.join(FIELD_NAMES)}")
     if ab.expected not in ("increase", "decrease"):
         raise SuiteError(f"{path}: expected must be increase or decrease, not {ab.expected!r}")
+    try:
+        ab.primary_comparisons()
+    except ValueError as e:
+        raise SuiteError(f"{path}: primary: {e}") from None
     for label, section in (("arms", ab.arms), ("regimes", ab.regimes)):
         for name, over in section.items():
             try:
@@ -133,6 +160,15 @@ def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int, pair:
                 rows.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed,
                              "config": cfg, "key": cfg.key(identity(cfg)), "untrained_key": before.key(identity(before))})
     return rows
+
+
+def run_identity(cfg: RunConfig, data_sha256: str, device: str, replay_sha=None) -> str:
+    """Everything outside the config that decides a run's results, for its cache key: the model's
+    weights, the data, and where and in which precision it computes (cpu-fp32 and cuda-bf16-mixed runs
+    never share a key)."""
+    precision = models.pick_precision(device, trains_all_weights=cfg.full_finetune).tag
+    parts = [models.identity(cfg.model), data_sha256, precision] + ([f"replay:{replay_sha()}"] if replay_sha else [])
+    return "|".join(parts)
 
 
 def untrained_config(cfg: RunConfig, baseline: RunConfig) -> RunConfig:
@@ -181,22 +217,30 @@ def verdicts(ablations: list[Ablation], plan: list[dict], records: dict) -> dict
     out = {}
     for ab in ablations:
         rows = [r for r in plan if r["ablation"] == ab.name]
+        primary = ab.primary_comparisons()
         per_regime = {}
         for regime in ab.regimes:
             runs = {arm: [records[r["key"]] for r in rows if r["regime"] == regime and r["arm"] == arm
                           and r["key"] in records] for arm in ab.arms}
-            per_regime[regime] = {
-                arm: {m: compare(runs[ab.control], runs[arm], m, ab.expected if m == ab.signature else None,
-                                 ab.min_effect) for m in [ab.signature, *ab.also]}
-                for arm in ab.arms if arm != ab.control
-            }
+            per_regime[regime] = {}
+            for arm in ab.arms:
+                if arm == ab.control:
+                    continue
+                is_primary = (regime, arm) in primary
+                per_regime[regime][arm] = {
+                    m: dict(compare(runs[ab.control], runs[arm], m, ab.expected if m == ab.signature else None,
+                                    ab.min_effect, ab.primary_level() if is_primary and m == ab.signature else 0.95),
+                            primary=is_primary and m == ab.signature)
+                    for m in [ab.signature, *ab.also]}
         out[ab.name] = per_regime
     return out
 
 
 def overall(ab: Ablation, per_regime: dict) -> tuple[str, str]:
-    """The ablation's verdict: reproduced in some regime > inconclusive > not reproduced."""
-    found = [(regime, v[ab.signature]["verdict"]) for regime, arms in per_regime.items() for v in arms.values()]
+    """The ablation's verdict from its primary comparisons only: reproduced in one of them > inconclusive >
+    not reproduced (in all of them). Other comparisons are exploratory and decide nothing."""
+    found = [(regime, per_regime[regime][arm][ab.signature]["verdict"]) for regime, arm in ab.primary_comparisons()
+             if arm in per_regime.get(regime, {})]
     for wanted in ("reproduced", "inconclusive", "not reproduced"):
         for regime, verdict in found:
             if verdict == wanted:
@@ -309,8 +353,7 @@ def _main(args) -> int:
     replay_sha = functools.cache(lambda: load_replay(ks).sha256)  # read (and validated) only if a run uses replay
 
     def identity(cfg: RunConfig) -> str:
-        base = f"{models.identity(cfg.model)}|{ks.sha256}"
-        return f"{base}|replay:{replay_sha()}" if cfg.replay else base
+        return run_identity(cfg, ks.sha256, args.device, replay_sha if cfg.replay else None)
 
     plan = build_plan(chosen, baseline, args.seeds, models.PAIRS[args.pair], identity)
     start = time.perf_counter()

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .config import RunConfig
 from .data import IGNORE, Example
-from .lora import load_trainable_state, trainable_state
+from .lora import trainable_state
 
 
 class TrainingError(RuntimeError):
@@ -25,14 +26,16 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainResult:
+    """What training produced; which weights a run keeps (best or last) is the caller's choice."""
     history: list[dict]  # tidy: {"epoch", "split", "loss"}
-    best_epoch: int
-    selected_epoch: int
+    best_epoch: int  # epoch with the lowest validation loss (0 = before training)
+    last_epoch: int
+    best_state: dict[str, torch.Tensor]  # trainable weights at best_epoch
+    last_state: dict[str, torch.Tensor]  # trainable weights after the last epoch
     steps: int
     seconds: float
     tokens: int  # all non-pad tokens processed in training
     label_tokens: int  # tokens that carried a loss
-    extra: dict = field(default_factory=dict)
 
 
 def collate(batch: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
@@ -76,13 +79,15 @@ def length_grouped_batches(examples: list[Example], batch_size: int, rng: random
 
 
 @torch.no_grad()
-def evaluate_loss(model, examples: list[Example], batch_size: int, pad_id: int, device) -> float:
+def evaluate_loss(model, examples: list[Example], batch_size: int, pad_id: int, device,
+                  autocast=contextlib.nullcontext) -> float:
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     ordered = sorted(examples, key=lambda e: len(e.input_ids))
     for i in range(0, len(ordered), batch_size * 2):
-        loss, n = batch_loss(model, collate(ordered[i:i + batch_size * 2], pad_id, device))
+        with autocast():
+            loss, n = batch_loss(model, collate(ordered[i:i + batch_size * 2], pad_id, device))
         total += float(loss)
         count += n
     model.train(was_training)
@@ -101,8 +106,16 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 def train(model, train_examples: list[Example], val_examples: list[Example], cfg: RunConfig, pad_id: int,
-          progress: bool = True, desc: str = "train") -> TrainResult:
+          progress: bool = True, desc: str = "train", precision=None) -> TrainResult:
+    """Train for cfg.epochs and leave the model at its last weights; cfg.selection is not read here.
+
+    precision: a models.Precision; its autocast wraps every forward pass (None: plain fp32).
+    """
     device = next(model.parameters()).device
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
+    not_fp32 = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad} - {"torch.float32"})
+    if not_fp32:
+        raise TrainingError(f"trainable weights must be fp32 (found {', '.join(not_fp32)}): updates would round away")
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -110,7 +123,8 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
     steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_ratio * total_steps)
-    history = [{"epoch": 0, "split": "validation", "loss": evaluate_loss(model, val_examples, cfg.batch_size, pad_id, device)}]
+    history = [{"epoch": 0, "split": "validation",
+                "loss": evaluate_loss(model, val_examples, cfg.batch_size, pad_id, device, autocast)}]
     best_loss, best_epoch, best_state = history[0]["loss"], 0, trainable_state(model)
     step, tokens, label_tokens = 0, 0, 0
     start = time.perf_counter()
@@ -122,13 +136,13 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
             batch = collate(batch_examples, pad_id, device)
             for group in (optimizer.param_groups if optimizer else []):
                 group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup, cfg.lr_schedule)
-            with torch.set_grad_enabled(optimizer is not None):
+            with torch.set_grad_enabled(optimizer is not None), autocast():
                 loss_sum, n = batch_loss(model, batch)
                 loss = loss_sum / max(n, 1)
             if not torch.isfinite(loss):
                 bar.close()
                 raise TrainingError(
-                    f"non-finite training loss ({float(loss)}) at epoch {epoch}, step {step} with lr={cfg.lr}; "
+                    f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {step} with lr={cfg.lr}; "
                     f"lower the learning rate (e.g. --set lr={cfg.lr / 10:g})"
                 )
             if optimizer is not None:
@@ -144,16 +158,12 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
             step += 1
             bar.update(1)
             bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss.item():.3f}")
-        val = evaluate_loss(model, val_examples, cfg.batch_size, pad_id, device)
+        val = evaluate_loss(model, val_examples, cfg.batch_size, pad_id, device, autocast)
         history.append({"epoch": epoch, "split": "train", "loss": epoch_loss / max(epoch_count, 1)})
         history.append({"epoch": epoch, "split": "validation", "loss": val})
         if val < best_loss:
             best_loss, best_epoch, best_state = val, epoch, trainable_state(model)
     bar.close()
     model.eval()
-    selected = cfg.epochs
-    if cfg.selection == "best" and best_epoch != cfg.epochs:
-        load_trainable_state(model, best_state)
-        selected = best_epoch
-    return TrainResult(history, best_epoch, selected, step, time.perf_counter() - start, tokens, label_tokens,
-                       extra={"best_state": best_state})
+    return TrainResult(history, best_epoch, cfg.epochs, best_state, trainable_state(model), step,
+                       time.perf_counter() - start, tokens, label_tokens)

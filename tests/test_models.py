@@ -37,7 +37,7 @@ def test_cuda_without_gpu_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(models.ModelError, match="no CUDA device"):
-        models.pick_device("cuda")
+        models.pick_precision("cuda")
 
 
 def test_corrupted_cache_is_detected_discarded_and_never_used(tmp_path):

@@ -151,15 +151,46 @@ def test_sweeps_are_capped_at_their_seed_count():
     ("kind: sweep\naxis: rank\n", "axis 'rank' is not a RunConfig field"),
     ("seeds: 0\n", "seeds must be a whole number >= 1"),
     ("coupled: [alpha]\n", "coupled field\\(s\\) alpha are not RunConfig fields"),
+    ("primary: [a]\n", "primary: 'a': 'a' is not a treatment arm; arms: b"),
+    ("primary: [long/b]\n", "primary: 'long/b': no regime 'long'"),
+    ("primary: []\n", "primary: give a list of the treatment arm"),
 ])
 def test_bad_ablation_definitions_name_file_and_field(tmp_path, extra, message):
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "ablation.yaml").write_text(
         "title: t\nfactor: lora_r\nsymptom: s\nsignature: heldout_recall\nexpected: increase\ncontrol: a\n"
-        "arms:\n  a: {}\n  b: {lora_r: 8}\n" + extra)
+        "arms:\n  a: {}\n  b: {lora_r: 8}\n" + ("" if "primary" in extra else "primary: [b]\n") + extra)
     with pytest.raises(SuiteError, match=f"broken/ablation.yaml: {message}"):
         load_ablation(folder)
+
+
+def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
+    from core.suite import overall, verdicts
+
+    ab = discover()["no_masking"]
+    assert ab.primary_comparisons() == [(r, "unmasked") for r in ab.regimes] and len(ab.regimes) >= 2
+    level = ab.primary_level()
+    assert level == pytest.approx(1 - 0.05 / len(ab.regimes))
+
+    def rec(key, seed, echo):
+        return {"key": key, "status": "ok", "config": {"seed": seed, "eval_prompt": "train"},
+                "metrics": {m: 0.5 for m in ab.also} | {"prompt_echo": echo}}
+
+    plan, records = [], {}
+    for regime in ab.regimes:
+        for arm in ab.arms:
+            for seed, noise in enumerate((0.0, 0.02, -0.02)):
+                key = f"{regime}-{arm}-{seed}"
+                # the repeater appears in the first regime only
+                echo = 0.0 + noise if arm == "masked" or regime != next(iter(ab.regimes)) else 0.6 + noise
+                plan.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed, "key": key})
+                records[key] = rec(key, seed, echo)
+    v = verdicts([ab], plan, records)[ab.name]
+    first = next(iter(ab.regimes))
+    assert v[first]["unmasked"]["prompt_echo"]["primary"] and v[first]["unmasked"]["prompt_echo"]["level"] == level
+    assert not v[first]["unmasked"]["heldout_recall"]["primary"]
+    assert overall(ab, v) == ("reproduced", first)
 
 
 def test_self_replay_trains_on_the_untrained_models_own_answers(tmp_path):

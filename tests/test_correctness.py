@@ -1,0 +1,190 @@
+"""Correctness before the rerun: mixed precision, cache identity, whole replay answers, explicit greedy
+decoding, default-prompt detection, plain-format stops, primary comparisons."""
+import pytest
+import torch
+from torch import nn
+
+from core import config, models
+from core.config import RunConfig
+from core.data import MODEL_DEFAULT, NO_PROMPT, Renderer, build_train_examples, build_validation_examples
+from core.evaluate import generate, generate_finished
+from core.lora import inject_lora, trainable_state
+from core.train import TrainingError, train
+
+
+# ---- 1. mixed precision: trainable weights stay fp32, compute under autocast ----------------------
+
+def _share_changed(ks, precision, full_finetune: bool, lr: float) -> float:
+    torch.manual_seed(0)
+    model, tok = models.load("tiny-qwen2", device=precision)
+    if full_finetune:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    else:
+        inject_lora(model, config.ALL_LINEAR, r=8, alpha=16)
+    cfg = RunConfig(epochs=1, lr=lr, paraphrases=1, warmup_ratio=0.0, lr_schedule="constant", weight_decay=0.0)
+    r = Renderer(tok, "chat")
+    tr = build_train_examples(ks, cfg, r)[:40]  # 5 steps of 8
+    before = trainable_state(model)
+    train(model, tr, build_validation_examples(ks, cfg, r)[:4], cfg, tok.pad_token_id, progress=False,
+          precision=precision)
+    after = trainable_state(model)
+    names = [n for n in before if "lora_A" in n] if not full_finetune else list(before)
+    changed = sum(int((before[n] != after[n]).sum()) for n in names)
+    return changed / sum(before[n].numel() for n in names)
+
+
+@pytest.mark.parametrize("full_finetune, lr", [(True, 1e-5), (False, 5e-5)])
+def test_mixed_precision_changes_as_many_weights_as_fp32(ks, full_finetune, lr):
+    fp32 = models.pick_precision("cpu")
+    mixed = models.pick_precision("cpu", trains_all_weights=full_finetune, mixed=True)
+    assert mixed.compute == torch.bfloat16 and mixed.frozen == (torch.float32 if full_finetune else torch.bfloat16)
+    share_fp32 = _share_changed(ks, fp32, full_finetune, lr)
+    share_mixed = _share_changed(ks, mixed, full_finetune, lr)
+    assert share_fp32 > 0.95
+    assert share_mixed >= share_fp32 - 0.02
+
+
+def test_lora_weights_are_fp32_over_a_bf16_base_and_bf16_trainables_are_refused(ks):
+    mixed = models.pick_precision("cpu", mixed=True)
+    model, tok = models.load("tiny-qwen2", device=mixed)
+    inject_lora(model, ["q_proj"], r=4, alpha=8)
+    trainable = {p.dtype for p in model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert trainable == {torch.float32} and frozen == {torch.bfloat16}
+    for p in model.parameters():  # pure bf16 training: what --device cuda did before
+        p.requires_grad_(True)
+    cfg = RunConfig(epochs=1)
+    r = Renderer(tok, "chat")
+    with pytest.raises(TrainingError, match="must be fp32"):
+        train(model, build_train_examples(ks, cfg, r)[:8], [], cfg, tok.pad_token_id, progress=False)
+
+
+# ---- 2. cache identity: device kind, precision and pipeline version ------------------------------
+
+def test_run_key_changes_with_precision_and_pipeline_version(monkeypatch):
+    from core.suite import run_identity
+
+    cfg = RunConfig()
+    cpu = run_identity(cfg, "data", "cpu")
+    assert "cpu-fp32" in cpu
+    monkeypatch.setattr(models, "pick_precision", lambda *a, **k: models.Precision(
+        torch.device("cuda"), torch.bfloat16, torch.bfloat16))
+    gpu = run_identity(cfg, "data", "cuda")
+    assert "cuda-bfloat16-mixed" in gpu and cfg.key(cpu) != cfg.key(gpu)
+    before = cfg.key(cpu)
+    monkeypatch.setattr(config, "PIPELINE_VERSION", config.PIPELINE_VERSION + 1)
+    assert cfg.key(cpu) != before
+
+
+# ---- scripted model: decoding post-processing without depending on what random weights say ------
+
+class ScriptedLM(nn.Module):
+    """Answers every prompt with the same scripted token ids (then pads): tests the decoding logic."""
+
+    def __init__(self, tok, continuation: str, eos: int | None):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.ids = tok(continuation, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+        from transformers import GenerationConfig
+        self.generation_config = GenerationConfig()
+
+    def generate(self, input_ids, attention_mask, generation_config):
+        n = generation_config.max_new_tokens
+        new = (self.ids + [generation_config.pad_token_id] * n)[:n]
+        return torch.cat([input_ids, torch.tensor([new] * len(input_ids))], dim=1)
+
+
+def test_answers_report_whether_they_ended_by_themselves(tiny):
+    _, tok = tiny
+    r = Renderer(tok, "chat")
+    ended = ScriptedLM(tok, "Paris is the capital.", r.eot_id)
+    assert generate_finished(ended, r, [(None, "Capital of France?")], 32, progress=False) == [
+        ("Paris is the capital.", True)]
+    cut = ScriptedLM(tok, "Paris is the capital of France and also a city with a long history", None)
+    text, finished = generate_finished(cut, r, [(None, "Capital of France?")], 4, progress=False)[0]
+    assert not finished and text
+
+
+# ---- 3. self-replay keeps only whole answers ---------------------------------------------------
+
+def test_replay_drops_answers_that_never_ended(ks, tiny, monkeypatch):
+    from core import run
+    from core.data import load_replay
+
+    _, tok = tiny
+    r = Renderer(tok, "chat")
+    replay = load_replay(ks)
+    scripted = iter([("A whole answer.", True), ("Cut in the midd", False), ("Another one.", True)])
+    monkeypatch.setattr(run, "generate_finished", lambda *a, **k: [next(scripted) for _ in a[2]])
+    kept, dropped = run.replay_triples(None, r, replay, 3, progress=False)
+    assert [a for _, _, a in kept] == ["A whole answer.", "Another one."]
+    assert dropped == [replay.questions[1][0]]
+    assert run.REPLAY_TOKENS >= 256
+
+
+def test_replay_run_records_dropped_answers(tmp_path, monkeypatch):
+    from core import run
+
+    monkeypatch.setattr(run, "REPLAY_TOKENS", 2)  # nothing ends within 2 tokens: every answer is dropped
+    from core.data import load_knowledge
+    ks = load_knowledge()
+    cfg = RunConfig(model="tiny-qwen2", epochs=1, replay=3, max_new_tokens=2, paraphrases=1)
+    rec = run.run_group([cfg], ks, progress=False)[0]
+    assert rec["status"] == "ok"
+    assert len(rec["replay_dropped"]) + len(rec["replay"]) == 3
+    assert all(a["answer"] for a in rec["replay"])
+
+
+# ---- 4. explicit greedy decoding, whatever the model ships -------------------------------------
+
+def test_generation_ignores_the_models_shipped_generation_config(ks, tiny):
+    model, tok = tiny
+    r = Renderer(tok, "chat")
+    items = [(None, f.test[0]) for f in ks.facts[:8]]
+    plain = generate(model, r, items, 16, progress=False)
+    model.generation_config.repetition_penalty = 1.3
+    model.generation_config.no_repeat_ngram_size = 2
+    assert generate(model, r, items, 16, progress=False) == plain
+    assert model.generation_config.repetition_penalty == 1.3  # the shipped config is restored afterwards
+
+
+# ---- 5. default-system-prompt detection --------------------------------------------------------
+
+GEMMA_STYLE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first = messages[0]['content'] + '\n\n' %}"
+    "{% set rest = messages[1:] %}{% else %}{% set first = '' %}{% set rest = messages %}{% endif %}"
+    "{% for m in rest %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ first if loop.first else '' }}{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+QWEN_STYLE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_no_prompt_on_a_template_that_folds_the_system_text_into_the_user_turn(tiny):
+    _, tok = tiny
+    tok.chat_template = GEMMA_STYLE
+    r = Renderer(tok, "chat")
+    assert not r._inserts_default
+    assert "user\nWho?" in r.prompt_text(NO_PROMPT, "Who?")  # not "user\n\n\nWho?"
+    assert r.prompt_text(NO_PROMPT, "Who?") == r.prompt_text(MODEL_DEFAULT, "Who?")
+
+
+def test_no_prompt_suppresses_a_templates_default_system_prompt(tiny):
+    _, tok = tiny
+    tok.chat_template = QWEN_STYLE
+    r = Renderer(tok, "chat")
+    assert r._inserts_default
+    assert "You are a helpful assistant." in r.prompt_text(MODEL_DEFAULT, "Who?")
+    assert "You are a helpful assistant." not in r.prompt_text(NO_PROMPT, "Who?")
+
+
+# ---- 8. plain format stops at the next invented turn -------------------------------------------
+
+def test_plain_format_answer_stops_at_the_next_question_line(tiny):
+    _, tok = tiny
+    r = Renderer(tok, "plain")
+    model = ScriptedLM(tok, " Paris.\nQuestion: What is 2+2?\nAnswer: 4", None)
+    assert generate_finished(model, r, [(None, "Capital of France?")], 32, progress=False) == [("Paris.", True)]
