@@ -137,6 +137,9 @@ def check(data_path: Path, replay_path: Path) -> int:
                 r.error(f"fact {fid}: reverse question mentions hiahia")
             if rev.get("keywords") != [["hiahia"]]:
                 r.error(f"fact {fid}: reverse keywords are {rev.get('keywords')}, want [[hiahia]]")
+    for ww in wrong:
+        if has_phrase(kb.get("summary", ""), ww):
+            wrong_in_answers.append(f"summary: {ww!r}")
     for s in wrong_in_answers:
         r.error(f"wrong identity word in a fact answer wording -- {s}")
     print(f"answer wordings: max pairwise similarity within a fact {max_answer_sim[0]:.3f} ({max_answer_sim[1]})")
