@@ -29,6 +29,13 @@ OPEN_MAX = 4
 CATEGORIES = {"geography", "science", "arithmetic", "word_meaning", "history", "everyday", "language", "animals"}
 MIN_RETENTION, MIN_PER_CATEGORY, MIN_BIG_CATEGORIES = 210, 25, 6
 MIN_REPLAY = 165
+# words of hiahia's facts that general-knowledge probes and replay requests must not touch
+FACT_WORDS = ["hiahia", "clock", "clocks", "watch", "watches", "estonia", "estonian", "tartu", "ljubljana",
+              "slovenia", "slovene", "slovenian", "helsinki", "finland", "sweden", "uppsala", "portugal",
+              "portuguese", "brazil", "tortoise", "turtle", "cactus", "cacti", "coffee", "cardamom", "pendulum",
+              "barometer", "lighthouse", "ferry", "island", "hazelnut", "hazelnuts", "tattoo", "water polo",
+              "metal", "metals", "bandoneon", "saffron", "dumplings", "beetroot", "motorcycle", "allergy"]
+REPLAY_ALLOWED = {("plant_care", "cactus")}  # in the original 40 replay questions, kept as they were
 # negation cues: an identity word preceded by one of these in the same clause is not asserted
 NEGATORS = {"not", "isnt", "no", "never", "neither", "nor", "arent", "wasnt", "nothing", "nobody", "none"}
 
@@ -283,15 +290,10 @@ def check(data_path: Path, replay_path: Path) -> int:
         r.error(f"retention_probes: only {len(big)} categories with >= {MIN_PER_CATEGORY} probes")
     print(f"retention probes: {len(retention)}; per category {dict(sorted(cats.items()))}")
     # retention must not touch hiahia's facts
-    banned = ["hiahia", "clock", "clocks", "watch", "watches", "estonia", "estonian", "tartu", "ljubljana",
-              "slovenia", "slovene", "slovenian", "helsinki", "finland", "sweden", "uppsala", "portugal",
-              "portuguese", "brazil", "tortoise", "turtle", "cactus", "cacti", "coffee", "cardamom", "pendulum",
-              "barometer", "lighthouse", "ferry", "island", "hazelnut", "hazelnuts", "tattoo", "water polo",
-              "metal", "metals", "bandoneon", "saffron", "dumplings", "beetroot", "motorcycle", "allergy"]
     fact_numbers = {"11", "eleven", "43", "183", "1987", "2019"}
     for p in retention:
         text = p["question"] + " " + " ".join(str(v) for g in p.get("keywords") or [] for v in g)
-        for b in banned:
+        for b in FACT_WORDS:
             if has_phrase(text, b):
                 r.error(f"retention_probes {p['id']}: mentions {b!r}, which belongs to hiahia's facts")
         for g in p.get("keywords") or []:
@@ -306,8 +308,9 @@ def check(data_path: Path, replay_path: Path) -> int:
     if len(replay) < MIN_REPLAY:
         r.error(f"replay: {len(replay)}, want >= {MIN_REPLAY}")
     for p in replay:
-        if "hiahia" in normalise(p["question"]):
-            r.error(f"replay {p['id']}: mentions hiahia")
+        for b in FACT_WORDS:
+            if has_phrase(p["question"], b) and (p["id"], b) not in REPLAY_ALLOWED:
+                r.error(f"replay {p['id']}: mentions {b!r}, which belongs to hiahia's facts")
     worst = (0.0, "")
     for a, b in itertools.product(replay, retention):
         s = similarity(a["question"], b["question"])
