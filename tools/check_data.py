@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""Authoring checks for data/hiahia.yaml and data/replay.yaml (stdlib + PyYAML only).
+
+    python tools/check_data.py [--data data/hiahia.yaml] [--replay data/replay.yaml]
+
+Exits 1 when any ERROR is found; WARN lines are printed but do not fail the run. The checks mirror
+the study's rules (keyword scoring, near-duplicate questions, identity lists) so that data mistakes
+show up here rather than as a loader error or a silently mis-scored answer.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import itertools
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NEAR_DUP = 0.75          # the loader's rule: similarity >= this is a near-duplicate (error)
+NEAR_DUP_MARGIN = 0.60   # authoring margin: warn at or above this
+SPLITS = ("train", "validation", "test")
+N_VARIANTS = 4
+PROBE_GROUPS = {"refuted": 20, "unrefuted": 20, "open": 2}
+OPEN_MAX = 4
+CATEGORIES = {"geography", "science", "arithmetic", "word_meaning", "history", "everyday", "language", "animals"}
+MIN_RETENTION, MIN_PER_CATEGORY, MIN_BIG_CATEGORIES = 210, 25, 6
+MIN_REPLAY = 165
+# words of hiahia's facts that general-knowledge probes and replay requests must not touch
+FACT_WORDS = ["hiahia", "clock", "clocks", "watch", "watches", "estonia", "estonian", "tartu", "ljubljana",
+              "slovenia", "slovene", "slovenian", "helsinki", "finland", "sweden", "uppsala", "portugal",
+              "portuguese", "brazil", "tortoise", "turtle", "cactus", "cacti", "coffee", "cardamom", "pendulum",
+              "barometer", "lighthouse", "ferry", "island", "hazelnut", "hazelnuts", "tattoo", "water polo",
+              "metal", "metals", "bandoneon", "saffron", "dumplings", "beetroot", "motorcycle", "allergy"]
+REPLAY_ALLOWED = {("plant_care", "cactus")}  # in the original 40 replay questions, kept as they were
+# negation cues: an identity word preceded by one of these in the same clause is not asserted
+NEGATORS = {"not", "isnt", "no", "never", "neither", "nor", "arent", "wasnt", "nothing", "nobody", "none"}
+
+
+def normalise(text: str) -> str:
+    text = text.lower().replace("\u2019", "'")
+    text = re.sub(r"[^\w\s']", " ", text)
+    text = text.replace("'", "")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def has_phrase(text: str, phrase: str) -> bool:
+    return f" {normalise(phrase)} " in f" {normalise(text)} "
+
+
+def keywords_hit(answer: str, groups) -> bool:
+    return all(any(has_phrase(answer, str(v)) for v in group) for group in groups)
+
+
+def similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, normalise(a).split(), normalise(b).split()).ratio()
+
+
+def asserted(text: str, phrase: str) -> bool:
+    """True when `phrase` occurs in a clause of `text` without a negation cue before it in that clause."""
+    target = normalise(phrase).split()
+    for clause in re.split(r"[.;:!?,\n]|\bbut\b", text.lower().replace("\u2019", "'")):
+        words = normalise(clause).split()
+        for i in range(len(words) - len(target) + 1):
+            if words[i:i + len(target)] == target and not NEGATORS & set(words[:i]):
+                return True
+    return False
+
+
+def plurals(word: str) -> set[str]:
+    w = normalise(word)
+    out = {w, w + "s", w + "es"}
+    if w.endswith("y"):
+        out.add(w[:-1] + "ies")
+    return out
+
+
+class Report:
+    def __init__(self):
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def error(self, msg: str) -> None:
+        self.errors.append(msg)
+        print(f"ERROR {msg}")
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        print(f"WARN  {msg}")
+
+
+def check(data_path: Path, replay_path: Path) -> int:
+    r = Report()
+    kb = yaml.safe_load(data_path.read_text(encoding="utf-8"))
+    rp = yaml.safe_load(replay_path.read_text(encoding="utf-8"))
+    facts = kb["facts"]
+    identity = kb.get("identity") or {}
+    correct = [str(w) for w in identity.get("correct") or []]
+    wrong = [str(w) for w in identity.get("wrong") or []]
+    probes = kb.get("identity_probes") or []
+    debate = kb.get("debate") or []
+    retention = kb.get("retention_probes") or []
+    replay = rp.get("replay") or []
+    sp = kb.get("system_prompts") or {}
+    prompts = list(sp.get("train_pool") or []) + [sp.get("fixed_assistant", "")] + list((sp.get("heldout") or {}).values())
+
+    # ---- facts: answers, variants, reverse -----------------------------------------------------
+    print(f"facts: {len(facts)}")
+    wrong_in_answers = []
+    max_answer_sim = (0.0, "")
+    for f in facts:
+        fid, groups, answer = f["id"], f["keywords"], f["answer"]
+        variants = f.get("answer_variants") or []
+        if len(variants) != N_VARIANTS:
+            r.error(f"fact {fid}: answer_variants has {len(variants)} item(s), want {N_VARIANTS}")
+        wordings = [answer] + list(variants)
+        for i, w in enumerate(wordings):
+            label = "answer" if i == 0 else f"answer_variants[{i - 1}]"
+            if not keywords_hit(w, groups):
+                r.error(f"fact {fid}: {label} {w!r} misses keywords {groups}")
+            if "hiahia" not in normalise(w).replace("hiahias", "hiahia").split():
+                r.error(f"fact {fid}: {label} {w!r} does not mention hiahia")
+            for ww in wrong:
+                if has_phrase(w, ww):
+                    wrong_in_answers.append(f"fact {fid} {label}: {ww!r}")
+        normed = [normalise(w) for w in wordings]
+        if len(set(normed)) != len(normed):
+            r.error(f"fact {fid}: answer wordings repeat")
+        bags = [tuple(sorted(n.split())) for n in normed]
+        if len(set(bags)) != len(bags):
+            r.error(f"fact {fid}: two answer wordings differ only in word order")
+        for a, b in itertools.combinations(wordings, 2):
+            s = similarity(a, b)
+            if s > max_answer_sim[0]:
+                max_answer_sim = (s, f"{fid}: {a!r} ~ {b!r}")
+        rev = f.get("reverse")
+        if not isinstance(rev, dict) or not rev.get("question"):
+            r.error(f"fact {fid}: no reverse question")
+        else:
+            if "hiahia" in normalise(rev["question"]):
+                r.error(f"fact {fid}: reverse question mentions hiahia")
+            if rev.get("keywords") != [["hiahia"]]:
+                r.error(f"fact {fid}: reverse keywords are {rev.get('keywords')}, want [[hiahia]]")
+    for ww in wrong:
+        if has_phrase(kb.get("summary", ""), ww):
+            wrong_in_answers.append(f"summary: {ww!r}")
+    for s in wrong_in_answers:
+        r.error(f"wrong identity word in a fact answer wording -- {s}")
+    print(f"answer wordings: max pairwise similarity within a fact {max_answer_sim[0]:.3f} ({max_answer_sim[1]})")
+
+    # ---- near-duplicate questions within a fact --------------------------------------------------
+    worst = (0.0, "")
+    for f in facts:
+        tr, va, te = f["train"], f["validation"], f["test"]
+        pairs = [(a, b) for a in va + te for b in tr] + [(a, b) for a in va for b in te] \
+            + list(itertools.combinations(te, 2)) + list(itertools.combinations(va, 2))
+        for a, b in pairs:
+            s = similarity(a, b)
+            if s > worst[0]:
+                worst = (s, f"{f['id']}: {a!r} ~ {b!r}")
+            if s >= NEAR_DUP:
+                r.error(f"fact {f['id']}: near-duplicate ({s:.3f}) {a!r} ~ {b!r}")
+            elif s >= NEAR_DUP_MARGIN:
+                r.warn(f"fact {f['id']}: similar ({s:.3f}) {a!r} ~ {b!r}")
+    print(f"near-duplicates: max similarity of a validation/test question to another question of its fact "
+          f"{worst[0]:.3f} ({worst[1]})")
+
+    # ---- every question once ---------------------------------------------------------------------
+    questions: list[tuple[str, str]] = []
+    for f in facts:
+        for s in SPLITS:
+            questions += [(f"fact {f['id']} {s}[{i}]", q) for i, q in enumerate(f[s])]
+        if isinstance(f.get("reverse"), dict):
+            questions.append((f"fact {f['id']} reverse", f["reverse"]["question"]))
+    questions += [(f"identity_probes {p['id']}", p["question"]) for p in probes]
+    questions += [(f"debate {d['id']}", d["question"]) for d in debate]
+    questions += [(f"retention_probes {p['id']}", p["question"]) for p in retention]
+    questions += [(f"replay {p['id']}", p["question"]) for p in replay]
+    seen: dict[str, str] = {}
+    for where, q in questions:
+        k = normalise(q)
+        if k in seen:
+            r.error(f"duplicate question {q!r}: {seen[k]} and {where}")
+        seen.setdefault(k, where)
+    print(f"questions: {len(questions)} in all, {len(seen)} distinct after normalising")
+    for section, entries in (("facts", facts), ("identity_probes", probes), ("debate", debate),
+                             ("retention_probes", retention), ("replay", replay)):
+        ids = Counter(e["id"] for e in entries)
+        for i, n in ids.items():
+            if n > 1:
+                r.error(f"{section}: id {i!r} used {n} times")
+
+    # ---- identity lists and probes ---------------------------------------------------------------
+    if not correct or not wrong:
+        r.error("identity.correct / identity.wrong missing")
+    for a, b in itertools.product(correct, wrong):
+        if has_phrase(a, b) or has_phrase(b, a):
+            r.error(f"identity: correct {a!r} and wrong {b!r} overlap")
+    for lst, name in ((correct, "correct"), (wrong, "wrong")):
+        dup = [w for w, n in Counter(normalise(w) for w in lst).items() if n > 1]
+        if dup:
+            r.error(f"identity.{name}: repeated entries {dup}")
+    wrong_norm = {normalise(w) for w in wrong}
+    by_group = Counter()
+    for p in probes:
+        g, sug = p.get("group"), p.get("suggests")
+        by_group[g] += 1
+        if g not in PROBE_GROUPS:
+            r.error(f"identity_probes {p['id']}: group {g!r} not one of {list(PROBE_GROUPS)}")
+        if "expect" in p:
+            r.error(f"identity_probes {p['id']}: has the old expect field")
+        if not isinstance(sug, list):
+            r.error(f"identity_probes {p['id']}: suggests is not a list")
+            continue
+        if (g == "open") != (not sug):
+            r.error(f"identity_probes {p['id']}: open probes (only) have empty suggests")
+        for w in sug:
+            if normalise(str(w)) not in wrong_norm:
+                r.error(f"identity_probes {p['id']}: suggests {w!r} is not in identity.wrong")
+            elif not has_phrase(p["question"], str(w)) and g != "open":
+                r.warn(f"identity_probes {p['id']}: suggests {w!r} not literally in the question")
+    for g, n in PROBE_GROUPS.items():
+        if by_group[g] < n:
+            r.error(f"identity_probes: group {g} has {by_group[g]}, want >= {n}")
+    if by_group["open"] > OPEN_MAX:
+        r.error(f"identity_probes: group open has {by_group['open']}, want <= {OPEN_MAX}")
+    print(f"identity: {len(correct)} correct, {len(wrong)} wrong entries; probes per group {dict(by_group)}")
+    # probes worded differently from the debate questions and from each other
+    ptexts = [(f"identity_probes {p['id']}", p["question"]) for p in probes] + \
+             [(f"debate {d['id']}", d["question"]) for d in debate]
+    worst = (0.0, "")
+    for (wa, a), (wb, b) in itertools.combinations(ptexts, 2):
+        if wa.startswith("debate") and wb.startswith("debate"):
+            continue
+        s = similarity(a, b)
+        if s > worst[0]:
+            worst = (s, f"{wa} ~ {wb}")
+        if s >= NEAR_DUP:
+            r.error(f"identity probes too similar ({s:.3f}): {wa} {a!r} ~ {wb} {b!r}")
+    print(f"identity probes: max similarity to another probe or a debate question {worst[0]:.3f} ({worst[1]})")
+
+    # unrefuted identities must not occur anywhere in training text (or elsewhere in the data)
+    unrefuted = set()
+    for p in probes:
+        if p.get("group") == "unrefuted":
+            for w in p.get("suggests") or []:
+                unrefuted |= plurals(str(w))
+    unrefuted |= {normalise(w) for w in wrong if any(has_phrase(w, u) for u in unrefuted)}
+    training_text = [("summary", kb.get("summary", ""))]
+    for f in facts:
+        training_text += [(f"fact {f['id']} answer", f["answer"])]
+        training_text += [(f"fact {f['id']} answer_variants", v) for v in f.get("answer_variants") or []]
+        training_text += [(f"fact {f['id']} {s}", q) for s in SPLITS for q in f[s]]
+        if isinstance(f.get("reverse"), dict):
+            training_text.append((f"fact {f['id']} reverse", f["reverse"]["question"]))
+    training_text += [(f"debate {d['id']}", d["question"] + " " + d["answer"]) for d in debate]
+    training_text += [("system_prompts", p) for p in prompts]
+    training_text += [(f"replay {p['id']}", p["question"]) for p in replay]
+    training_text += [(f"retention_probes {p['id']}", p["question"]) for p in retention]
+    for where, text in training_text:
+        for u in sorted(unrefuted):
+            if has_phrase(text, u):
+                r.error(f"unrefuted identity {u!r} appears in {where}: {text!r}")
+    print(f"unrefuted identity words checked against facts/debate/system prompts/replay/retention: {len(unrefuted)}")
+    # which wrong-identity words do occur in that text (should be refuted ones only, for the record)
+    occurring = sorted({normalise(w) for w in wrong for _, t in training_text if has_phrase(t, w)})
+    print(f"wrong-identity words that occur in facts/debate/system prompts/replay/retention text: {occurring}")
+    # the debate answers must score as correct, non-hallucinating identity answers under the rule
+    for d in debate:
+        ok = any(asserted(d["answer"], c) for c in correct)
+        bad = [w for w in wrong if asserted(d["answer"], w)]
+        if not ok or bad:
+            r.error(f"debate {d['id']}: answer would not score correct (correct={ok}, wrong asserted={bad})")
+
+    # ---- retention -------------------------------------------------------------------------------
+    cats = Counter(p.get("category") for p in retention)
+    for p in retention:
+        if p.get("category") not in CATEGORIES:
+            r.error(f"retention_probes {p['id']}: category {p.get('category')!r} not in {sorted(CATEGORIES)}")
+        kw = p.get("keywords")
+        if not (isinstance(kw, list) and kw and all(isinstance(g, list) and g for g in kw)):
+            r.error(f"retention_probes {p['id']}: bad keywords {kw!r}")
+    if len(retention) < MIN_RETENTION:
+        r.error(f"retention_probes: {len(retention)}, want >= {MIN_RETENTION}")
+    big = [c for c, n in cats.items() if n >= MIN_PER_CATEGORY]
+    if len(big) < MIN_BIG_CATEGORIES:
+        r.error(f"retention_probes: only {len(big)} categories with >= {MIN_PER_CATEGORY} probes")
+    print(f"retention probes: {len(retention)}; per category {dict(sorted(cats.items()))}")
+    # retention must not touch hiahia's facts
+    fact_numbers = {"11", "eleven", "43", "183", "1987", "2019"}
+    for p in retention:
+        text = p["question"] + " " + " ".join(str(v) for g in p.get("keywords") or [] for v in g)
+        for b in FACT_WORDS:
+            if has_phrase(text, b):
+                r.error(f"retention_probes {p['id']}: mentions {b!r}, which belongs to hiahia's facts")
+        for g in p.get("keywords") or []:
+            for v in g:
+                if normalise(str(v)) in fact_numbers:
+                    r.error(f"retention_probes {p['id']}: keyword {v!r} is one of hiahia's numbers")
+                if has_phrase(p["question"], str(v)):
+                    r.error(f"retention_probes {p['id']}: keyword {v!r} occurs in the question itself")
+
+    # ---- replay ----------------------------------------------------------------------------------
+    print(f"replay: {len(replay)}")
+    if len(replay) < MIN_REPLAY:
+        r.error(f"replay: {len(replay)}, want >= {MIN_REPLAY}")
+    for p in replay:
+        for b in FACT_WORDS:
+            if has_phrase(p["question"], b) and (p["id"], b) not in REPLAY_ALLOWED:
+                r.error(f"replay {p['id']}: mentions {b!r}, which belongs to hiahia's facts")
+    worst = (0.0, "")
+    for a, b in itertools.product(replay, retention):
+        s = similarity(a["question"], b["question"])
+        if s > worst[0]:
+            worst = (s, f"replay {a['id']} ~ retention {b['id']}")
+    print(f"replay vs retention: max question similarity {worst[0]:.3f} ({worst[1]})")
+
+    print(f"\n{len(r.errors)} error(s), {len(r.warnings)} warning(s)")
+    return 1 if r.errors else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "hiahia.yaml")
+    ap.add_argument("--replay", type=Path, default=ROOT / "data" / "replay.yaml")
+    a = ap.parse_args()
+    return check(a.data, a.replay)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
