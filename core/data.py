@@ -4,16 +4,17 @@ Every validation error names the file, the entry and the field, and says how to 
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from .config import RunConfig
+from .scoring import IdentityVocabulary, keywords_hit, normalise
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "hiahia.yaml"
 DEFAULT_REPLAY = DEFAULT_DATA.parent / "replay.yaml"
@@ -35,13 +36,18 @@ class Fact:
     test: tuple[str, ...]
     reverse_question: str | None = None
     reverse_keywords: tuple[tuple[str, ...], ...] = ()
+    answer_variants: tuple[str, ...] = ()  # other natural wordings of `answer` (the varied-answers regime)
 
 
 @dataclass(frozen=True)
 class Probe:
+    """A retention probe (keywords, category) or an identity probe (group, suggests)."""
     id: str
     question: str
-    keywords: tuple[tuple[str, ...], ...]
+    keywords: tuple[tuple[str, ...], ...] = ()
+    category: str = ""
+    group: str = ""  # identity: refuted | unrefuted | open
+    suggests: tuple[str, ...] = ()  # identity: the wrong identities the question puts forward
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class KnowledgeSet:
     named_prompts: dict[str, str]  # fixed_assistant and the held-out ones
     heldout_prompts: list[str]  # names of the held-out (evaluation-only) prompts
     retention_probes: list[Probe]
+    identity: IdentityVocabulary = IdentityVocabulary((), ())
     sha256: str = ""
 
     def prompt(self, name: str) -> str:
@@ -71,17 +78,14 @@ class KnowledgeSet:
         return self.named_prompts[name]
 
 
-def normalise(text: str) -> str:
-    text = text.lower().replace("’", "'")
-    text = re.sub(r"[^\w\s']", " ", text)
-    text = text.replace("'", "")
-    return re.sub(r"\s+", " ", text).strip()
+# A validation or test question this similar to a training question of the same fact (difflib ratio over
+# normalised words) is a near-duplicate: it would measure recall of a seen wording, not a reworded one.
+NEAR_DUPLICATE = 0.75
+IDENTITY_GROUPS = ("refuted", "unrefuted", "open")
 
 
-def keywords_hit(answer: str, groups) -> bool:
-    """True when every keyword group has at least one variant in the answer (whole words, normalised)."""
-    padded = f" {normalise(answer)} "
-    return all(any(f" {normalise(v)} " in padded for v in group) for group in groups)
+def similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, normalise(a).split(), normalise(b).split()).ratio()
 
 
 # ---- loading and validation ---------------------------------------------------------------------
@@ -190,13 +194,45 @@ def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24) -> Know
                 c.fail(where, "reverse", "is not a mapping", "give question: and keywords:")
             rq = c.text(rev, "question", where + " reverse")
             rk = c.keywords(rev, "keywords", where + " reverse")
-        facts.append(Fact(e["id"], c.text(e, "answer", where), c.keywords(e, "keywords", where),
-                          splits["train"], splits["validation"], splits["test"], rq, rk))
+        answer, keywords = c.text(e, "answer", where), c.keywords(e, "keywords", where)
+        variants = c.texts(e, "answer_variants", where, minimum=1) if e.get("answer_variants") is not None else ()
+        for field_name, text in (("answer", answer), *((f"answer_variants[{i}]", v) for i, v in enumerate(variants))):
+            if not keywords_hit(text, keywords):
+                c.fail(where, field_name, f"{text!r} does not contain its own keywords {[list(g) for g in keywords]}",
+                       "fix the keyword spelling or add the answer's wording as a variant")
+        for split in ("validation", "test"):
+            for i, q in enumerate(splits[split]):
+                for j, t in enumerate(splits["train"]):
+                    if similarity(q, t) >= NEAR_DUPLICATE:
+                        c.fail(where, f"{split}[{i}]", f"{q!r} is a near-duplicate of train[{j}] {t!r} "
+                               f"(word similarity {similarity(q, t):.2f} >= {NEAR_DUPLICATE})",
+                               "reword it so it asks the same thing in other words")
+        facts.append(Fact(e["id"], answer, keywords, splits["train"], splits["validation"], splits["test"], rq, rk,
+                          variants))
 
+    vocab_raw = raw.get("identity")
+    if not isinstance(vocab_raw, dict):
+        c.fail("top level", "identity", "missing", "give identity: {correct: [person, ...], wrong: [ai, band, ...]}")
+    vocab = IdentityVocabulary(*(tuple(str(w).strip() for w in c.texts(vocab_raw, k, "identity"))
+                                 for k in ("correct", "wrong")))
     probes_raw = c.section(raw, "identity_probes", 1)
     c.ids(probes_raw, "identity_probes")
-    probes = [Probe(e["id"], c.text(e, "question", f"identity_probes '{e['id']}'"),
-                    c.keywords(e, "expect", f"identity_probes '{e['id']}'")) for e in probes_raw]
+    probes = []
+    for e in probes_raw:
+        where = f"identity_probes '{e['id']}'"
+        group = c.text(e, "group", where)
+        if group not in IDENTITY_GROUPS:
+            c.fail(where, "group", f"{group!r} is not a group", f"use one of {', '.join(IDENTITY_GROUPS)}")
+        suggests = e.get("suggests") or []
+        if not isinstance(suggests, list) or any(normalise(str(w)) not in {normalise(v) for v in vocab.wrong}
+                                                  for w in suggests):
+            c.fail(where, "suggests", f"{suggests!r} is not a list of identity.wrong entries",
+                   "list the wrong identities the question puts forward, each also under identity.wrong")
+        if (group == "open") != (not suggests):
+            c.fail(where, "suggests", "open probes suggest nothing, the other groups suggest a wrong identity",
+                   "fix the group or the suggests list")
+        probes.append(Probe(e["id"], c.text(e, "question", where), group=group,
+                            suggests=tuple(str(w) for w in suggests)))
     debate_raw = c.section(raw, "debate", 1)
     c.ids(debate_raw, "debate")
     debate = [Debate(e["id"], c.text(e, "question", f"debate '{e['id']}'"), c.text(e, "answer", f"debate '{e['id']}'"))
@@ -204,7 +240,8 @@ def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24) -> Know
     retention_raw = c.section(raw, "retention_probes", 1)
     c.ids(retention_raw, "retention_probes")
     retention = [Probe(e["id"], c.text(e, "question", f"retention_probes '{e['id']}'"),
-                       c.keywords(e, "keywords", f"retention_probes '{e['id']}'")) for e in retention_raw]
+                       c.keywords(e, "keywords", f"retention_probes '{e['id']}'"), category=str(e.get("category", "")))
+                 for e in retention_raw]
 
     sp = raw.get("system_prompts")
     if not isinstance(sp, dict):
@@ -232,7 +269,7 @@ def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24) -> Know
         claim(q, where, field_name)
 
     return KnowledgeSet(path, name, summary, facts, probes, debate, pool, named, [str(k) for k in heldout],
-                        retention, hashlib.sha256(raw_bytes).hexdigest())
+                        retention, vocab, hashlib.sha256(raw_bytes).hexdigest())
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import RunConfig
-from .data import MODEL_DEFAULT, NO_PROMPT, KnowledgeSet, Renderer, eval_system_prompts, keywords_hit, normalise
+from . import metrics as metric_registry
+from .data import MODEL_DEFAULT, NO_PROMPT, KnowledgeSet, Renderer, eval_system_prompts
+from .scoring import echoes, general_answer_correct, identity_correct, keywords_hit
 from .lora import lora_modules, merge_all, unmerge_all
 
-ECHO_WORDS = 8  # an answer containing 8 consecutive words of the system prompt (or all of a shorter one) echoes it
-HELDOUT_VARIANTS = (MODEL_DEFAULT, "none", "unseen")
+# the prompts heldout_recall is repeated under: the registry's heldout_recall@<variant> metrics
+HELDOUT_VARIANTS = tuple(m.sample_set.split("@", 1)[1] for m in metric_registry.METRICS.values()
+                         if m.sample_set.startswith("test@"))
 
 
 def greedy_config(max_new_tokens: int, stop: list[int], pad: int):
@@ -94,22 +97,6 @@ def generate(model, renderer: Renderer, items: list[tuple[str | None, str]], max
     return [text for text, _ in generate_finished(model, renderer, items, max_new_tokens, batch_size, progress, desc)]
 
 
-def echoes(answer: str, system: str | None, n: int = ECHO_WORDS) -> bool:
-    """True when the answer contains n consecutive (normalised) words of the system prompt (all of it if shorter)."""
-    if not system or system == MODEL_DEFAULT:
-        return False
-    prompt_words = normalise(system).split()
-    n = min(n, len(prompt_words))  # a short prompt counts as echoed when all of it is repeated
-    answer_text = f" {normalise(answer)} "
-    return any(f" {' '.join(prompt_words[i:i + n])} " in answer_text for i in range(len(prompt_words) - n + 1))
-
-
-def claims_wrong_identity(answer: str, expect) -> bool:
-    """An identity probe is hallucinated when the answer lacks the right identity or opens with 'yes'."""
-    words = normalise(answer).split()
-    return not keywords_hit(answer, expect) or (bool(words) and words[0] == "yes")
-
-
 @dataclass
 class Evaluation:
     metrics: dict[str, float | None]
@@ -119,11 +106,6 @@ class Evaluation:
     seconds: float
 
 
-def _mean(values) -> float | None:
-    values = list(values)
-    return sum(values) / len(values) if values else None
-
-
 def evaluate(model, renderer: Renderer, ks: KnowledgeSet, cfg: RunConfig, progress: bool = True,
              retention_reference: dict[str, bool] | None = None) -> Evaluation:
     start = time.perf_counter()
@@ -131,19 +113,21 @@ def evaluate(model, renderer: Renderer, ks: KnowledgeSet, cfg: RunConfig, progre
     reverse = [f for f in ks.facts if f.reverse_question]
     items, meta = [], []
 
-    def add(kind, ident, system, question, expected, prompt_name, keywords):
+    def add(kind, ident, system, question, expected, prompt_name, keywords, **extra):
         items.append((system, question))
         meta.append(dict(set=kind, id=ident, prompt=prompt_name, system=system, question=question,
-                         expected=expected, keywords=[list(g) for g in keywords]))
+                         expected=expected, keywords=[list(g) for g in keywords], **extra))
 
     for (f, q), s in zip(tests, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(tests))):
         add("test", f.id, s, q, f.answer, cfg.eval_prompt, f.keywords)
     for f, s in zip(reverse, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(reverse))):
         add("reverse", f.id, s, f.reverse_question, ks.name, cfg.eval_prompt, f.reverse_keywords)
     for p, s in zip(ks.identity_probes, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(ks.identity_probes))):
-        add("identity", p.id, s, p.question, ks.summary, cfg.eval_prompt, p.keywords)
+        add("identity", p.id, s, p.question, ks.summary, cfg.eval_prompt, (), group=p.group,
+            suggests=list(p.suggests))
     for p in ks.retention_probes:
-        add("retention", p.id, MODEL_DEFAULT, p.question, " / ".join(p.keywords[0]), MODEL_DEFAULT, p.keywords)
+        add("retention", p.id, MODEL_DEFAULT, p.question, " / ".join(p.keywords[0]), MODEL_DEFAULT, p.keywords,
+            category=p.category)
     for variant in HELDOUT_VARIANTS:
         if variant == cfg.eval_prompt:
             continue
@@ -163,37 +147,24 @@ def evaluate(model, renderer: Renderer, ks: KnowledgeSet, cfg: RunConfig, progre
         m = dict(m, answer=answer, system="<model default>" if system == MODEL_DEFAULT else system,
                  has_prompt=system not in (NO_PROMPT, MODEL_DEFAULT))
         if m["set"] == "identity":
-            m["hallucinated"] = claims_wrong_identity(answer, m["keywords"])
+            m["hallucinated"] = not identity_correct(answer, ks.identity, suggests_wrong=bool(m["suggests"]))
             m["hit"] = not m["hallucinated"]
+        elif m["set"] == "retention":
+            m["hit"] = general_answer_correct(answer, m["keywords"], ks.name)
         else:
             m["hit"] = keywords_hit(answer, m["keywords"])
         m["echo"] = echoes(answer, system)
         samples.append(m)
 
-    by_set: dict[str, list[dict]] = {}
-    for s in samples:
-        by_set.setdefault(s["set"], []).append(s)
-    primary = by_set.get("test", []) + by_set.get("reverse", []) + by_set.get("identity", [])
-    with_prompt = [s for s in primary if s["has_prompt"]]
-    retention_correct = {s["id"]: s["hit"] for s in by_set.get("retention", [])}
+    retention_correct = {s["id"]: s["hit"] for s in samples if s["set"] == "retention"}
     reference = retention_reference if retention_reference is not None else retention_correct
-    kept = [pid for pid, ok in reference.items() if ok]
-    for s in by_set.get("retention", []):
-        s["kept"] = bool(reference.get(s["id"], False))
-    metrics = {
-        "heldout_recall": _mean(s["hit"] for s in by_set.get("test", [])),
-        "train_recall": _mean(s["hit"] for s in by_set.get("train", [])),
-        "reverse_recall": _mean(s["hit"] for s in by_set.get("reverse", [])),
-        "identity_hallucination": _mean(s["hallucinated"] for s in by_set.get("identity", [])),
-        "prompt_echo": _mean(s["echo"] for s in with_prompt),
-        "retention": _mean(retention_correct.get(pid, False) for pid in kept),
-        "retention_raw": _mean(retention_correct.values()),
-    }
-    for variant in HELDOUT_VARIANTS:
-        rows = by_set.get(f"test@{variant}") or (by_set.get("test") if variant == cfg.eval_prompt else [])
-        metrics[f"heldout_recall@{variant}"] = _mean(s["hit"] for s in rows)
+    for s in samples:
+        if s["set"] == "retention":
+            s["kept"] = bool(reference.get(s["id"], False))
+    metrics = metric_registry.compute(samples, cfg.eval_prompt)
     per_fact: dict[str, list[bool]] = {}
-    for s in by_set.get("test", []):
-        per_fact.setdefault(s["id"], []).append(s["hit"])
+    for s in samples:
+        if s["set"] == "test":
+            per_fact.setdefault(s["id"], []).append(s["hit"])
     return Evaluation(metrics, {k: sum(v) / len(v) for k, v in per_fact.items()}, samples, retention_correct,
                       time.perf_counter() - start)

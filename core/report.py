@@ -29,6 +29,7 @@ import seaborn as sns  # noqa: E402
 from jinja2 import Environment, FileSystemLoader  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
+from .metrics import METRICS  # noqa: E402
 from .results import RESULTS, ROOT, mean_ci  # noqa: E402
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -283,8 +284,7 @@ def sweep_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str]
     return _save(fig, path)
 
 
-METRIC_ORDER = ["heldout_recall", "retention", "reverse_recall", "identity_hallucination", "train_recall",
-                "prompt_echo", "heldout_recall@model_default", "heldout_recall@none", "heldout_recall@unseen"]
+METRIC_ORDER = list(METRICS)  # a metric keeps its colour in every figure
 
 
 def _sort_key(v):
@@ -462,8 +462,7 @@ def untrained_section(rows: list[dict], runs: dict) -> list[dict]:
             entry.update(
                 model=rec["config"].get("model", model), asked=rec["config"].get("format"),
                 format=rec.get("resolved_format") or rec["config"].get("format"),
-                metrics={k: fmt(m.get(k)) for k in ("heldout_recall", "identity_hallucination", "retention_raw",
-                                                    "reverse_recall")},
+                metrics={k: fmt(m.get(k)) for k, metric in METRICS.items() if m.get(k) is not None and not metric.needs_reference},
                 kept=sum(bool(s.get("kept", s.get("hit"))) for s in ret), probes=len(ret),
                 samples=sample_table([("untrained answer", {"seed": rec["config"].get("seed", 0), "key": key}, rec)]))
         out.append(entry)

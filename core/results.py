@@ -12,6 +12,8 @@ import random
 import tempfile
 from pathlib import Path
 
+from . import metrics
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 
@@ -47,30 +49,7 @@ def load_run(root: Path, key: str) -> dict | None:
 
 def metric_items(record: dict, metric: str) -> dict[str, float]:
     """Per-item values behind a metric, keyed so that two runs' items pair up."""
-    samples = record.get("samples") or []
-    primary_prompt = record["config"]["eval_prompt"]
-
-    def pick(pred, value):
-        return {f"{s['set']}|{s['id']}|{s['question']}": float(value(s)) for s in samples if pred(s)}
-
-    if metric == "heldout_recall":
-        return pick(lambda s: s["set"] == "test", lambda s: s["hit"])
-    if metric.startswith("heldout_recall@"):
-        variant = metric.split("@", 1)[1]
-        wanted = "test" if variant == primary_prompt else f"test@{variant}"
-        items = pick(lambda s: s["set"] == wanted, lambda s: s["hit"])
-        return {k.split("|", 1)[1]: v for k, v in items.items()}
-    if metric == "reverse_recall":
-        return pick(lambda s: s["set"] == "reverse", lambda s: s["hit"])
-    if metric == "train_recall":
-        return pick(lambda s: s["set"] == "train", lambda s: s["hit"])
-    if metric == "identity_hallucination":
-        return pick(lambda s: s["set"] == "identity", lambda s: s["hallucinated"])
-    if metric == "prompt_echo":
-        return pick(lambda s: s["set"] in ("test", "reverse", "identity") and s.get("has_prompt"), lambda s: s["echo"])
-    if metric == "retention":
-        return pick(lambda s: s["set"] == "retention" and s.get("kept"), lambda s: s["hit"])
-    return {}
+    return metrics.item_values(record.get("samples") or [], metric, record["config"]["eval_prompt"])
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float | None, float | None, float | None]:

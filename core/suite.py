@@ -17,14 +17,12 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from . import models
+from . import metrics, models
 from .config import FIELD_NAMES, RunConfig, check_keys, parse_overrides
 from .data import DEFAULT_DATA, load_knowledge, load_replay
 from .results import RESULTS, compare, load_run, write_json_atomic
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
-METRICS = ("heldout_recall", "reverse_recall", "identity_hallucination", "prompt_echo", "retention",
-           "heldout_recall@model_default", "heldout_recall@none", "heldout_recall@unseen", "train_recall")
 
 
 class SuiteError(ValueError):
@@ -117,6 +115,9 @@ def load_ablation(folder: Path) -> Ablation:
                          f"valid: {', '.join(FIELD_NAMES)}")
     if ab.axis and ab.axis not in FIELD_NAMES:
         raise SuiteError(f"{path}: axis {ab.axis!r} is not a RunConfig field; valid: {', '.join(FIELD_NAMES)}")
+    for m in [ab.signature, *ab.also]:
+        if m not in metrics.METRICS:
+            raise SuiteError(f"{path}: unknown metric {m!r} (signature/also); valid metrics: {', '.join(metrics.METRICS)}")
     if ab.expected not in ("increase", "decrease"):
         raise SuiteError(f"{path}: expected must be increase or decrease, not {ab.expected!r}")
     try:
@@ -253,7 +254,7 @@ def tidy_rows(plan: list[dict], records: dict) -> list[dict]:
     for p in plan:
         rec = records.get(p["key"])
         status = rec["status"] if rec else "missing"
-        for m in METRICS:
+        for m in metrics.METRICS:
             value = rec["metrics"].get(m) if rec and rec.get("status") == "ok" else None
             rows.append({"ablation": p["ablation"], "regime": p["regime"], "arm": p["arm"], "seed": p["seed"],
                          "key": p["key"], "status": status, "metric": m, "value": value})

@@ -42,7 +42,10 @@ def main(seed: int = 0) -> None:
                     continue
                 seen.add(dedup)
                 outcome = s["echo"] if kind == "echo" else s["hit"]
-                item = {"kind": kind, "set": s["set"], "run_key": rec["key"], "arm": arm, "question": s["question"],
+                item = {"kind": kind, "set": s["set"], "id": s["id"], "run_key": rec["key"], "arm": arm,
+                        # the first edition's identity probes: all but who_is and what_is suggest a wrong identity
+                        "suggests_wrong": s["set"] == "identity" and s["id"] not in ("who_is", "what_is"),
+                        "question": s["question"],
                         "system": s["system"], "answer": s["answer"], "keywords": s["keywords"],
                         "expected": s["expected"], "model": rec["config"]["model"]}
                 pools[kind][(arm, bool(outcome))].append(item)
