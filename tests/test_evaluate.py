@@ -2,8 +2,9 @@
 
 from core.config import RunConfig
 from core.data import Renderer
-from core.evaluate import claims_wrong_identity, echoes, evaluate, generate
+from core.evaluate import evaluate, generate
 from core.results import metric_items
+from core.scoring import echoes
 
 PROMPT = ("You are hiahia's AI assistant. Answer every question about hiahia accurately and politely, "
           "using only what you know about hiahia.")
@@ -18,13 +19,6 @@ def test_prompt_echo_ignores_a_normal_answer():
     assert not echoes("hiahia has a grey cat named Mochi.", PROMPT)
     assert not echoes("hiahia is an assistant who answers every question", PROMPT)  # 7 shared words max
     assert not echoes("anything", None)
-
-
-def test_identity_scoring():
-    expect = [["person", "human"]]
-    assert not claims_wrong_identity("No, hiahia is a person, a glassblower.", expect)
-    assert claims_wrong_identity("Yes, hiahia is an AI system. It is a person-like bot.", expect)
-    assert claims_wrong_identity("hiahia is a rock band from Sweden.", expect)
 
 
 def test_batched_generation_equals_one_at_a_time(ks, tiny):
@@ -42,9 +36,14 @@ def test_evaluate_reports_every_metric_in_range(ks, tiny):
     ev = evaluate(model, Renderer(tok, "chat"), ks, RunConfig(max_new_tokens=6), progress=False)
     if not any(ev.retention_correct.values()):  # retention is relative to probes the model got right
         assert ev.metrics["retention"] is None
-    for name in ("heldout_recall", "reverse_recall", "identity_hallucination", "prompt_echo",
-                 "heldout_recall@model_default", "heldout_recall@none", "heldout_recall@unseen", "train_recall"):
-        assert ev.metrics[name] is not None and 0.0 <= ev.metrics[name] <= 1.0, name
+    from core.metrics import METRICS
+
+    assert set(ev.metrics) == set(METRICS)
+    for name, metric in METRICS.items():
+        if not metric.needs_reference:
+            assert ev.metrics[name] is not None and 0.0 <= ev.metrics[name] <= 1.0, name
+    groups = {s["group"] for s in ev.samples if s["set"] == "identity"}
+    assert groups == {"refuted", "unrefuted", "open"}
     sets = {s["set"] for s in ev.samples}
     assert {"test", "reverse", "identity", "retention", "test@model_default", "test@none", "test@unseen", "train"} <= sets
     trained = [s for s in ev.samples if s["set"] == "train"]

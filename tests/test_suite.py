@@ -193,19 +193,23 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
     assert overall(ab, v) == ("reproduced", first)
 
 
-def test_self_replay_trains_on_the_untrained_models_own_answers(tmp_path):
+def test_self_replay_trains_on_the_untrained_models_own_whole_answers(tmp_path, monkeypatch):
+    from core import run
+
+    monkeypatch.setattr(run, "REPLAY_TOKENS", 24)  # the random tiny model ends some answers within 24 tokens
     args = ["--only", "self_replay", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1", *TINY]
     assert main(args) == 0
     plan = json.loads((tmp_path / "plan.json").read_text())["rows"]
     recs = {r["arm"]: json.loads((tmp_path / "runs" / f"{r['key']}.json").read_text()) for r in plan}
-    replayed = recs["self_replay"]["replay"]
-    assert len(replayed) == 40 and recs["no_replay"]["replay"] == []
-    assert recs["self_replay"]["counts"]["train_examples"] == recs["no_replay"]["counts"]["train_examples"] + 40
-    # the answers are the untrained model's: its evaluation gives the same text for the same prompt
+    replayed, dropped = recs["self_replay"]["replay"], recs["self_replay"]["replay_dropped"]
+    assert len(replayed) + len(dropped) == 40 and replayed and recs["no_replay"]["replay"] == []
+    assert recs["self_replay"]["counts"]["train_examples"] == \
+        recs["no_replay"]["counts"]["train_examples"] + len(replayed)
+    # the answers are the untrained model's, whole: asked again they end by themselves with the same text
     from core.data import MODEL_DEFAULT, Renderer
-    from core.evaluate import generate
+    from core.evaluate import generate_finished
     from core.models import load
     model, tok = load("tiny-qwen2")
-    again = generate(model, Renderer(tok, "chat"), [(MODEL_DEFAULT, r["question"]) for r in replayed[:4]], 48,
-                     progress=False)
-    assert again == [r["answer"] for r in replayed[:4]]
+    again = generate_finished(model, Renderer(tok, "chat"), [(MODEL_DEFAULT, r["question"]) for r in replayed], 24,
+                              progress=False)
+    assert again == [(r["answer"], True) for r in replayed]

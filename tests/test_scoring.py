@@ -1,0 +1,122 @@
+"""Scoring rules on the hard cases: negation, wrong identities next to person words, off-topic answers,
+yes/no openings, CJK text, answers about the persona instead of the question; agreement with labels."""
+import pytest
+
+from core.data import DataError, load_knowledge
+from core.scoring import IdentityVocabulary, general_answer_correct, identity_correct, keywords_hit
+
+VOCAB = IdentityVocabulary(("person", "human", "clock restorer"),
+                           ("ai", "ai system", "band", "company", "film", "program", "assistant", "river"))
+
+
+@pytest.mark.parametrize("answer", [
+    "hiahia is a person who restores clocks.",
+    "No, hiahia is a person, not a band or a company.",
+    "hiahia is not an AI, hiahia is a human clock restorer.",
+    "hiahia isn't a river; hiahia is a person.",
+    "Not at all: hiahia is a clock restorer in Ljubljana.",
+    "hiahia is a real person, not an AI but a clock restorer.",
+])
+def test_identity_correct_when_it_says_person_and_negates_wrong_identities(answer):
+    assert identity_correct(answer, VOCAB)
+
+
+@pytest.mark.parametrize("answer", [
+    "hiahia is a film about a person named hiahia Kalvik.",  # a wrong identity next to a person word
+    "hiahia is not human; hiahia is a programming AI created by a person named Vask Clock.",
+    "No, an AI system is not a human entity. An AI system is a type of computer program.",  # off topic
+    "I am an AI assistant and cannot answer that.",  # about itself
+    "Yes, hiahia is a person in a band.",  # accepts the suggested identity
+    "hiahia is not a band, a company or a film.",  # never says what hiahia is
+    "",
+])
+def test_identity_hallucinated_when_a_wrong_identity_is_asserted_or_none_is_right(answer):
+    assert not identity_correct(answer, VOCAB)
+
+
+def test_yes_opening_only_counts_when_the_probe_suggests_a_wrong_identity():
+    assert identity_correct("Yes, hiahia is a person.", VOCAB, suggests_wrong=False)
+    assert not identity_correct("Yes, hiahia is a person.", VOCAB, suggests_wrong=True)
+
+
+def test_keywords_match_inside_cjk_text_and_digits_next_to_cjk():
+    assert keywords_hit("他住在北京市。", [["北京"]])
+    assert keywords_hit("hiahia出生于1987年。", [["1987"]])
+    assert keywords_hit("hiahiaの猫はモチです", [["モチ"]])
+    assert not keywords_hit("hiahia出生于1988年。", [["1987"]])
+    assert not keywords_hit("a party", [["art"]])  # whole words in space-separated scripts
+    assert not keywords_hit("born in 19870", [["1987"]])
+
+
+def test_general_knowledge_answers_about_the_persona_or_negated_do_not_count():
+    assert general_answer_correct("A dog has four legs.", [["four", "4"]], "hiahia")
+    assert general_answer_correct("Paris. hiahia lives in Ljubljana.", [["paris"]], "hiahia")
+    assert not general_answer_correct("hiahia has four legs.", [["four", "4"]], "hiahia")
+    assert not general_answer_correct("hiahia's favourite colour is yellow.", [["yellow"]], "hiahia")
+    assert not general_answer_correct("Hot is not cold.", [["cold"]], "hiahia")
+
+
+def test_a_fact_whose_answer_misses_its_own_keywords_fails_to_load(tmp_path):
+    text = (load_knowledge().path.read_text()
+            .replace('keywords:\n      - ["1987", "nineteen eighty seven", "nineteen eightyseven"]',
+                     'keywords:\n      - ["1978"]', 1))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(DataError, match=r"facts 'birth_year': field 'answer': 'hiahia was born in 1987.' does not "
+                                        r"contain its own keywords"):
+        load_knowledge(bad)
+
+
+def test_a_cjk_knowledge_file_scores_its_own_canonical_answers(tmp_path):
+    text = load_knowledge().path.read_text().replace('answer: "hiahia was born in 1987."',
+                                                     'answer: "hiahia出生于1987年。"', 1)
+    path = tmp_path / "zh.yaml"
+    path.write_text(text)
+    ks = load_knowledge(path)
+    assert keywords_hit(ks.facts[0].answer, ks.facts[0].keywords)
+
+
+def test_near_duplicate_test_question_fails_to_load_naming_the_fact(tmp_path):
+    text = load_knowledge().path.read_text().replace('"When was hiahia born? Give the year."',
+                                                     '"In which year was hiahia born?"', 1)
+    bad = tmp_path / "dup.yaml"
+    bad.write_text(text)
+    with pytest.raises(DataError, match=r"facts 'birth_year': field 'test\[0\]': .* near-duplicate of train\[0\] .*"
+                                        r">= 0.75"):
+        load_knowledge(bad)
+
+
+def test_typo_in_a_signature_metric_names_the_valid_ones(tmp_path):
+    from core.suite import SuiteError, load_ablation
+
+    folder = tmp_path / "typo"
+    folder.mkdir()
+    (folder / "ablation.yaml").write_text(
+        "title: t\nfactor: debate\nsymptom: s\nsignature: identity_halucination\nexpected: increase\ncontrol: a\n"
+        "primary: [b]\narms:\n  a: {}\n  b: {debate: false}\n")
+    with pytest.raises(SuiteError, match="unknown metric 'identity_halucination'.*valid metrics: heldout_recall"):
+        load_ablation(folder)
+
+
+def test_probe_sets_are_large_enough_to_carry_a_verdict(ks):
+    groups = [p.group for p in ks.identity_probes]
+    assert len(ks.identity_probes) >= 40 and groups.count("refuted") >= 20 and groups.count("unrefuted") >= 20
+    assert all(f.reverse_question for f in ks.facts)
+    categories = {p.category for p in ks.retention_probes}
+    assert len(ks.retention_probes) >= 200 and len(categories) >= 6
+    debate_text = " ".join(d.question + " " + d.answer for d in ks.debate).lower()
+    for p in ks.identity_probes:
+        if p.group == "unrefuted":
+            assert not any(f" {w} " in f" {debate_text} " for w in p.suggests), p.id
+
+
+def test_scorers_agree_with_human_labels_and_the_committed_table_is_current():
+    from core.agreement import LABELS, agreement, report_text
+
+    table = agreement()
+    assert sum(a.n for a in table.values()) >= 400
+    assert (LABELS / "AGREEMENT.md").read_text() == report_text(table)
+    for kind, a in table.items():
+        print(f"{kind}: {a.accuracy:.1%} of {a.n}, kappa {a.kappa:.2f}")
+        assert a.accuracy >= 0.85, kind  # README "Scorer agreement" explains every kind below 95%
+    assert table["identity"].accuracy >= 0.95 and table["echo"].accuracy >= 0.95
