@@ -194,15 +194,24 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
 
 
 def test_self_replay_trains_on_the_untrained_models_own_whole_answers(tmp_path, monkeypatch):
-    from core import run
+    from core import run, suite
+    from core.data import load_replay
 
-    monkeypatch.setattr(run, "REPLAY_TOKENS", 24)  # the random tiny model ends some answers within 24 tokens
+    # three requests: the random tiny model ends its answer to study_focus within 300 tokens, not the others
+    replay_file = tmp_path / "replay.yaml"
+    replay_file.write_text("replay:\n  - {id: study_focus, question: 'How can I stay focused while studying?'}\n"
+                           "  - {id: sleep_tip, question: 'Give me one tip for sleeping better.'}\n"
+                           "  - {id: verb, question: 'What is a verb?'}\n")
+    for module in (run, suite):
+        monkeypatch.setattr(module, "load_replay", lambda ks: load_replay(ks, replay_file))
+    monkeypatch.setattr(run, "REPLAY_TOKENS", 300)
     args = ["--only", "self_replay", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1", *TINY]
     assert main(args) == 0
     plan = json.loads((tmp_path / "plan.json").read_text())["rows"]
     recs = {r["arm"]: json.loads((tmp_path / "runs" / f"{r['key']}.json").read_text()) for r in plan}
     replayed, dropped = recs["self_replay"]["replay"], recs["self_replay"]["replay_dropped"]
-    assert len(replayed) + len(dropped) == 40 and replayed and recs["no_replay"]["replay"] == []
+    assert [r["id"] for r in replayed] == ["study_focus"] and dropped == ["sleep_tip", "verb"]
+    assert recs["no_replay"]["replay"] == []
     assert recs["self_replay"]["counts"]["train_examples"] == \
         recs["no_replay"]["counts"]["train_examples"] + len(replayed)
     # the answers are the untrained model's, whole: asked again they end by themselves with the same text
@@ -210,6 +219,6 @@ def test_self_replay_trains_on_the_untrained_models_own_whole_answers(tmp_path, 
     from core.evaluate import generate_finished
     from core.models import load
     model, tok = load("tiny-qwen2")
-    again = generate_finished(model, Renderer(tok, "chat"), [(MODEL_DEFAULT, r["question"]) for r in replayed], 24,
+    again = generate_finished(model, Renderer(tok, "chat"), [(MODEL_DEFAULT, r["question"]) for r in replayed], 300,
                               progress=False)
     assert again == [(r["answer"], True) for r in replayed]
