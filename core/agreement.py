@@ -90,7 +90,7 @@ def markdown(table: dict[str, KindAgreement]) -> str:
 def report_text(table: dict[str, KindAgreement]) -> str:
     parts = ["# Scorer agreement with human labels", "",
              "Written by `python -m core.agreement` from data/labels/items.jsonl and labels.csv (labels by reading "
-             "against RUBRIC.md). Do not edit by hand; tests/test_agreement.py checks it is current.", "",
+             "against RUBRIC.md). Do not edit by hand; tests/test_scoring.py checks it is current.", "",
              markdown(table), "", "## Disagreeing rows", ""]
     for a in table.values():
         for d in a.disagreements:
