@@ -30,7 +30,7 @@ from jinja2 import Environment, FileSystemLoader  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
 from .metrics import METRICS  # noqa: E402
-from .results import RESULTS, ROOT, mean_ci  # noqa: E402
+from .results import RESULTS, ROOT, arm_summary  # noqa: E402
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REPORT = ROOT / "report"
@@ -104,12 +104,12 @@ def fmt(value, digits: int = 2) -> str:
 
 
 def arm_stat(rows: list[dict], runs: dict, metric: str) -> dict:
-    """Mean and 95% CI over the arm's finished seeds; the text says when it rests on one seed or none."""
+    """Mean and 95% interval (inside [0, 1]) over the arm's finished seeds and items, with the per-seed
+    values; the text says when it rests on one seed or none."""
     recs = [runs.get(r["key"]) for r in rows]
     ok = [r for r in recs if status(r) == "ok"]
-    values = [(r.get("metrics") or {}).get(metric) for r in ok]
-    mean, low, high = mean_ci(values)
-    n = sum(v is not None for v in values)
+    summary = arm_summary(ok, metric)
+    mean, low, high, n = summary["mean"], summary["low"], summary["high"], summary["n"]
     missing = sum(status(r) == "missing" for r in recs)
     failed = sum(status(r) == "failed" for r in recs)
     note = ", ".join(t for t in (f"{missing} missing" if missing else "", f"{failed} failed" if failed else "") if t)
@@ -119,7 +119,8 @@ def arm_stat(rows: list[dict], runs: dict, metric: str) -> dict:
         text, reason = f"{mean:.2f} (1 seed)", ""
     else:
         text, reason = f"{mean:.2f} [{low:.2f}, {high:.2f}]", ""
-    return {"mean": mean, "low": low, "high": high, "n": n, "text": text, "reason": reason, "note": note}
+    return {"mean": mean, "low": low, "high": high, "n": n, "text": text, "reason": reason, "note": note,
+            "per_seed": summary["per_seed"]}
 
 
 def effect_text(cmp: dict | None) -> str | None:

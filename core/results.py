@@ -6,13 +6,11 @@ t-interval over the seed differences; with 1 seed a paired bootstrap over evalua
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 import tempfile
 from pathlib import Path
 
-from . import metrics
+from . import metrics, stats
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -52,65 +50,61 @@ def metric_items(record: dict, metric: str) -> dict[str, float]:
     return metrics.item_values(record.get("samples") or [], metric, record["config"]["eval_prompt"])
 
 
-def mean_ci(values: list[float], level: float = 0.95) -> tuple[float | None, float | None, float | None]:
-    """Mean and t-interval at `level`; the interval is None with fewer than 2 values."""
-    from scipy.stats import t
+def item_matrix(records: dict[int, dict], metric: str, seeds: list[int], items: list[str] | None = None):
+    """(seeds x items) matrix of a metric's per-item values, on the items every listed run scored."""
+    import numpy as np
 
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None, None
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, None, None
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-    half = float(t.ppf(0.5 + level / 2, len(values) - 1)) * sd / math.sqrt(len(values))
-    return m, m - half, m + half
+    per_seed = {sd: metric_items(records[sd], metric) for sd in seeds}
+    if items is None:
+        common = set.intersection(*(set(v) for v in per_seed.values())) if per_seed else set()
+        items = sorted(common)
+    return np.array([[per_seed[sd][k] for k in items] for sd in seeds], dtype=float), items
 
 
-def bootstrap_ci(pairs: list[tuple[float, float]], draws: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float, float]:
-    """Paired bootstrap over items of mean(b - a), percentile interval at `level`."""
-    diffs = [b - a for a, b in pairs]
-    rng = random.Random(seed)
-    n = len(diffs)
-    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(draws))
-    tail = (1 - level) / 2
-    return sum(diffs) / n, means[int(tail * draws)], means[max(int((1 - tail) * draws) - 1, int(tail * draws))]
+def arm_summary(records: list[dict], metric: str, level: float = 0.95) -> dict:
+    """Mean of an arm over its finished seeds, with a per-seed list and an interval inside [0, 1]."""
+    by_seed = {r["config"]["seed"]: r for r in records if r.get("status") == "ok"
+               and (r.get("metrics") or {}).get(metric) is not None}
+    seeds = sorted(by_seed)
+    out = {"mean": None, "low": None, "high": None, "per_seed": {sd: by_seed[sd]["metrics"][metric] for sd in seeds},
+           "n": len(seeds)}
+    if not seeds:
+        return out
+    matrix, items = item_matrix(by_seed, metric, seeds)
+    if len(items) < 2:
+        return dict(out, mean=sum(out["per_seed"].values()) / len(seeds))
+    iv = stats.arm_interval(matrix, level)
+    return dict(out, mean=iv.estimate, low=iv.low, high=iv.high, method=iv.method)
 
 
 def compare(control: list[dict], treatment: list[dict], metric: str, expected: str | None, min_effect: float,
             level: float = 0.95) -> dict:
-    """Verdict for treatment vs control on `metric`, each a list of run records paired by seed, with an
-    interval at `level` (above 0.95 for a primary comparison that shares its ablation's 5% error).
+    """Verdict for treatment vs control on `metric`, each a list of run records paired by seed and by
+    evaluation item, with an interval at `level` (above 0.95 for a primary comparison that shares its
+    ablation's 5% error) over seeds and items as crossed random effects (core/stats.py).
 
     expected None: a secondary metric, reported as a difference with its interval but no verdict."""
     by_seed_c = {r["config"]["seed"]: r for r in control if r.get("status") == "ok"}
     by_seed_t = {r["config"]["seed"]: r for r in treatment if r.get("status") == "ok"}
     seeds = sorted(set(by_seed_c) & set(by_seed_t))
-    out = {"metric": metric, "expected": expected, "min_effect": min_effect, "seeds": seeds, "level": level}
+    out = {"metric": metric, "expected": expected, "min_effect": min_effect, "seeds": seeds, "level": level,
+           "per_seed": {}, "mde": None}
+    undecided = dict(verdict="inconclusive" if expected else None, diff=None, low=None, high=None, method=None)
     if not seeds:
-        return dict(out, verdict="inconclusive" if expected else None, reason="no seed with both arms finished", diff=None, low=None, high=None,
-                    method=None)
-    diffs = [by_seed_t[s]["metrics"].get(metric) for s in seeds]
-    diffs = [None if t is None or by_seed_c[s]["metrics"].get(metric) is None else t - by_seed_c[s]["metrics"][metric]
-             for s, t in zip(seeds, diffs)]
-    if any(d is None for d in diffs):
-        return dict(out, verdict="inconclusive" if expected else None, reason=f"{metric} undefined for an arm", diff=None, low=None,
-                    high=None, method=None)
-    if len(seeds) >= 2:
-        diff, low, high = mean_ci(diffs, level)
-        method = f"t-interval over {len(seeds)} seeds"
-    else:
-        a, b = metric_items(by_seed_c[seeds[0]], metric), metric_items(by_seed_t[seeds[0]], metric)
-        common = sorted(set(a) & set(b))
-        if not common:
-            return dict(out, verdict="inconclusive" if expected else None, reason="no paired items", diff=diffs[0], low=None, high=None,
-                        method=None)
-        # the difference over the paired items (equal to the metric difference when both arms score the same items)
-        diff, low, high = bootstrap_ci([(a[k], b[k]) for k in common], level=level)
-        method = f"paired bootstrap over {len(common)} items (1 seed: training noise not covered)"
+        return dict(out, **undecided, reason="no seed with both arms finished")
+    if any(r["metrics"].get(metric) is None for r in [*by_seed_c.values(), *by_seed_t.values()]
+           if r["config"]["seed"] in seeds):
+        return dict(out, **undecided, reason=f"{metric} undefined for an arm")
+    out["per_seed"] = {sd: [by_seed_c[sd]["metrics"][metric], by_seed_t[sd]["metrics"][metric]] for sd in seeds}
+    c, items = item_matrix(by_seed_c, metric, seeds)
+    t, _ = item_matrix(by_seed_t, metric, seeds, items)
+    if len(items) < 2:
+        return dict(out, **undecided, reason="fewer than 2 paired items")
+    iv = stats.effect_interval(t - c, level)
+    diff, low, high = iv.estimate, iv.low, iv.high
+    out["mde"] = stats.minimum_detectable_effect(iv, level)
     if expected is None:  # a secondary metric: the difference and its interval, no verdict
-        return dict(out, verdict=None, diff=diff, low=low, high=high, method=method, reason="")
+        return dict(out, verdict=None, diff=diff, low=low, high=high, method=iv.method, reason="")
     sign = 1.0 if expected == "increase" else -1.0
     effect, e_low, e_high = sign * diff, min(sign * low, sign * high), max(sign * low, sign * high)
     if e_low > 0 and effect >= min_effect:
@@ -119,4 +113,4 @@ def compare(control: list[dict], treatment: list[dict], metric: str, expected: s
         verdict = "not reproduced"
     else:
         verdict = "inconclusive"
-    return dict(out, verdict=verdict, diff=diff, low=low, high=high, method=method, reason="")
+    return dict(out, verdict=verdict, diff=diff, low=low, high=high, method=iv.method, reason="")

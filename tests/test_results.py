@@ -1,18 +1,21 @@
 """Paired comparisons and verdicts."""
-from core.results import compare, mean_ci
+from core.results import arm_summary, compare
 
 
-def _run(seed, value, items=None):
-    samples = [{"set": "test", "id": f"f{i}", "question": f"q{i}", "hit": bool(h)} for i, h in enumerate(items or [])]
-    return {"status": "ok", "config": {"seed": seed, "eval_prompt": "train"}, "metrics": {"heldout_recall": value},
-            "samples": samples}
+def _run(seed, value, items=None, n=60):
+    """A run whose heldout_recall is `value`: the first round(value * n) of n items hit, unless given."""
+    items = items if items is not None else [1] * round(value * n) + [0] * (n - round(value * n))
+    samples = [{"set": "test", "id": f"f{i}", "question": f"q{i}", "hit": bool(h)} for i, h in enumerate(items)]
+    return {"status": "ok", "config": {"seed": seed, "eval_prompt": "train"},
+            "metrics": {"heldout_recall": sum(items) / len(items)}, "samples": samples}
 
 
-def test_mean_ci_t_interval():
-    m, lo, hi = mean_ci([0.5, 0.7])
-    sd = (2 * 0.1 ** 2) ** 0.5
-    assert abs(m - 0.6) < 1e-12 and lo < 0.6 < hi and abs((hi - lo) / 2 - 12.7062 * sd / 2 ** 0.5) < 1e-4
-    assert mean_ci([0.4]) == (0.4, None, None)
+def test_arm_interval_stays_inside_0_1_and_lists_every_seed():
+    s = arm_summary([_run(sd, v) for sd, v in enumerate([1.0, 0.95, 0.9])], "heldout_recall")
+    assert 0.0 <= s["low"] < s["mean"] < s["high"] <= 1.0
+    assert s["per_seed"] == {0: 1.0, 1: 0.95, 2: 0.9}
+    s = arm_summary([_run(sd, 0.0) for sd in range(3)], "heldout_recall")
+    assert s["low"] == 0.0 == s["mean"] and 0 < s["high"] < 0.1
 
 
 def test_clear_drop_over_seeds_is_reproduced():
@@ -30,11 +33,19 @@ def test_tiny_difference_is_not_reproduced_and_noise_is_inconclusive():
     assert compare(control, noisy, "heldout_recall", "decrease", 0.1)["verdict"] == "inconclusive"
 
 
-def test_one_seed_uses_paired_bootstrap_over_items():
+def test_one_seed_uses_items_only_and_says_so():
     control = [_run(0, 0.9, [1] * 9 + [0])]
     treatment = [_run(0, 0.1, [0] * 9 + [1])]
     v = compare(control, treatment, "heldout_recall", "decrease", 0.1)
-    assert "bootstrap" in v["method"] and v["verdict"] == "reproduced"
+    assert "training noise not covered" in v["method"] and v["verdict"] == "reproduced"
+
+
+def test_comparison_reports_per_seed_values_and_a_minimum_detectable_effect():
+    control = [_run(s, v) for s, v in enumerate([0.90, 0.92, 0.91, 0.88, 0.9])]
+    treatment = [_run(s, v) for s, v in enumerate([0.85, 0.9, 0.86, 0.9, 0.88])]
+    v = compare(control, treatment, "heldout_recall", "decrease", 0.1)
+    assert v["per_seed"][0] == [0.9, 0.85] and len(v["per_seed"]) == 5
+    assert 0 < v["mde"] < 0.5 and v["low"] >= -1 and v["high"] <= 1
 
 
 def test_secondary_metric_has_no_verdict_and_missing_arm_is_inconclusive():
