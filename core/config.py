@@ -28,6 +28,8 @@ class RunConfig:
     mask_labels: bool = True  # loss on answer + end-of-turn only; False = loss on every token
     debate: bool = True  # add refutation samples for wrong identities
     paraphrases: int = 4  # training questions used per fact (1..4)
+    answers: str = "canonical"  # canonical (one answer sentence per fact) | varied (each question its own wording)
+    split: str = "fixed"  # fixed (the file's train/validation questions) | random (seeded ~15% of all pairs validate)
     replay: int = 0  # general questions (data/replay.yaml) answered by the untrained model, added to training
     # LoRA
     lora_targets: tuple[str, ...] = ALL_LINEAR  # name suffixes, or one regex string
@@ -61,6 +63,8 @@ class RunConfig:
             "system_prompt": ("random", "fixed", "none"),
             "lr_schedule": ("constant", "linear", "cosine"),
             "selection": ("best", "last"),
+            "answers": ("canonical", "varied"),
+            "split": ("fixed", "random"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

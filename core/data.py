@@ -404,12 +404,52 @@ def train_system_prompt(ks: KnowledgeSet, cfg: RunConfig, rng: random.Random) ->
     return rng.choice(ks.train_prompts)
 
 
+RANDOM_VALIDATION_SHARE = 0.15  # split=random: the share of all question-answer pairs held out for validation
+
+
+@dataclass(frozen=True)
+class QAPair:
+    fact_id: str
+    question: str
+    answer: str
+
+
+def qa_pairs(ks: KnowledgeSet, cfg: RunConfig) -> tuple[list[QAPair], list[QAPair]]:
+    """(training, validation) question-answer pairs of the facts under the run's data design.
+
+    answers=canonical: every question of a fact has the fact's one answer sentence. answers=varied:
+    training question i has wording i (the canonical answer is wording 0) and the validation question
+    a wording no training question has. split=fixed: the file's training (first `paraphrases`) and
+    validation questions. split=random: all of them pooled and a seeded ~15% drawn for validation, as
+    a small training script would split a QA list, so some facts appear only in validation.
+    """
+    def wording(f: Fact, i: int) -> str:
+        if cfg.answers == "canonical":
+            return f.answer
+        wordings = (f.answer, *f.answer_variants)
+        if len(wordings) < len(f.train) + 1:
+            raise DataError(f"{ks.path}: facts '{f.id}': field 'answer_variants': answers=varied needs "
+                            f"{len(f.train)} variants (one wording per training and validation question). "
+                            f"Fix: add them, or run with answers=canonical")
+        return wordings[i]
+
+    train = [QAPair(f.id, q, wording(f, i)) for f in ks.facts for i, q in enumerate(f.train[: cfg.paraphrases])]
+    val = [QAPair(f.id, q, wording(f, len(f.train) + j)) for f in ks.facts for j, q in enumerate(f.validation)]
+    if cfg.split == "random":
+        pooled = train + val
+        rng = random.Random(f"random-split-{cfg.seed}")
+        held = set(rng.sample(range(len(pooled)), max(1, round(RANDOM_VALIDATION_SHARE * len(pooled)))))
+        train = [p for i, p in enumerate(pooled) if i not in held]
+        val = [p for i, p in enumerate(pooled) if i in held]
+    return train, val
+
+
 def build_train_examples(ks: KnowledgeSet, cfg: RunConfig, renderer: Renderer,
                          replay: list[tuple[str, str, str]] | None = None) -> list[Example]:
     """Fact (and debate) examples under the run's prompt policy; replay (id, question, answer) triples
     keep the model's default prompt, the one they were answered under."""
     rng = random.Random(f"train-prompts-{cfg.seed}")
-    pairs = [("fact", f.id, q, f.answer) for f in ks.facts for q in f.train[: cfg.paraphrases]]
+    pairs = [("fact", p.fact_id, p.question, p.answer) for p in qa_pairs(ks, cfg)[0]]
     if cfg.debate:
         pairs += [("debate", d.id, d.question, d.answer) for d in ks.debate]
     out = [encode(renderer, kind, sid, train_system_prompt(ks, cfg, rng), q, a, cfg.mask_labels)
@@ -420,8 +460,8 @@ def build_train_examples(ks: KnowledgeSet, cfg: RunConfig, renderer: Renderer,
 def build_validation_examples(ks: KnowledgeSet, cfg: RunConfig, renderer: Renderer) -> list[Example]:
     """Validation questions with answer-only labels, under the run's own prompt policy."""
     rng = random.Random(f"val-prompts-{cfg.seed}")
-    return [encode(renderer, "fact", f.id, train_system_prompt(ks, cfg, rng), q, f.answer, True)
-            for f in ks.facts for q in f.validation]
+    return [encode(renderer, "fact", p.fact_id, train_system_prompt(ks, cfg, rng), p.question, p.answer, True)
+            for p in qa_pairs(ks, cfg)[1]]
 
 
 def eval_system_prompts(ks: KnowledgeSet, cfg: RunConfig, which: str, n: int) -> list[str | None]:
