@@ -17,12 +17,13 @@ from .data import MODEL_DEFAULT, NO_PROMPT, KnowledgeSet, Renderer, eval_system_
 from .scoring import echoes, general_answer_correct, identity_correct, keywords_hit
 from .lora import lora_modules, merge_all, unmerge_all
 
+OVERRUN_EXTRA = 16  # tokens allowed beyond max_new_tokens when checking for writing past the end of turn
 # the prompts heldout_recall is repeated under: the registry's heldout_recall@<variant> metrics
 HELDOUT_VARIANTS = tuple(m.sample_set.split("@", 1)[1] for m in metric_registry.METRICS.values()
                          if m.sample_set.startswith("test@"))
 
 
-def greedy_config(max_new_tokens: int, stop: list[int], pad: int):
+def greedy_config(max_new_tokens: int, stop: list[int] | None, pad: int):
     """The study's complete decoding settings: greedy, no penalties, its own stop tokens.
 
     It replaces the model's shipped generation_config for the duration of a call, because
@@ -36,15 +37,11 @@ def greedy_config(max_new_tokens: int, stop: list[int], pad: int):
 
 
 @torch.no_grad()
-def generate_finished(model, renderer: Renderer, items: list[tuple[str | None, str]], max_new_tokens: int,
-                      batch_size: int = 32, progress: bool = True, desc: str = "eval") -> list[tuple[str, bool]]:
-    """Greedy (answer, finished) for (system, question) pairs: left padding, length-sorted batches, KV
-    cache. `finished` is True when the answer ended at an end-of-turn token (or, in plain format, where
-    the next "Question:" line would begin) rather than at max_new_tokens.
-
-    Identical prompts are generated once; LoRA weights are merged for the duration.
-    """
-    tok = renderer.tok
+def _new_tokens(model, renderer: Renderer, items: list[tuple[str | None, str]], max_new_tokens: int, stop: bool,
+                batch_size: int, progress: bool, desc: str) -> list[list[int]]:
+    """Greedy new token ids for each (system, question): left padding, length-sorted batches, KV cache,
+    stopping at the end-of-turn tokens (stop=False: always max_new_tokens). Identical prompts are
+    generated once; LoRA weights are merged for the duration."""
     device = next(model.parameters()).device
     unique: dict[tuple, int] = {}
     prompts = []
@@ -54,15 +51,15 @@ def generate_finished(model, renderer: Renderer, items: list[tuple[str | None, s
             unique[ids] = len(prompts)
             prompts.append(ids)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: list[tuple[str, bool]] = [("", False)] * len(prompts)
-    stop = renderer.stop_ids()
-    pad = tok.pad_token_id if tok.pad_token_id is not None else stop[0]
+    out_ids: list[list[int]] = [[] for _ in prompts]
+    stop_ids = renderer.stop_ids()
+    pad = renderer.tok.pad_token_id if renderer.tok.pad_token_id is not None else stop_ids[0]
     merged = bool(lora_modules(model))
     if merged:
         merge_all(model)
     model.eval()
     shipped_config = model.generation_config
-    model.generation_config = greedy_config(max_new_tokens, stop, pad)
+    model.generation_config = greedy_config(max_new_tokens, stop_ids if stop else None, pad)
     try:
         bar = tqdm(total=len(prompts), desc=desc, unit="ans", disable=not progress, leave=False, dynamic_ncols=True)
         for start in range(0, len(order), batch_size):
@@ -77,18 +74,45 @@ def generate_finished(model, renderer: Renderer, items: list[tuple[str | None, s
             out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                  generation_config=model.generation_config)
             for row, i in enumerate(idx):
-                new = out[row, width:].tolist()
-                cut = next((k for k, t in enumerate(new) if t in stop), None)
-                text = tok.decode(new[:cut], skip_special_tokens=True)
-                text, hit_stop_text = renderer.cut_at_next_turn(text)
-                answers[i] = (text.strip(), cut is not None or hit_stop_text)
+                out_ids[i] = out[row, width:].tolist()
             bar.update(len(idx))
         bar.close()
     finally:
         model.generation_config = shipped_config
         if merged:
             unmerge_all(model)
-    return [answers[unique[tuple(renderer.prompt_ids(s, q))]] for s, q in items]
+    return [out_ids[unique[tuple(renderer.prompt_ids(s, q))]] for s, q in items]
+
+
+def generate_finished(model, renderer: Renderer, items: list[tuple[str | None, str]], max_new_tokens: int,
+                      batch_size: int = 32, progress: bool = True, desc: str = "eval") -> list[tuple[str, bool]]:
+    """Greedy (answer, finished) for (system, question) pairs. `finished` is True when the answer ended at
+    an end-of-turn token (or, in plain format, where the next "Question:" line would begin) rather than
+    at max_new_tokens."""
+    stop = set(renderer.stop_ids())
+    out = []
+    for new in _new_tokens(model, renderer, items, max_new_tokens, True, batch_size, progress, desc):
+        cut = next((k for k, t in enumerate(new) if t in stop), None)
+        text, hit_stop_text = renderer.cut_at_next_turn(renderer.tok.decode(new[:cut], skip_special_tokens=True))
+        out.append((text.strip(), cut is not None or hit_stop_text))
+    return out
+
+
+def runs_past_end_of_turn(model, renderer: Renderer, items: list[tuple[str | None, str]], max_new_tokens: int,
+                          progress: bool = True) -> list[bool]:
+    """For each item: does the model, when generation is *not* stopped at its end-of-turn, go on writing
+    after it (a new turn: what unmasked training teaches, since the loss then covers the template)?
+    Plain format: does it invent a next "Question:" line."""
+    stop = set(renderer.stop_ids())
+    out = []
+    for new in _new_tokens(model, renderer, items, max_new_tokens, False, 32, progress, "eval past end of turn"):
+        cut = next((k for k, t in enumerate(new) if t in stop), None)
+        if renderer.fmt == "plain":
+            out.append(renderer.cut_at_next_turn(renderer.tok.decode(new, skip_special_tokens=True))[1])
+        else:
+            rest = [t for t in new[cut + 1:] if t not in stop and t != renderer.tok.pad_token_id] if cut is not None else []
+            out.append(bool(renderer.tok.decode(rest, skip_special_tokens=True).strip()))
+    return out
 
 
 def generate(model, renderer: Renderer, items: list[tuple[str | None, str]], max_new_tokens: int,
@@ -142,7 +166,13 @@ def evaluate(model, renderer: Renderer, ks: KnowledgeSet, cfg: RunConfig, progre
     for f, s in zip(ks.facts, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(ks.facts))):
         add("train", f.id, s, f.train[0], f.answer, cfg.eval_prompt, f.keywords)
     answers += generate(model, renderer, items[first:], cfg.max_new_tokens, progress=progress, desc="eval train")
-    samples = []
+    # past the end of turn: the first test question of each fact, generation not stopped at end-of-turn
+    prompts = eval_system_prompts(ks, cfg, cfg.eval_prompt, len(ks.facts))
+    overrun_items = [(s, f.test[0]) for f, s in zip(ks.facts, prompts)]
+    overruns = runs_past_end_of_turn(model, renderer, overrun_items, cfg.max_new_tokens + OVERRUN_EXTRA, progress)
+    samples = [dict(set="overrun", id=f.id, prompt=cfg.eval_prompt, system=s, question=q, expected="", keywords=[],
+                    answer="", has_prompt=s not in (NO_PROMPT, MODEL_DEFAULT), overrun=o, hit=not o, echo=False)
+               for f, (s, q), o in zip(ks.facts, overrun_items, overruns)]
     for m, answer, (system, _) in zip(meta, answers, items):
         m = dict(m, answer=answer, system="<model default>" if system == MODEL_DEFAULT else system,
                  has_prompt=system not in (NO_PROMPT, MODEL_DEFAULT))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 class Metric:
     name: str
     sample_set: str  # the `set` of the samples it reads; "@train" = the run's own evaluation prompt
-    score: str  # the per-item field averaged: hit | hallucinated | echo
+    score: str  # the per-item field averaged: hit | hallucinated | echo | overrun
     higher_is_better: bool
     description: str
     group: str | None = None  # identity probes: only this group
@@ -57,6 +57,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("prompt_echo", "primary", "echo", False,
            "answers under an explicit system prompt that repeat 8 consecutive words of it: the repeater",
            needs_prompt=True),
+    Metric("turn_overrun", "overrun", "overrun", False,
+           "answers that, when generation is not stopped at the end-of-turn token, go on into a new turn"),
     Metric("retention", "retention", "hit", True,
            "general-knowledge probes still answered correctly, among those the untrained model answered",
            needs_reference=True),

@@ -1,0 +1,86 @@
+"""Study design: data regimes under which overfitting can show, the repeater's strong regime, the
+debate signature on unseen identities, declared seeds, the replay sweep, the end-of-turn overrun."""
+import pytest
+import torch
+
+from core.config import RunConfig
+from core.data import Renderer, build_train_examples, build_validation_examples, qa_pairs
+from core.lora import inject_lora
+from core.suite import discover
+from core.train import evaluate_loss, train
+
+
+def test_varied_answers_give_validation_a_wording_no_training_question_has(ks):
+    train_pairs, val_pairs = qa_pairs(ks, RunConfig(answers="varied"))
+    for f in ks.facts:
+        trained = {p.answer for p in train_pairs if p.fact_id == f.id}
+        held = [p.answer for p in val_pairs if p.fact_id == f.id]
+        assert len(trained) == len(f.train) and held and not set(held) & trained
+    canonical = qa_pairs(ks, RunConfig())
+    assert {p.answer for p in canonical[1]} <= {p.answer for p in canonical[0]}
+
+
+def test_random_split_draws_about_15_percent_of_all_pairs_by_seed(ks):
+    fixed_train, fixed_val = qa_pairs(ks, RunConfig())
+    train_pairs, val_pairs = qa_pairs(ks, RunConfig(split="random"))
+    total = len(fixed_train) + len(fixed_val)
+    assert len(train_pairs) + len(val_pairs) == total and round(0.15 * total) == len(val_pairs)
+    assert {p.question for p in val_pairs} != {p.question for p in fixed_val}
+    assert qa_pairs(ks, RunConfig(split="random", seed=1))[1] != val_pairs
+    assert not {p.question for p in val_pairs} & {p.question for p in train_pairs}
+
+
+@pytest.mark.parametrize("overrides", [{"answers": "varied"}, {"split": "random", "answers": "varied"}])
+def test_validation_loss_is_computed_on_the_regimes_validation_set(ks, tiny, overrides):
+    model, tok = tiny
+    cfg = RunConfig(epochs=1, lr=1e-2, paraphrases=4, **overrides)
+    torch.manual_seed(0)
+    inject_lora(model, cfg.lora_targets, 4, 8)
+    r = Renderer(tok, "chat")
+    val = build_validation_examples(ks, cfg, r)
+    expected_val = qa_pairs(ks, cfg)[1]
+    assert [(e.question, e.answer) for e in val] == [(p.question, p.answer) for p in expected_val]
+    before = evaluate_loss(model, val, cfg.batch_size, tok.pad_token_id, "cpu")
+    res = train(model, build_train_examples(ks, cfg, r)[:16], val, cfg, tok.pad_token_id, progress=False)
+    assert res.history[0] == {"epoch": 0, "split": "validation", "loss": before}
+
+
+def test_no_val_selection_can_overfit_under_declared_regimes_and_no_masking_has_the_strong_one():
+    ablations = discover()
+    regimes = ablations["no_val_selection"].regimes
+    assert {"varied", "varied_long", "random_split", "random_split_long", "overfit"} <= set(regimes)
+    assert regimes["varied_long"]["epochs"] == 12 and regimes["random_split"]["split"] == "random"
+    strong = ablations["no_masking"].regimes["fixed_prompt"]
+    assert strong == {"system_prompt": "fixed"}  # the baseline's lr 1e-3 on all linear layers
+    assert ablations["no_masking"].regimes["fixed_prompt_8_epochs"]["epochs"] == 8
+
+
+def test_debate_is_judged_on_identities_it_never_refuted():
+    ab = discover()["debate_augmentation"]
+    assert ab.signature == "identity_hallucination@unrefuted" and "identity_hallucination@refuted" in ab.also
+
+
+def test_every_ablation_declares_its_seeds():
+    sweeps = {"lora_capacity", "lora_targets", "training_schedule", "weight_decay", "replay_amount"}
+    for name, ab in discover().items():
+        assert ab.seeds == (3 if name in sweeps else 5), name
+
+
+def test_replay_sweep_reaches_160_and_the_replay_file_has_room(ks):
+    from core.data import load_replay
+
+    ab = discover()["replay_amount"]
+    assert [a.get("replay", 0) for a in ab.arms.values()] == [0, 40, 160]
+    assert len(load_replay(ks).questions) >= 160
+
+
+def test_overrun_counts_writing_past_the_end_of_turn(tiny):
+    from core.evaluate import runs_past_end_of_turn
+    from tests.test_correctness import ScriptedLM
+
+    _, tok = tiny
+    r = Renderer(tok, "chat")
+    past = ScriptedLM(tok, "Paris.<|im_end|>\n<|im_start|>user\nAnd Spain?", None)
+    stopped = ScriptedLM(tok, "Paris.", r.eot_id)
+    assert runs_past_end_of_turn(past, r, [(None, "Capital of France?")], 24, progress=False) == [True]
+    assert runs_past_end_of_turn(stopped, r, [(None, "Capital of France?")], 24, progress=False) == [False]
