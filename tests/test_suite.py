@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.config import RunConfig
-from core.suite import SuiteError, build_plan, discover, load_ablation, main, select
+from core.suite import EXIT_RUNS_FAILED, SuiteError, build_plan, discover, load_ablation, main, select
 
 ROOT = Path(__file__).resolve().parent.parent
 SEVEN = {"no_masking", "wrong_layer_path", "no_val_selection", "fixed_vs_random_prompt", "debate_augmentation",
@@ -73,13 +73,18 @@ def test_run_caches_and_second_invocation_trains_nothing(tmp_path):
         assert k in rec
 
 
-def test_failed_arm_is_recorded_and_suite_continues(tmp_path):
+def test_failed_runs_are_stored_listed_in_one_line_and_exit_3_after_everything_is_written(tmp_path, capsys):
     args = ["--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1",
             "--set", "lr=1e30", "--set", "grad_clip=0", "--set", "warmup_ratio=0", *TINY]
-    assert main(args) == 0
+    assert main(args) == EXIT_RUNS_FAILED == 3
     recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
-    failed = [r for r in recs if r["status"] == "failed"]
-    assert failed and all("non-finite" in r["error"] for r in failed)
+    failed = sorted(r["key"] for r in recs if r["status"] == "failed")
+    assert len(failed) == 2 and all("non-finite" in r["error"] for r in recs if r["status"] == "failed")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == [f"2 run(s) stored as failed: {', '.join(failed)}; the errors are in {tmp_path / 'runs'}/<key>.json "
+                     f"(rerun them with --force)"]
+    assert (tmp_path / "summary.csv").exists() and (tmp_path / "verdicts.json").exists()
+    assert main(args) == 3  # a rerun finds them stored as failed: still not a success
 
 
 def test_wrong_layer_path_records_zero_params_and_strict_error(tmp_path):
