@@ -184,16 +184,17 @@ def resolve(spec: str, cache: str | os.PathLike | None = None) -> None:
         if "/" in spec or spec.startswith((".", "~")):
             raise ModelError(f"model folder {spec} does not exist (and {spec!r} is not a hub id of the form owner/name)")
         raise _unknown(spec)
+    if Path(spec).is_dir() and not (Path(spec) / "config.json").is_file():
+        raise ModelError(f"model folder {spec} has no config.json: a model folder needs config.json, weights and "
+                         f"tokenizer files (as save_pretrained writes them)")
     from transformers import AutoConfig
 
-    source = _hub_source(spec)
     try:
-        AutoConfig.from_pretrained(source)
+        AutoConfig.from_pretrained(_hub_source(spec))
     except (OSError, ValueError) as e:
-        raise ModelError(
-            f"could not load {spec!r}: {e.__class__.__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-            f". A folder needs config.json, weights and tokenizer files; a hub id must exist"
-        ) from None
+        first = (str(e).strip().splitlines() or [""])[0].rstrip(".")
+        raise ModelError(f"could not load {spec!r}: {e.__class__.__name__}: {first}. A folder needs config.json, "
+                         f"weights and tokenizer files; a hub id must exist") from None
 
 
 def _unknown(spec: str) -> ModelError:
