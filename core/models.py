@@ -277,6 +277,8 @@ def ensure_embedded(entry: EmbeddedModel, root: Path) -> Path:
         _convert(gguf, out)
         gguf.unlink()
         _write_manifest(out)
+        if (folder / MANIFEST).exists():  # another invocation finished it meanwhile: keep that one
+            return folder
         if folder.exists():  # a stale folder without manifest: never trusted
             shutil.rmtree(folder)
         os.replace(out, folder)

@@ -155,6 +155,8 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
     Each training group is claimed with lock files in results/runs/, so invocations sharing the folder
     never train the same run: one held by another invocation is skipped, and looked at again at the end
     for up to `wait` seconds (its record is then read; a lock its dead owner left is taken over)."""
+    from .run import run_group
+
     refs = {row["untrained_key"]: untrained_config(row["config"], baseline) for row in plan}
     reference_of = {row["key"]: row["untrained_key"] for row in plan}
     wanted: dict[str, RunConfig] = {**refs, **{row["key"]: row["config"] for row in plan}}
@@ -170,62 +172,55 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
              len(todo))
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
     waited: set[str] = set()  # keys another invocation held: its records are taken, even with --force
-    deadline, noted = time.monotonic() + wait, 0.0
-    while True:
+
+    def claim_and_run(keys: list[str], reference: dict | None) -> dict | None:
+        """Lock every key of one training group and train those still without a record; None when done,
+        else the holder of a lock another invocation has (nothing is trained then)."""
+        with ExitStack() as claimed:
+            for k in keys:
+                if (holder := try_lock(lock_path(results, k))) is not None:
+                    return holder
+                claimed.callback(unlock, lock_path(results, k))
+            for k in keys:  # finished meanwhile by another invocation
+                if (not force or k in waited) and (rec := load_run(results, k)) is not None:
+                    records[k] = rec
+            if fresh := [k for k in keys if k not in records]:
+                cfgs = [wanted[k] for k in fresh]
+                bar.set_postfix_str(f"{cfgs[0].model} seed={cfgs[0].seed} "
+                                    f"{'untrained' if not cfgs[0].epochs else fresh[0][:8]}")
+                for key, rec in zip(fresh, run_group(cfgs, ks, device=device, cache=cache, progress=progress,
+                                                     retention_reference=reference)):
+                    rec["key"] = key
+                    write_json_atomic(results / "runs" / f"{key}.json", rec)
+                    records[key] = rec
+                    log.info("stored run %s (%s)", key, rec["status"])
+                    if rec["status"] != "ok":
+                        log.warning("run %s failed: %s", key, rec["error"])
+        bar.update(1)
+        return None
+
+    deadline, noted = time.monotonic() + wait, None
+    while todo:
         held = {}
         for keys in todo:
-            reference = reference_of.get(keys[0], "") if wanted[keys[0]].epochs else ""
+            reference = reference_of.get(keys[0]) if wanted[keys[0]].epochs else None
             if reference and reference not in records:  # its untrained reference is another invocation's
                 held[tuple(keys)] = None
-                continue
-            holder = _claim_and_run(keys, wanted, records, results, ks, device, cache, progress, force, waited,
-                                    records.get(reference, {}).get("retention_correct") if reference else None, bar)
-            if holder is not None:
+            elif (holder := claim_and_run(keys, records[reference].get("retention_correct") if reference else None)):
                 held[tuple(keys)] = holder
                 waited.update(keys)
         todo = [list(keys) for keys in held]
         if not todo or time.monotonic() > deadline:
             break
-        if time.monotonic() - noted > 60:
+        if noted is None or time.monotonic() - noted > 60:
             owners = sorted({f"pid {h['pid']} on {h['host']}" for h in held.values() if h})
             log.info("waiting for %d training(s) another invocation (%s) holds in %s; up to %.0f s more", len(todo),
-                     ", ".join(owners) or "its untrained reference first", results / "runs",
+                     ", ".join(owners) or "holding their untrained reference", results / "runs",
                      deadline - time.monotonic())
             noted = time.monotonic()
         time.sleep(WAIT_POLL_S)
     bar.close()
     return records
-
-
-def _claim_and_run(keys, wanted, records, results, ks, device, cache, progress, force, waited, reference, bar):
-    """Lock every key of one training group, then train the ones still without a record. Returns None when
-    done, or the holder of a lock another invocation has (nothing is trained then)."""
-    from .run import run_group
-
-    log = logging.getLogger("run_all")
-    with ExitStack() as claimed:
-        for k in keys:
-            holder = try_lock(lock_path(results, k))
-            if holder is not None:
-                return holder
-            claimed.callback(unlock, lock_path(results, k))
-        for k in keys:  # finished meanwhile by another invocation
-            if (not force or k in waited) and (rec := load_run(results, k)) is not None:
-                records[k] = rec
-        todo = [k for k in keys if k not in records]
-        cfgs = [wanted[k] for k in todo]
-        if cfgs:
-            bar.set_postfix_str(f"{cfgs[0].model} seed={cfgs[0].seed} {'untrained' if not cfgs[0].epochs else todo[0][:8]}")
-            for key, rec in zip(todo, run_group(cfgs, ks, device=device, cache=cache, progress=progress,
-                                                retention_reference=reference)):
-                rec["key"] = key
-                write_json_atomic(results / "runs" / f"{key}.json", rec)
-                records[key] = rec
-                log.info("stored run %s (%s)", key, rec["status"])
-                if rec["status"] != "ok":
-                    log.warning("run %s failed: %s", key, rec["error"])
-    bar.update(1)
-    return None
 
 
 def verdicts(ablations: list[Ablation], plan: list[dict], records: dict) -> dict:
@@ -362,9 +357,8 @@ def check_results_folder(results: Path, need_plan: bool = False) -> None:
     if need_plan and not (results / "plan.json").is_file():
         raise SuiteError(f"{results} has no plan.json: run `python run_all.py` first, or pass --results with a "
                          f"folder it wrote")
-    for folder in (results / "runs", results):
-        if folder.exists() and not folder.is_dir():
-            raise SuiteError(f"{folder} is a file, not a folder: move it away")
+    if (results / "runs").exists() and not (results / "runs").is_dir():
+        raise SuiteError(f"{results / 'runs'} is a file, not a folder: move it away")
     existing = next(p for p in (results / "runs", results, *results.absolute().parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise SuiteError(f"results folder {existing} is not writable: fix its permissions or pass --results elsewhere")
