@@ -75,6 +75,7 @@ class RunConfig:
             raise ValueError(f"RunConfig.paraphrases={self.paraphrases}: must be between 1 and 4")
         if self.epochs < 0 or self.batch_size < 1 or self.lora_r < 1:
             raise ValueError("RunConfig: epochs must be >= 0 (0 = the untrained reference); batch_size, lora_r >= 1")
+        check_ranges(self)
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -100,6 +101,19 @@ class RunConfig:
         blob = json.dumps(self.to_dict(), sort_keys=True) + f"|pipeline:{PIPELINE_VERSION}|" + identity
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Values that would otherwise fail (or silently do nothing) only once a run is under way."""
+    problems = {
+        "lr": (not cfg.lr > 0, "must be > 0"),
+        "warmup_ratio": (not 0 <= cfg.warmup_ratio < 1, "must be in [0, 1)"),
+        "lora_targets": (not cfg.lora_targets or not all(t.strip() for t in cfg.lora_targets),
+                         "must name at least one module (suffixes, or one regex)"),
+        "max_new_tokens": (cfg.max_new_tokens < 1, "must be >= 1"),
+    }
+    for name, (bad, rule) in problems.items():
+        if bad:
+            raise ValueError(f"RunConfig.{name}={getattr(cfg, name)!r}: {rule}")
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
 

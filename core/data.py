@@ -146,6 +146,15 @@ class _Checker:
         return value
 
 
+def yaml_error(path: Path, e: yaml.YAMLError) -> str:
+    """One line naming the file, line and column (1-based, as editors count) and PyYAML's problem."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or (str(e).splitlines() or [e.__class__.__name__])[0]
+    context = getattr(e, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{path}: not valid YAML{where}: {problem}" + (f" ({context})" if context else "")
+
+
 def _read_yaml(path: Path, missing_fix: str, template: str) -> tuple[bytes, dict, _Checker]:
     """The file's bytes (for its hash), its parsed top-level mapping, and a checker naming the file."""
     if not path.exists():
@@ -154,7 +163,7 @@ def _read_yaml(path: Path, missing_fix: str, template: str) -> tuple[bytes, dict
     try:
         raw = yaml.safe_load(raw_bytes)
     except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]}). Fix: check indentation and quoting") from None
+        raise DataError(f"{yaml_error(path, e)}. Fix: check indentation and quoting") from None
     c = _Checker(path)
     if not isinstance(raw, dict):
         c.fail("top level", "-", "is not a mapping", f"start from {template}")

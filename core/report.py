@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -30,7 +28,7 @@ from jinja2 import Environment, FileSystemLoader  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
 from .metrics import METRICS  # noqa: E402
-from .results import RESULTS, ROOT, arm_summary  # noqa: E402
+from .results import RESULTS, ROOT, arm_summary, write_atomic  # noqa: E402
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REPORT = ROOT / "report"
@@ -578,16 +576,7 @@ def render(results_dir: Path = RESULTS, out_dir: Path = REPORT) -> Path:
         question=QUESTION, models=model_table(rows, runs), summary=summary, sections=sections,
         untrained=untrained_section(rows, runs), meta=metadata_section(rows, metas, runs),
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".html", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_dir / "index.html")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(out_dir / "index.html", html)
     return out_dir / "index.html"
 
 

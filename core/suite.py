@@ -9,8 +9,10 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +21,9 @@ from tqdm.auto import tqdm
 
 from . import metrics, models
 from .config import FIELD_NAMES, RunConfig, check_keys, parse_overrides
-from .data import DEFAULT_DATA, load_knowledge, load_replay
-from .results import RESULTS, compare, load_run, write_json_atomic
+from .data import DEFAULT_DATA, load_knowledge, load_replay, yaml_error
+from .results import (RESULTS, clean_stale_temps, compare, load_run, lock_path, locked, try_lock, unlock, write_atomic,
+                      write_json_atomic)
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 
@@ -91,7 +94,7 @@ def load_ablation(folder: Path) -> Ablation:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise SuiteError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise SuiteError(yaml_error(path, e)) from None
     required = ("title", "factor", "symptom", "signature", "expected", "control", "arms", "primary")
     missing = [k for k in required if k not in (raw or {})]
     if missing:
@@ -140,9 +143,11 @@ def discover(root: Path = ABLATIONS) -> dict[str, Ablation]:
 
 
 def select(available: dict[str, Ablation], only: str | None) -> list[Ablation]:
-    if not only:
+    if only is None:
         return list(available.values())
     names = [n.strip() for n in only.split(",") if n.strip()]
+    if not names:
+        raise SuiteError(f"--only {only!r} names no ablation; valid: {', '.join(available)}")
     bad = [n for n in names if n not in available]
     if bad:
         raise SuiteError(f"unknown ablation(s) {', '.join(bad)}; valid: {', '.join(available)}")
@@ -177,39 +182,80 @@ def untrained_config(cfg: RunConfig, baseline: RunConfig) -> RunConfig:
     return baseline.replace(model=cfg.model, format=cfg.format, epochs=0, seed=0)
 
 
+WAIT_POLL_S = 2.0  # how often a run held by another invocation is looked at again
+
+
 def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool, progress: bool, identity,
-            baseline: RunConfig) -> dict:
-    """Run every pending config (untrained references first); returns {key: record}."""
+            baseline: RunConfig, wait: float = 3600.0) -> dict:
+    """Run every pending config (untrained references first); returns {key: record}.
+
+    Each training group is claimed with lock files in results/runs/, so invocations sharing the folder
+    never train the same run: one held by another invocation is skipped, and looked at again at the end
+    for up to `wait` seconds (its record is then read; a lock its dead owner left is taken over)."""
     from .run import run_group
 
     refs = {row["untrained_key"]: untrained_config(row["config"], baseline) for row in plan}
     reference_of = {row["key"]: row["untrained_key"] for row in plan}
     wanted: dict[str, RunConfig] = {**refs, **{row["key"]: row["config"] for row in plan}}
-    for stale in (results / "runs").glob(".tmp-*"):  # a write interrupted by kill -9: never a result
-        stale.unlink()
     records = {} if force else {k: r for k in wanted if (r := load_run(results, k)) is not None}
     pending = [k for k in wanted if k not in records]
     # configs differing only in selection share one training
     groups: dict[str, list[str]] = {}
     for k in pending:
         groups.setdefault(wanted[k].replace(selection="best").key(identity(wanted[k])), []).append(k)
-    ordered = sorted(groups.values(), key=lambda ks_: wanted[ks_[0]].epochs != 0)
+    todo = sorted(groups.values(), key=lambda ks_: wanted[ks_[0]].epochs != 0)
     log = logging.getLogger("run_all")
     log.info("%d configs planned, %d cached, %d to run in %d trainings", len(wanted), len(records), len(pending),
-             len(ordered))
-    bar = tqdm(total=len(ordered), desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
-    for keys in ordered:
-        cfgs = [wanted[k] for k in keys]
-        reference = records.get(reference_of.get(keys[0], ""), {}).get("retention_correct") if cfgs[0].epochs else None
-        bar.set_postfix_str(f"{cfgs[0].model} seed={cfgs[0].seed} {'untrained' if not cfgs[0].epochs else keys[0][:8]}")
-        for key, rec in zip(keys, run_group(cfgs, ks, device=device, cache=cache, progress=progress,
-                                            retention_reference=reference)):
-            rec["key"] = key
-            write_json_atomic(results / "runs" / f"{key}.json", rec)
-            records[key] = rec
-            if rec["status"] != "ok":
-                log.warning("run %s failed: %s", key, rec["error"])
+             len(todo))
+    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
+    waited: set[str] = set()  # keys another invocation held: its records are taken, even with --force
+
+    def claim_and_run(keys: list[str], reference: dict | None) -> dict | None:
+        """Lock every key of one training group and train those still without a record; None when done,
+        else the holder of a lock another invocation has (nothing is trained then)."""
+        with ExitStack() as claimed:
+            for k in keys:
+                if (holder := try_lock(lock_path(results, k))) is not None:
+                    return holder
+                claimed.callback(unlock, lock_path(results, k))
+            for k in keys:  # finished meanwhile by another invocation
+                if (not force or k in waited) and (rec := load_run(results, k)) is not None:
+                    records[k] = rec
+            if fresh := [k for k in keys if k not in records]:
+                cfgs = [wanted[k] for k in fresh]
+                bar.set_postfix_str(f"{cfgs[0].model} seed={cfgs[0].seed} "
+                                    f"{'untrained' if not cfgs[0].epochs else fresh[0][:8]}")
+                for key, rec in zip(fresh, run_group(cfgs, ks, device=device, cache=cache, progress=progress,
+                                                     retention_reference=reference)):
+                    rec["key"] = key
+                    write_json_atomic(results / "runs" / f"{key}.json", rec)
+                    records[key] = rec
+                    log.info("stored run %s (%s)", key, rec["status"])
+                    if rec["status"] != "ok":
+                        log.warning("run %s failed: %s", key, rec["error"])
         bar.update(1)
+        return None
+
+    deadline, noted = time.monotonic() + wait, None
+    while todo:
+        held = {}
+        for keys in todo:
+            reference = reference_of.get(keys[0]) if wanted[keys[0]].epochs else None
+            if reference and reference not in records:  # its untrained reference is another invocation's
+                held[tuple(keys)] = None
+            elif (holder := claim_and_run(keys, records[reference].get("retention_correct") if reference else None)):
+                held[tuple(keys)] = holder
+                waited.update(keys)
+        todo = [list(keys) for keys in held]
+        if not todo or time.monotonic() > deadline:
+            break
+        if noted is None or time.monotonic() - noted > 60:
+            owners = sorted({f"pid {h['pid']} on {h['host']}" for h in held.values() if h})
+            log.info("waiting for %d training(s) another invocation (%s) holds in %s; up to %.0f s more", len(todo),
+                     ", ".join(owners) or "holding their untrained reference", results / "runs",
+                     deadline - time.monotonic())
+            noted = time.monotonic()
+        time.sleep(WAIT_POLL_S)
     bar.close()
     return records
 
@@ -263,6 +309,11 @@ def tidy_rows(plan: list[dict], records: dict) -> list[dict]:
 
 def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict) -> dict:
     """Merge this invocation's plan into results/plan.json and rewrite the CSV and verdicts."""
+    with locked(results / "plan.lock"):  # another invocation may be merging its own plan right now
+        return _save_summary(results, ablations, plan, records)
+
+
+def _save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict) -> dict:
     import pandas as pd
 
     plan_file = results / "plan.json"
@@ -280,28 +331,36 @@ def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], rec
     summary = {a.name: {"verdict": overall(a, v[a.name])[0], "regime": overall(a, v[a.name])[1],
                         "comparisons": v[a.name]} for a in all_abs}
     write_json_atomic(results / "verdicts.json", summary)
-    df = pd.DataFrame(tidy_rows(rows, all_records))
-    tmp = results / ".summary.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(results / "summary.csv")
+    write_atomic(results / "summary.csv", pd.DataFrame(tidy_rows(rows, all_records)).to_csv(index=False))
     return summary
 
 
 def refresh_summary(results: Path, available: dict[str, Ablation]) -> dict:
     """Recompute verdicts and the CSV from stored runs, with the current ablation definitions."""
-    plan = json.loads((results / "plan.json").read_text())
-    metas = plan["ablations"]
-    for name in metas:
-        if name in available:
-            metas[name] = available[name].meta()
-    write_json_atomic(results / "plan.json", plan)
-    return save_summary(results, [], [], {})
+    with locked(results / "plan.lock"):
+        plan = json.loads((results / "plan.json").read_text())
+        metas = plan["ablations"]
+        for name in metas:
+            if name in available:
+                metas[name] = available[name].meta()
+        write_json_atomic(results / "plan.json", plan)
+        return _save_summary(results, [], [], {})
 
 
 # ---- command line -----------------------------------------------------------------------------
 
+EXIT_OK, EXIT_BAD_INPUT, EXIT_RUNS_FAILED, EXIT_RUNS_PENDING = 0, 2, 3, 4
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}  every planned run finished
+  {EXIT_BAD_INPUT}  bad input: the command line, a YAML file, a config value, a model, the results folder
+     (one line on stderr, checked before anything is written)
+  {EXIT_RUNS_FAILED}  finished, but some runs are stored as failed (their keys are listed; rerun them with --force)
+  {EXIT_RUNS_PENDING}  finished, but some runs were still being trained by another invocation after --wait seconds"""
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_all.py", description="Run the hiahia LoRA ablation suite and render the report.")
+    p = argparse.ArgumentParser(prog="run_all.py", description="Run the hiahia LoRA ablation suite and render the report.",
+                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help="comma-separated ablation names (default: all); see --list")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
     p.add_argument("--model", help="chat model for every arm (embedded name, hub id or folder); same as --set model=...")
@@ -312,6 +371,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=str(RESULTS), help="results folder (default results/)")
     p.add_argument("--cache-dir", help=f"model cache (default ${models.CACHE_ENV} or ~/.cache/hiahia-lora)")
     p.add_argument("--force", action="store_true", help="rerun even cached runs")
+    p.add_argument("--wait", type=float, default=3600.0, metavar="SECONDS",
+                   help="how long to wait at the end for runs another invocation is training (default 3600)")
     p.add_argument("--list", action="store_true", help="list the ablations and their arms, then exit")
     p.add_argument("--report-only", action="store_true", help="re-render the report from results/ without training")
     p.add_argument("--no-report", action="store_true", help="do not render the report at the end")
@@ -327,25 +388,58 @@ def main(argv: list[str] | None = None) -> int:
     except (SuiteError, KeyError, ValueError, models.ModelError) as e:
         msg = e.args[0] if e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as e:  # an unreadable input or an unwritable results folder: one line, not a traceback
+        msg = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def check_results_folder(results: Path, need_plan: bool = False) -> None:
+    """A usable results folder, or a SuiteError naming the problem (nothing is created here)."""
+    if results.exists() and not results.is_dir():
+        raise SuiteError(f"--results {results} is a file, not a folder: name a folder (it is created if missing)")
+    if need_plan and not (results / "plan.json").is_file():
+        raise SuiteError(f"{results} has no plan.json: run `python run_all.py` first, or pass --results with a "
+                         f"folder it wrote")
+    if (results / "runs").exists() and not (results / "runs").is_dir():
+        raise SuiteError(f"{results / 'runs'} is a file, not a folder: move it away")
+    existing = next(p for p in (results / "runs", results, *results.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SuiteError(f"results folder {existing} is not writable: fix its permissions or pass --results elsewhere")
+
+
+def resolve_models(plan: list[dict], results: Path, force: bool, baseline: RunConfig, cache) -> None:
+    """Check every model a pending run will load (fetching, converting and verifying embedded ones) before
+    anything is written; a model whose runs are all stored is not needed."""
+    needed = {}  # an ordered set
+    for row in plan:
+        for key, cfg in ((row["key"], row["config"]), (row["untrained_key"], untrained_config(row["config"], baseline))):
+            if cfg.model not in needed and (force or load_run(results, key) is None):
+                needed[cfg.model] = True
+    for spec in needed:
+        models.resolve(spec, cache)
 
 
 def _main(args) -> int:
     results = Path(args.results)
-    available = discover()
+    available = discover(ABLATIONS)
     chosen = select(available, args.only)
     if args.list:
         for ab in chosen:
             print(f"{ab.name:24s} {ab.title}  arms: {', '.join(ab.arms)}  regimes: {', '.join(ab.regimes)}")
-        return 0
-    if args.report_only:
-        if (results / "plan.json").exists():  # verdicts follow the current code and ablation definitions
-            refresh_summary(results, available)
+        return EXIT_OK
+    if args.report_only:  # verdicts follow the current code and ablation definitions
+        check_results_folder(results, need_plan=True)
+        clean_stale_temps(results)
+        refresh_summary(results, available)
         return _render(results)
     if args.pair not in models.PAIRS:
         raise SuiteError(f"unknown --pair {args.pair!r}; valid: {', '.join(models.PAIRS)}")
     if args.seeds < 1:
         raise SuiteError("--seeds must be >= 1")
+    if not args.wait >= 0:
+        raise SuiteError("--wait must be a number of seconds >= 0")
     overrides = parse_overrides(args.set)
     if args.model:
         overrides["model"] = args.model
@@ -357,15 +451,38 @@ def _main(args) -> int:
         return run_identity(cfg, ks.sha256, args.device, replay_sha if cfg.replay else None)
 
     plan = build_plan(chosen, baseline, args.seeds, models.PAIRS[args.pair], identity)
+    check_results_folder(results)
+    resolve_models(plan, results, args.force, baseline, args.cache_dir)
+    # everything is checked: from here on, results/ is written
+    (results / "runs").mkdir(parents=True, exist_ok=True)
+    for folder in (results, results / "runs"):
+        clean_stale_temps(folder)
     start = time.perf_counter()
     save_summary(results, chosen, plan, {})  # the plan is on disk first: partial results can be rendered
-    records = execute(plan, ks, results, args.device, args.cache_dir, args.force, not args.quiet, identity, baseline)
+    records = execute(plan, ks, results, args.device, args.cache_dir, args.force, not args.quiet, identity, baseline,
+                      args.wait)
     summary = save_summary(results, chosen, plan, records)
     print(f"\nfinished in {time.perf_counter() - start:.0f} s")
     for ab in chosen:
         s = summary[ab.name]
         print(f"  {ab.name:24s} {s['verdict']:15s} (regime: {s['regime'] or '-'})")
-    return 0 if args.no_report else _render(results)
+    if not args.no_report:
+        _render(results)
+    return _final_status(plan, records, results)
+
+
+def _final_status(plan: list[dict], records: dict, results: Path) -> int:
+    """Exit status after everything is written: one line each for failed and for still-pending runs."""
+    keys = sorted({k for row in plan for k in (row["untrained_key"], row["key"])})
+    failed = [k for k in keys if k in records and records[k].get("status") != "ok"]
+    pending = [k for k in keys if k not in records]
+    if failed:
+        print(f"{len(failed)} run(s) stored as failed: {', '.join(failed)}; the errors are in "
+              f"{results / 'runs'}/<key>.json (rerun them with --force)", file=sys.stderr)
+    if pending:
+        print(f"{len(pending)} run(s) still being trained by another invocation: {', '.join(pending)}; run again "
+              f"later to include them", file=sys.stderr)
+    return EXIT_RUNS_FAILED if failed else EXIT_RUNS_PENDING if pending else EXIT_OK
 
 
 def _render(results: Path) -> int:
@@ -373,7 +490,7 @@ def _render(results: Path) -> int:
         from .report import render
     except ImportError:
         print("report module not available; results are in", results)
-        return 0
+        return EXIT_OK
     out = render(results)
     print(f"report written to {out}")
-    return 0
+    return EXIT_OK

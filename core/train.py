@@ -142,7 +142,7 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
             if not torch.isfinite(loss):
                 bar.close()
                 raise TrainingError(
-                    f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {step} with lr={cfg.lr}; "
+                    f"non-finite training loss ({loss.detach().item()}) at epoch {epoch}, step {step} with lr={cfg.lr}; "
                     f"lower the learning rate (e.g. --set lr={cfg.lr / 10:g})"
                 )
             if optimizer is not None:

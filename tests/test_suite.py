@@ -1,16 +1,21 @@
 """Ablation definitions, the command line, caching and resume after kill -9 (tiny model)."""
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from core import suite
 from core.config import RunConfig
-from core.suite import SuiteError, build_plan, discover, load_ablation, main, select
+from core.results import write_json_atomic
+from core.suite import EXIT_RUNS_FAILED, EXIT_RUNS_PENDING, SuiteError, build_plan, discover, load_ablation, main, select
 
 ROOT = Path(__file__).resolve().parent.parent
 SEVEN = {"no_masking", "wrong_layer_path", "no_val_selection", "fixed_vs_random_prompt", "debate_augmentation",
@@ -73,13 +78,18 @@ def test_run_caches_and_second_invocation_trains_nothing(tmp_path):
         assert k in rec
 
 
-def test_failed_arm_is_recorded_and_suite_continues(tmp_path):
+def test_failed_runs_are_stored_listed_in_one_line_and_exit_3_after_everything_is_written(tmp_path, capsys):
     args = ["--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1",
             "--set", "lr=1e30", "--set", "grad_clip=0", "--set", "warmup_ratio=0", *TINY]
-    assert main(args) == 0
+    assert main(args) == EXIT_RUNS_FAILED == 3
     recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
-    failed = [r for r in recs if r["status"] == "failed"]
-    assert failed and all("non-finite" in r["error"] for r in failed)
+    failed = sorted(r["key"] for r in recs if r["status"] == "failed")
+    assert len(failed) == 2 and all("non-finite" in r["error"] for r in recs if r["status"] == "failed")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == [f"2 run(s) stored as failed: {', '.join(failed)}; the errors are in {tmp_path / 'runs'}/<key>.json "
+                     f"(rerun them with --force)"]
+    assert (tmp_path / "summary.csv").exists() and (tmp_path / "verdicts.json").exists()
+    assert main(args) == 3  # a rerun finds them stored as failed: still not a success
 
 
 def test_wrong_layer_path_records_zero_params_and_strict_error(tmp_path):
@@ -222,3 +232,165 @@ def test_self_replay_trains_on_the_untrained_models_own_whole_answers(tmp_path, 
     again = generate_finished(model, Renderer(tok, "chat"), [(MODEL_DEFAULT, r["question"]) for r in replayed], 300,
                               progress=False)
     assert again == [(r["answer"], True) for r in replayed]
+
+
+# ---- bad input: one line, exit 2, nothing written ------------------------------------------------
+
+def test_yaml_syntax_error_in_an_ablation_yaml_names_line_and_column_in_one_line(tmp_path, monkeypatch, error_line):
+    folder = tmp_path / "ablations" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "ablation.yaml").write_text("title: t\nfactor: lora_r\narms:\n  a: {lora_r: 8\n  b: {}\n")
+    monkeypatch.setattr(suite, "ABLATIONS", tmp_path / "ablations")
+    assert main(["--list"]) == 2
+    assert error_line() == (f"error: {folder / 'ablation.yaml'}: not valid YAML at line 5, column 4: expected ',' or "
+                            f"'}}', but got ':' (while parsing a flow mapping)")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "lr=-1"], "RunConfig.lr=-1.0: must be > 0"),
+    (["--set", "warmup_ratio=1"], "RunConfig.warmup_ratio=1.0: must be in [0, 1)"),
+    (["--set", "lora_targets=,"], "RunConfig.lora_targets=(): must name at least one module (suffixes, or one regex)"),
+    (["--set", "max_new_tokens=0"], "RunConfig.max_new_tokens=0: must be >= 1"),
+    (["--only", ","], "--only ',' names no ablation; valid: no_masking, "),
+    (["--model", "smollm-9000"], "unknown model 'smollm-9000': use one of smollm2-135m-instruct, "),
+    (["--model", "{tmp}/empty-folder"], "model folder {tmp}/empty-folder has no config.json: "),
+    (["--model", "{tmp}/bad-config"], "could not load '{tmp}/bad-config': "),
+])
+def test_bad_values_and_unusable_models_are_rejected_before_anything_is_written(tmp_path, error_line, extra, message):
+    (tmp_path / "empty-folder").mkdir()
+    (tmp_path / "bad-config").mkdir()
+    (tmp_path / "bad-config" / "config.json").write_text("{not json")
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    results = tmp_path / "results"
+    assert main(["--only", "debate_augmentation", "--seeds", "1", "--results", str(results), *TINY, *extra]) == 2
+    assert message.replace("{tmp}", str(tmp_path)) in error_line()
+    assert not results.exists()
+
+
+def test_results_naming_a_file_is_one_line_and_exit_2(tmp_path, error_line):
+    file = tmp_path / "results.txt"
+    file.write_text("mine")
+    assert main(["--only", "debate_augmentation", "--seeds", "1", "--results", str(file), *TINY]) == 2
+    assert error_line() == f"error: --results {file} is a file, not a folder: name a folder (it is created if missing)"
+    assert file.read_text() == "mine"
+
+
+def test_report_only_on_a_missing_results_folder_is_one_line_and_exit_2(tmp_path, error_line):
+    missing = tmp_path / "no-results"
+    published = ROOT / "report" / "index.html"
+    before = published.stat().st_mtime_ns if published.exists() else None
+    assert main(["--report-only", "--results", str(missing)]) == 2
+    assert error_line() == (f"error: {missing} has no plan.json: run `python run_all.py` first, or pass --results with "
+                            f"a folder it wrote")
+    assert not missing.exists()
+    assert (published.stat().st_mtime_ns if published.exists() else None) == before
+
+
+def test_read_only_results_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, error_line):
+    results = tmp_path / "results"
+    results.mkdir()
+    results.chmod(0o555)
+    if os.geteuid() == 0:  # root may write anywhere: answer as the kernel answers any other user
+        real_access = os.access
+        monkeypatch.setattr(suite.os, "access",
+                            lambda p, mode: real_access(p, mode) and not (Path(p) == results and mode & os.W_OK))
+    try:
+        assert main(["--only", "debate_augmentation", "--seeds", "1", "--results", str(results), *TINY]) == 2
+        assert error_line() == (f"error: results folder {results} is not writable: fix its permissions or pass "
+                                f"--results elsewhere")
+        assert list(results.iterdir()) == []
+    finally:
+        results.chmod(0o755)
+
+
+# ---- the results folder: stale temporary files, several invocations ------------------------------
+
+def test_stale_temp_files_of_interrupted_writes_are_cleaned_and_live_ones_kept(tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    host = socket.gethostname()
+    (tmp_path / "runs").mkdir()
+    stale = [tmp_path / f".tmp-{dead.pid}_{host}_ab12.json",  # an interrupted plan.json/verdicts.json write
+             tmp_path / f".tmp-{dead.pid}_{host}_cd34.csv",
+             tmp_path / "runs" / f".tmp-{dead.pid}_{host}_ef56.json",
+             tmp_path / ".tmp-k2j4h1.json"]  # the former unnamed kind, two hours old
+    live = [tmp_path / f".tmp-{os.getpid()}_{host}_gh78.json",  # a write in progress in a live process
+            tmp_path / ".tmp-x9y8z7.json"]  # unnamed and recent: maybe another machine's write in progress
+    for p in stale + live:
+        p.write_text('{"half')
+    two_hours_ago = time.time() - 7200
+    os.utime(stale[-1], (two_hours_ago, two_hours_ago))
+    assert main(["--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=0",
+                 *TINY]) == 0
+    assert capsys.readouterr().err == ""
+    assert not [p for p in stale if p.exists()] and all(p.exists() for p in live)
+
+
+def test_a_run_another_invocation_holds_is_skipped_then_waited_for_and_a_dead_holders_lock_is_taken_over(
+        tmp_path, capsys):
+    args = ["--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1", *TINY]
+    assert main(args) == 0
+    key = next(r["key"] for r in json.loads((tmp_path / "plan.json").read_text())["rows"] if r["arm"] == "without_debate")
+    record, lock = tmp_path / "runs" / f"{key}.json", tmp_path / "runs" / f"{key}.lock"
+    stored = json.loads(record.read_text())
+    record.unlink()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "since": time.time()}))
+        capsys.readouterr()
+        # held by a live invocation: not trained here; after --wait it is reported pending
+        assert main([*args, "--wait", "0"]) == EXIT_RUNS_PENDING == 4
+        assert capsys.readouterr().err.strip() == (f"1 run(s) still being trained by another invocation: {key}; run "
+                                                   f"again later to include them")
+        assert not record.exists() and lock.exists()
+
+        def other_finishes():
+            time.sleep(1.5)
+            write_json_atomic(record, dict(stored, note="stored by the other invocation"))
+            lock.unlink()
+
+        finisher = threading.Thread(target=other_finishes)
+        finisher.start()
+        assert main([*args, "--wait", "60"]) == 0  # waits, then takes the other invocation's record
+        finisher.join()
+        assert json.loads(record.read_text())["note"] == "stored by the other invocation"
+    finally:
+        other.kill()
+        other.wait()
+    record.unlink()
+    lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "since": time.time()}))
+    assert main([*args, "--wait", "0"]) == 0  # its holder is dead: taken over and trained here
+    assert json.loads(record.read_text())["status"] == "ok" and "note" not in json.loads(record.read_text())
+    assert not lock.exists()
+
+
+def test_two_invocations_on_one_results_folder_train_each_run_once(tmp_path, monkeypatch):
+    args = ["--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=4", *TINY]
+    monkeypatch.setattr(suite, "execute", lambda *a, **k: {})  # only to learn the plan's keys
+    assert main(args) == EXIT_RUNS_PENDING
+    plan = json.loads((tmp_path / "plan.json").read_text())["rows"]
+    keys = sorted({k for r in plan for k in (r["key"], r["untrained_key"])})
+    assert len(keys) == 3
+    # a third invocation holds every run until both have planned them all as pending; then it dies
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    for k in keys:
+        (tmp_path / "runs" / f"{k}.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+    logs = [tmp_path / f"invocation{i}.log" for i in range(2)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "run_all.py", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=open(log, "w")) for log in logs]
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not all("waiting for 3 training(s)" in log.read_text() for log in logs):
+            assert all(p.poll() is None for p in procs), [log.read_text()[-2000:] for log in logs]
+            time.sleep(0.5)
+        assert all("3 configs planned, 0 cached, 3 to run" in log.read_text() for log in logs)
+    finally:
+        holder.kill()
+        holder.wait()
+    for p in procs:
+        assert p.wait(timeout=600) == 0, [log.read_text()[-2000:] for log in logs]
+    trained = [k for log in logs for k in re.findall(r"stored run (\w+) \(ok\)", log.read_text())]
+    assert sorted(trained) == keys  # every run trained once, by one of the two
+    assert all(json.loads((tmp_path / "runs" / f"{k}.json").read_text())["status"] == "ok" for k in keys)
+    assert not list((tmp_path / "runs").glob("*.lock")) and not list(tmp_path.rglob(".tmp-*"))

@@ -1,4 +1,6 @@
 """Trainer behaviour on the tiny model: best-by-validation restore, determinism, non-finite loss."""
+import warnings
+
 import pytest
 import torch
 
@@ -65,11 +67,15 @@ def test_train_does_not_read_the_selection_field(ks):
     assert all(torch.equal(results[0].last_state[k], results[1].last_state[k]) for k in results[0].last_state)
 
 
-def test_non_finite_loss_stops_with_clear_error(ks, tiny):
+def test_non_finite_loss_stops_with_a_one_line_error_and_no_stray_warning(ks, tiny):
     cfg = RunConfig(epochs=3, lr=1e30, paraphrases=1, grad_clip=0.0, warmup_ratio=0.0, lr_schedule="constant")
     model, tok, _, tr, val = _setup(ks, cfg, tiny)
-    with pytest.raises(TrainingError, match="non-finite training loss"):
-        train(model, tr, val, cfg, tok.pad_token_id, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TrainingError, match="non-finite training loss") as err:
+            train(model, tr, val, cfg, tok.pad_token_id, progress=False)
+    assert len(str(err.value).splitlines()) == 1
+    assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]
 
 
 def test_zero_trainable_parameters_gives_a_flat_loss(ks, tiny):
