@@ -53,7 +53,7 @@ class Ablation:
     order: int = 100
     notes: str = ""
     coupled: list[str] = field(default_factory=list)  # fields deliberately changed together with the factor
-    seeds: int | None = None  # at most this many seeds, whatever --seeds asks (for the costlier sweeps)
+    seeds: int = 0  # the seeds the published study runs (5; sweeps 3); --seeds N runs at most N
 
     def configs(self, baseline: RunConfig, seed: int, pair: tuple[str, str]) -> dict[tuple[str, str], RunConfig]:
         out = {}
@@ -95,7 +95,7 @@ def load_ablation(folder: Path) -> Ablation:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise SuiteError(yaml_error(path, e)) from None
-    required = ("title", "factor", "symptom", "signature", "expected", "control", "arms", "primary")
+    required = ("title", "factor", "symptom", "signature", "expected", "control", "arms", "primary", "seeds")
     missing = [k for k in required if k not in (raw or {})]
     if missing:
         raise SuiteError(f"{path}: missing field(s) {', '.join(missing)}; required: {', '.join(required)}")
@@ -106,8 +106,9 @@ def load_ablation(folder: Path) -> Ablation:
     ab = Ablation(name=folder.name, **raw)
     if ab.control not in ab.arms:
         raise SuiteError(f"{path}: control {ab.control!r} is not one of the arms {', '.join(ab.arms)}")
-    if ab.seeds is not None and (not isinstance(ab.seeds, int) or ab.seeds < 1):
-        raise SuiteError(f"{path}: seeds must be a whole number >= 1 (or left out for --seeds), not {ab.seeds!r}")
+    if not isinstance(ab.seeds, int) or isinstance(ab.seeds, bool) or ab.seeds < 1:
+        raise SuiteError(f"{path}: seeds must be a whole number >= 1 (the seeds the published study runs), "
+                         f"not {ab.seeds!r}")
     if ab.kind not in ("pairwise", "sweep"):
         raise SuiteError(f"{path}: kind must be pairwise or sweep, not {ab.kind!r}")
     if ab.kind == "sweep" and not ab.axis:
@@ -156,11 +157,12 @@ def select(available: dict[str, Ablation], only: str | None) -> list[Ablation]:
 
 # ---- plan and execution -------------------------------------------------------------------------
 
-def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int, pair: tuple[str, str], identity) -> list[dict]:
+def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int | None, pair: tuple[str, str],
+               identity) -> list[dict]:
     """One row per (ablation, regime, arm, seed) with its config and cache key."""
     rows = []
     for ab in ablations:
-        for seed in range(min(seeds, ab.seeds or seeds)):
+        for seed in range(ab.seeds if seeds is None else min(seeds, ab.seeds)):
             for (regime, arm), cfg in ab.configs(baseline, seed, pair).items():
                 before = untrained_config(cfg, baseline)
                 rows.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed,
@@ -362,7 +364,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_all.py", description="Run the hiahia LoRA ablation suite and render the report.",
                                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help="comma-separated ablation names (default: all); see --list")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
+    p.add_argument("--seeds", type=int, help="at most this many seeds per arm (default: each ablation.yaml's seeds, "
+                                             "5 or 3 for sweeps)")
     p.add_argument("--model", help="chat model for every arm (embedded name, hub id or folder); same as --set model=...")
     p.add_argument("--pair", default="embedded", help=f"(base, chat) pair for base_vs_chat: {', '.join(models.PAIRS)}")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
@@ -436,7 +439,7 @@ def _main(args) -> int:
         return _render(results)
     if args.pair not in models.PAIRS:
         raise SuiteError(f"unknown --pair {args.pair!r}; valid: {', '.join(models.PAIRS)}")
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         raise SuiteError("--seeds must be >= 1")
     if not args.wait >= 0:
         raise SuiteError("--wait must be a number of seconds >= 0")

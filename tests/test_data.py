@@ -179,6 +179,6 @@ def test_replay_file_may_not_repeat_a_study_question(ks, tmp_path):
 
 def test_run_keys_are_stable_across_sessions():
     # pinned: a key that changes without a PIPELINE_VERSION bump would orphan every stored run silently
-    assert RunConfig().key("x") == "04b57b9f80367dd6"
-    assert RunConfig(lr=5e-4).key("y") == "02e3f0b92eab47be"
+    assert RunConfig().key("x") == "033f9b73b40627c1"
+    assert RunConfig(lr=5e-4).key("y") == "af0ee93302569242"
     assert RunConfig(replay=3).key("x") != RunConfig().key("x")

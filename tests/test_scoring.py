@@ -93,7 +93,7 @@ def test_typo_in_a_signature_metric_names_the_valid_ones(tmp_path):
     folder.mkdir()
     (folder / "ablation.yaml").write_text(
         "title: t\nfactor: debate\nsymptom: s\nsignature: identity_halucination\nexpected: increase\ncontrol: a\n"
-        "primary: [b]\narms:\n  a: {}\n  b: {debate: false}\n")
+        "primary: [b]\nseeds: 3\narms:\n  a: {}\n  b: {debate: false}\n")
     with pytest.raises(SuiteError, match="unknown metric 'identity_halucination'.*valid metrics: heldout_recall"):
         load_ablation(folder)
 

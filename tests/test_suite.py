@@ -142,14 +142,17 @@ def test_every_ablation_runs_as_a_module():
         assert out.stdout.split()[0] == name and len(out.stdout.strip().splitlines()) == 1
 
 
-def test_sweeps_are_capped_at_their_seed_count():
+def test_each_ablation_runs_its_declared_seeds_and_seeds_caps_them():
     found = discover()
-    capped = [ab for ab in found.values() if ab.seeds]
-    assert {"lora_capacity", "training_schedule"} <= {ab.name for ab in capped}
-    plan = build_plan([found["lora_capacity"], found["debate_augmentation"]], RunConfig(), 3,
-                      ("gemma-3-270m", "smollm2-135m-instruct"), identity=lambda cfg: "x")
-    seeds = {name: {r["seed"] for r in plan if r["ablation"] == name} for name in ("lora_capacity", "debate_augmentation")}
-    assert seeds == {"lora_capacity": {0}, "debate_augmentation": {0, 1, 2}}
+    pair = ("gemma-3-270m", "smollm2-135m-instruct")
+
+    def seeds_of(plan):
+        return {name: {r["seed"] for r in plan if r["ablation"] == name} for name in ("lora_capacity", "debate_augmentation")}
+
+    plan = build_plan([found["lora_capacity"], found["debate_augmentation"]], RunConfig(), None, pair, lambda c: "x")
+    assert seeds_of(plan) == {"lora_capacity": {0, 1, 2}, "debate_augmentation": {0, 1, 2, 3, 4}}
+    plan = build_plan([found["lora_capacity"], found["debate_augmentation"]], RunConfig(), 1, pair, lambda c: "x")
+    assert seeds_of(plan) == {"lora_capacity": {0}, "debate_augmentation": {0}}
     # the sweep's arm equal to the baseline is the very same run as the baseline elsewhere
     keys = {(r["ablation"], r["regime"], r["arm"], r["seed"]): r["key"] for r in plan}
     assert keys[("lora_capacity", "alpha_over_r", "r16", 0)] == keys[("debate_augmentation", "baseline", "with_debate", 0)]
@@ -160,6 +163,7 @@ def test_sweeps_are_capped_at_their_seed_count():
     ("kind: grid\n", "kind must be pairwise or sweep"),
     ("kind: sweep\naxis: rank\n", "axis 'rank' is not a RunConfig field"),
     ("seeds: 0\n", "seeds must be a whole number >= 1"),
+    ("seeds: five\n", "seeds must be a whole number >= 1"),
     ("coupled: [alpha]\n", "coupled field\\(s\\) alpha are not RunConfig fields"),
     ("primary: [a]\n", "primary: 'a': 'a' is not a treatment arm; arms: b"),
     ("primary: [long/b]\n", "primary: 'long/b': no regime 'long'"),
@@ -170,7 +174,8 @@ def test_bad_ablation_definitions_name_file_and_field(tmp_path, extra, message):
     folder.mkdir()
     (folder / "ablation.yaml").write_text(
         "title: t\nfactor: lora_r\nsymptom: s\nsignature: heldout_recall\nexpected: increase\ncontrol: a\n"
-        "arms:\n  a: {}\n  b: {lora_r: 8}\n" + ("" if "primary" in extra else "primary: [b]\n") + extra)
+        "arms:\n  a: {}\n  b: {lora_r: 8}\n" + ("" if "primary" in extra else "primary: [b]\n")
+        + ("" if "seeds" in extra else "seeds: 3\n") + extra)
     with pytest.raises(SuiteError, match=f"broken/ablation.yaml: {message}"):
         load_ablation(folder)
 
@@ -184,13 +189,16 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
     assert level == pytest.approx(1 - 0.05 / len(ab.regimes))
 
     def rec(key, seed, echo):
-        return {"key": key, "status": "ok", "config": {"seed": seed, "eval_prompt": "train"},
-                "metrics": {m: 0.5 for m in ab.also} | {"prompt_echo": echo}}
+        n_echo = round(echo * 40)
+        samples = [{"set": "test", "id": f"f{i}", "question": f"q{i}", "has_prompt": True, "hit": i % 2 == 0,
+                    "echo": i < n_echo} for i in range(40)]
+        return {"key": key, "status": "ok", "config": {"seed": seed, "eval_prompt": "train"}, "samples": samples,
+                "metrics": {m: 0.5 for m in ab.also} | {"prompt_echo": n_echo / 40}}
 
     plan, records = [], {}
     for regime in ab.regimes:
         for arm in ab.arms:
-            for seed, noise in enumerate((0.0, 0.02, -0.02)):
+            for seed, noise in enumerate((0.0, 0.05, 0.1)):
                 key = f"{regime}-{arm}-{seed}"
                 # the repeater appears in the first regime only
                 echo = 0.0 + noise if arm == "masked" or regime != next(iter(ab.regimes)) else 0.6 + noise
