@@ -297,6 +297,38 @@ def overall(ab: Ablation, per_regime: dict) -> tuple[str, str]:
     return "inconclusive", ""
 
 
+def statement(ab: Ablation, per_regime: dict) -> str:
+    """The verdict in words, naming the regimes of the primary comparisons: "reproduced under: original_budget",
+    "not reproduced under: baseline, overfit, varied" ..."""
+    by_verdict: dict[str, list[str]] = {}
+    for regime, arm in ab.primary_comparisons():
+        verdict = per_regime.get(regime, {}).get(arm, {}).get(ab.signature, {}).get("verdict") or "inconclusive"
+        label = regime if len(ab.arms) == 2 else f"{regime}/{arm}"
+        by_verdict.setdefault(verdict, []).append(label)
+    return "; ".join(f"{v} under: {', '.join(by_verdict[v])}" for v in ("reproduced", "inconclusive", "not reproduced")
+                     if v in by_verdict)
+
+
+def validation_turns(rows: list[dict], records: dict) -> dict[str, list[dict]]:
+    """Per regime and seed, for runs that trained: the epoch of the lowest validation loss against the last
+    epoch. Validation loss "turns up" (overfitting can show) when the minimum comes before the end."""
+    out: dict[str, list[dict]] = {}
+    seen = set()
+    for r in rows:
+        rec = records.get(r["key"])
+        history = (rec or {}).get("history") or []
+        val = [h for h in history if h["split"] == "validation"]
+        training = (r["regime"], r["seed"], tuple(h["loss"] for h in val))  # arms differing only in selection
+        if not val or training in seen:
+            continue
+        seen.add(training)
+        best = min(val, key=lambda h: h["loss"])
+        out.setdefault(r["regime"], []).append({
+            "seed": r["seed"], "arm": r["arm"], "best_epoch": best["epoch"], "last_epoch": val[-1]["epoch"],
+            "min_loss": best["loss"], "last_loss": val[-1]["loss"], "turned_up": best["epoch"] < val[-1]["epoch"]})
+    return out
+
+
 def tidy_rows(plan: list[dict], records: dict) -> list[dict]:
     rows = []
     for p in plan:
@@ -330,8 +362,12 @@ def _save_summary(results: Path, ablations: list[Ablation], plan: list[dict], re
     all_records = {k: v for k, v in all_records.items() if v}
     all_abs = [Ablation(**m) for m in metas.values()]
     v = verdicts(all_abs, rows, all_records)
-    summary = {a.name: {"verdict": overall(a, v[a.name])[0], "regime": overall(a, v[a.name])[1],
-                        "comparisons": v[a.name]} for a in all_abs}
+    summary = {}
+    for a in all_abs:
+        verdict, regime = overall(a, v[a.name])
+        summary[a.name] = {"verdict": verdict, "regime": regime, "statement": statement(a, v[a.name]),
+                           "comparisons": v[a.name],
+                           "validation": validation_turns([r for r in rows if r["ablation"] == a.name], all_records)}
     write_json_atomic(results / "verdicts.json", summary)
     write_atomic(results / "summary.csv", pd.DataFrame(tidy_rows(rows, all_records)).to_csv(index=False))
     return summary

@@ -84,3 +84,24 @@ def test_overrun_counts_writing_past_the_end_of_turn(tiny):
     stopped = ScriptedLM(tok, "Paris.", r.eot_id)
     assert runs_past_end_of_turn(past, r, [(None, "Capital of France?")], 24, progress=False) == [True]
     assert runs_past_end_of_turn(stopped, r, [(None, "Capital of France?")], 24, progress=False) == [False]
+
+
+def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
+    from core.suite import statement, validation_turns
+
+    ab = discover()["no_val_selection"]
+    per_regime = {r: {"final_epoch": {"heldout_recall": {"verdict": "not reproduced"}}} for r in ab.regimes}
+    per_regime["varied_long"]["final_epoch"]["heldout_recall"]["verdict"] = "reproduced"
+    text = statement(ab, per_regime)
+    assert text.startswith("reproduced under: varied_long; not reproduced under: baseline, overfit")
+
+    def rec(losses):
+        return {"history": [{"epoch": i, "split": "validation", "loss": v} for i, v in enumerate(losses)]}
+
+    rows = [{"regime": "baseline", "seed": 0, "arm": a, "key": f"b{a}"} for a in ("best", "last")]
+    rows += [{"regime": "varied_long", "seed": 0, "arm": "best", "key": "v"}]
+    records = {"bbest": rec([2.0, 1.0, 0.5]), "blast": rec([2.0, 1.0, 0.5]), "v": rec([2.0, 0.8, 1.1, 1.4])}
+    turns = validation_turns(rows, records)
+    assert len(turns["baseline"]) == 1 and not turns["baseline"][0]["turned_up"]
+    assert turns["varied_long"][0] | {} == {"seed": 0, "arm": "best", "best_epoch": 1, "last_epoch": 3,
+                                             "min_loss": 0.8, "last_loss": 1.4, "turned_up": True}
