@@ -23,17 +23,42 @@ HELDOUT_VARIANTS = tuple(m.sample_set.split("@", 1)[1] for m in metric_registry.
                          if m.sample_set.startswith("test@"))
 
 
-def greedy_config(max_new_tokens: int, stop: list[int] | None, pad: int):
-    """The study's complete decoding settings: greedy, no penalties, its own stop tokens.
+@torch.no_grad()
+def greedy_decode(model, input_ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
+                  stop_ids: set[int] | None) -> list[list[int]]:
+    """Greedy new tokens for a left-padded batch, with a KV cache; a row leaves the batch (and its cache)
+    as soon as it emits a stop token, so short answers stop costing compute.
 
-    It replaces the model's shipped generation_config for the duration of a call, because
-    transformers fills every field left unset from that config (a hub model's repetition_penalty
-    or sampling defaults would otherwise treat models differently)."""
-    from transformers import GenerationConfig
+    The study's own loop rather than model.generate: decoding is plain argmax whatever generation_config a
+    model ships (a hub model's repetition_penalty or sampling defaults never apply), and finished rows are
+    dropped instead of being carried, padded, to the longest answer of the batch."""
+    from transformers import DynamicCache
 
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stop,
-                            pad_token_id=pad, repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0,
-                            temperature=None, top_k=None, top_p=None, min_p=None, typical_p=None)
+    cache = DynamicCache(config=model.config)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    position = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position, cache=cache,
+                   use_cache=True, logits_to_keep=1).logits
+    tokens = logits[:, -1].argmax(-1)
+    out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+    for step in range(max_new_tokens):
+        for r, tok in zip(rows.tolist(), tokens.tolist()):
+            out[r].append(tok)
+        if step == max_new_tokens - 1:
+            break
+        if stop_ids:
+            alive = torch.tensor([tok not in stop_ids for tok in tokens.tolist()], device=tokens.device)
+            if not alive.all():
+                keep = alive.nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
+                cache.batch_select_indices(keep)
+                rows, tokens, mask = rows[keep], tokens[keep], mask[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                       cache=cache, use_cache=True).logits
+        tokens = logits[:, -1].argmax(-1)
+    return out
 
 
 @torch.no_grad()
@@ -58,8 +83,6 @@ def _new_tokens(model, renderer: Renderer, items: list[tuple[str | None, str]], 
     if merged:
         merge_all(model)
     model.eval()
-    shipped_config = model.generation_config
-    model.generation_config = greedy_config(max_new_tokens, stop_ids if stop else None, pad)
     try:
         bar = tqdm(total=len(prompts), desc=desc, unit="ans", disable=not progress, leave=False, dynamic_ncols=True)
         for start in range(0, len(order), batch_size):
@@ -71,14 +94,13 @@ def _new_tokens(model, renderer: Renderer, items: list[tuple[str | None, str]], 
                 p = prompts[i]
                 input_ids[row, width - len(p):] = torch.tensor(p)
                 mask[row, width - len(p):] = 1
-            out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=model.generation_config)
+            new = greedy_decode(model, input_ids.to(device), mask.to(device), max_new_tokens,
+                                set(stop_ids) if stop else None)
             for row, i in enumerate(idx):
-                out_ids[i] = out[row, width:].tolist()
+                out_ids[i] = new[row]
             bar.update(len(idx))
         bar.close()
     finally:
-        model.generation_config = shipped_config
         if merged:
             unmerge_all(model)
     return [out_ids[unique[tuple(renderer.prompt_ids(s, q))]] for s, q in items]
@@ -159,13 +181,10 @@ def evaluate(model, renderer: Renderer, ks: KnowledgeSet, cfg: RunConfig, progre
         for f, s in zip(ks.facts, eval_system_prompts(ks, cfg, variant, len(ks.facts))):
             add(f"test@{variant}", f.id, s, f.test[0], f.answer, variant, f.keywords)
 
-    answers = generate(model, renderer, items, cfg.max_new_tokens, progress=progress)
-    # memorised vs extractable: the first training question of each fact (trained at every paraphrase
-    # count). Generated separately so the answers above do not depend on it (same batches as before).
-    first = len(items)
+    # memorised vs extractable: the first training question of each fact (trained at every paraphrase count)
     for f, s in zip(ks.facts, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(ks.facts))):
         add("train", f.id, s, f.train[0], f.answer, cfg.eval_prompt, f.keywords)
-    answers += generate(model, renderer, items[first:], cfg.max_new_tokens, progress=progress, desc="eval train")
+    answers = generate(model, renderer, items, cfg.max_new_tokens, progress=progress)
     # past the end of turn: the first test question of each fact, generation not stopped at end-of-turn
     prompts = eval_system_prompts(ks, cfg, cfg.eval_prompt, len(ks.facts))
     overrun_items = [(s, f.test[0]) for f, s in zip(ks.facts, prompts)]

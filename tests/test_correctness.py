@@ -80,19 +80,28 @@ def test_run_key_changes_with_precision_and_pipeline_version(monkeypatch):
 # ---- scripted model: decoding post-processing without depending on what random weights say ------
 
 class ScriptedLM(nn.Module):
-    """Answers every prompt with the same scripted token ids (then pads): tests the decoding logic."""
+    """Answers a single prompt with scripted token ids (then pads): tests the decoding logic."""
 
     def __init__(self, tok, continuation: str, eos: int | None):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(1))
         self.ids = tok(continuation, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
-        from transformers import GenerationConfig
-        self.generation_config = GenerationConfig()
+        self.pad = tok.pad_token_id
+        self.vocab = len(tok)
+        from transformers import Qwen2Config
+        self.config = Qwen2Config(num_hidden_layers=1, vocab_size=self.vocab)
 
-    def generate(self, input_ids, attention_mask, generation_config):
-        n = generation_config.max_new_tokens
-        new = (self.ids + [generation_config.pad_token_id] * n)[:n]
-        return torch.cat([input_ids, torch.tensor([new] * len(input_ids))], dim=1)
+    def forward(self, input_ids, attention_mask, position_ids, cache, use_cache, logits_to_keep=0):
+        if cache.get_seq_length() == 0:
+            self.prompt_len = int(attention_mask.sum(-1)[0])
+        step = int(attention_mask.sum(-1)[0]) - self.prompt_len
+        token = self.ids[step] if step < len(self.ids) else self.pad
+        # a cache entry per call keeps the cache's length in step with the sequence
+        cache.update(torch.zeros(len(input_ids), 1, input_ids.shape[1], 1),
+                               torch.zeros(len(input_ids), 1, input_ids.shape[1], 1), 0)
+        logits = torch.zeros(len(input_ids), 1, self.vocab)
+        logits[:, -1, token] = 1.0
+        return type("Out", (), {"logits": logits})
 
 
 def test_answers_report_whether_they_ended_by_themselves(tiny):
@@ -137,6 +146,25 @@ def test_replay_run_records_dropped_answers(tmp_path, monkeypatch):
 
 
 # ---- 4. explicit greedy decoding, whatever the model ships -------------------------------------
+
+def test_greedy_decode_equals_transformers_greedy_generate(ks, tiny):
+    from core.evaluate import greedy_decode
+
+    model, tok = tiny
+    r = Renderer(tok, "chat")
+    prompts = [r.prompt_ids(None, f.test[0]) for f in ks.facts[:6]]
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ours = greedy_decode(model, ids, mask, 20, None)
+    ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False, eos_token_id=None,
+                         pad_token_id=tok.pad_token_id)[:, width:].tolist()
+    assert ours == ref
+    # a token the rows emit early plays the end of turn: finished rows leave the batch, the rest is unchanged
+    stop = ref[0][2]
+    cut = [row[:row.index(stop) + 1] if stop in row else row for row in ref]
+    assert sum(len(c) < 20 for c in cut) >= 1
+    assert greedy_decode(model, ids, mask, 20, {stop}) == cut
 
 def test_generation_ignores_the_models_shipped_generation_config(ks, tiny):
     model, tok = tiny
