@@ -50,7 +50,7 @@ class RunConfig:
     selection: str = "best"  # best (lowest validation loss) | last
     seed: int = 0
     # evaluation
-    eval_prompt: str = "train"  # train (same policy as training) | model_default | none | <prompt name>
+    eval_prompt: str = "train"  # train (training's policy) | model_default | none | unseen (held-out pool) | <prompt>
     max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
