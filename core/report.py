@@ -341,7 +341,7 @@ def metadata_section(rows: list[dict], metas: dict, runs: dict) -> dict:
         "durations": durations, "totals": {k: f"{v:.1f}" for k, v in totals.items()},
         "counts": Counter(status(runs.get(k)) for k in keys),
         "report_packages": packages, "python": sys.version.split()[0],
-        "code_version": git_commit(),
+        "code_version": git_commit(),  # the commit the page is rendered at; each run records its own code
         "data_sha256": sorted({r.data_sha256 for r in ok if r.data_sha256}),
         "model_identities": sorted({r.model_identity for r in ok if r.model_identity}),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -51,9 +51,9 @@ def code_version() -> str:
 
 
 def git_commit() -> str:
-    """The short commit, with +dirty when core/, ablations/ or data/ differ from it; "unknown" outside git."""
+    """The short commit, with +dirty when a deciding file differs from it; "unknown" outside git."""
     commit = (_git("rev-parse", "--short", "HEAD") or "").strip()
     if not commit:
         return "unknown"
-    dirty = _git("status", "--porcelain", "--", *DECIDING)
+    dirty = _git("status", "--porcelain", "--", *DECIDING, *(f":(exclude){p}" for p in NOT_DECIDING))
     return commit + ("+dirty" if dirty and dirty.strip() else "")
