@@ -95,10 +95,10 @@ class RunConfig:
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
-    def key(self, identity: str = "") -> str:
-        """Stable short hash of the config, the pipeline version and `identity` (model weights, data,
-        device kind and compute precision, supplied by the caller): the run's cache key."""
-        blob = json.dumps(self.to_dict(), sort_keys=True) + f"|pipeline:{PIPELINE_VERSION}|" + identity
+    def key(self, context: str = "") -> str:
+        """Stable short hash of the config, the pipeline version and `context` (model weights, data,
+        device kind and compute precision: suite.key_context): the run's cache key."""
+        blob = json.dumps(self.to_dict(), sort_keys=True) + f"|pipeline:{PIPELINE_VERSION}|" + context
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

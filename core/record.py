@@ -14,7 +14,7 @@ FAILED_FIELDS = ("model_identity", "model_card", "data_sha256", "resolved_format
 
 @dataclass(kw_only=True)
 class RunRecord:
-    # identity of what ran (every record, failed or not); the field order is the order on disk
+    # what ran (every record, failed or not); the field order is the order on disk
     model_identity: str = ""  # fingerprint of the model's weights (models.weights_fingerprint)
     model_card: dict = field(default_factory=dict)  # name, kind, licence, licence_url, source (models.model_card)
     data_sha256: str = ""
