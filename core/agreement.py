@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import DEFAULT_DATA, load_knowledge
+from .knowledge import DEFAULT_DATA, load_knowledge
 from .scoring import echoes, general_answer_correct, identity_correct, keywords_hit
 
 LABELS = DEFAULT_DATA.parent / "labels"

@@ -50,7 +50,7 @@ class RunConfig:
     selection: str = "best"  # best (lowest validation loss) | last
     seed: int = 0
     # evaluation
-    eval_prompt: str = "train"  # train (same policy as training) | model_default | none | <prompt name>
+    eval_prompt: str = "train"  # train (training's policy) | model_default | none | unseen (held-out pool) | <prompt>
     max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
@@ -95,10 +95,10 @@ class RunConfig:
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
-    def key(self, identity: str = "") -> str:
-        """Stable short hash of the config, the pipeline version and `identity` (model weights, data,
-        device kind and compute precision, supplied by the caller): the run's cache key."""
-        blob = json.dumps(self.to_dict(), sort_keys=True) + f"|pipeline:{PIPELINE_VERSION}|" + identity
+    def key(self, context: str = "") -> str:
+        """Stable short hash of the config, the pipeline version and `context` (model weights, data,
+        device kind and compute precision: suite.key_context): the run's cache key."""
+        blob = json.dumps(self.to_dict(), sort_keys=True) + f"|pipeline:{PIPELINE_VERSION}|" + context
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from .config import RunConfig
 from . import metrics as metric_registry
-from .data import MODEL_DEFAULT, NO_PROMPT, KnowledgeSet, Renderer, eval_system_prompts
+from .data import MODEL_DEFAULT, NO_PROMPT, Renderer, eval_system_prompts
+from .knowledge import KnowledgeSet
 from .scoring import echoes, general_answer_correct, identity_correct, keywords_hit
 from .lora import lora_modules, merge_all, unmerge_all
 
@@ -152,54 +153,57 @@ class Evaluation:
     seconds: float
 
 
-def evaluate(model, renderer: Renderer, ks: KnowledgeSet, cfg: RunConfig, progress: bool = True,
+def evaluate(model, renderer: Renderer, knowledge: KnowledgeSet, cfg: RunConfig, progress: bool = True,
              retention_reference: dict[str, bool] | None = None) -> Evaluation:
     start = time.perf_counter()
-    tests = [(f, q) for f in ks.facts for q in f.test]
-    reverse = [f for f in ks.facts if f.reverse_question]
+    tests = [(f, q) for f in knowledge.facts for q in f.test]
+    reverse = [f for f in knowledge.facts if f.reverse_question]
     items, meta = [], []
 
-    def add(kind, ident, system, question, expected, prompt_name, keywords, **extra):
+    def add(kind, ident, system, question, expected, prompt_name, keywords, **probe_fields):
+        """One question to ask; probe_fields: what only some sets store (identity group and suggests, retention
+        category)."""
         items.append((system, question))
         meta.append(dict(set=kind, id=ident, prompt=prompt_name, system=system, question=question,
-                         expected=expected, keywords=[list(g) for g in keywords], **extra))
+                         expected=expected, keywords=[list(g) for g in keywords], **probe_fields))
 
-    for (f, q), s in zip(tests, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(tests))):
+    for (f, q), s in zip(tests, eval_system_prompts(knowledge, cfg, cfg.eval_prompt, len(tests))):
         add("test", f.id, s, q, f.answer, cfg.eval_prompt, f.keywords)
-    for f, s in zip(reverse, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(reverse))):
-        add("reverse", f.id, s, f.reverse_question, ks.name, cfg.eval_prompt, f.reverse_keywords)
-    for p, s in zip(ks.identity_probes, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(ks.identity_probes))):
-        add("identity", p.id, s, p.question, ks.summary, cfg.eval_prompt, (), group=p.group,
+    for f, s in zip(reverse, eval_system_prompts(knowledge, cfg, cfg.eval_prompt, len(reverse))):
+        add("reverse", f.id, s, f.reverse_question, knowledge.name, cfg.eval_prompt, f.reverse_keywords)
+    probes = knowledge.identity_probes
+    for p, s in zip(probes, eval_system_prompts(knowledge, cfg, cfg.eval_prompt, len(probes))):
+        add("identity", p.id, s, p.question, knowledge.summary, cfg.eval_prompt, (), group=p.group,
             suggests=list(p.suggests))
-    for p in ks.retention_probes:
+    for p in knowledge.retention_probes:
         add("retention", p.id, MODEL_DEFAULT, p.question, " / ".join(p.keywords[0]), MODEL_DEFAULT, p.keywords,
             category=p.category)
     for variant in HELDOUT_VARIANTS:
         if variant == cfg.eval_prompt:
             continue
         # one test question per fact under each held-out prompt keeps evaluation affordable on a CPU
-        for f, s in zip(ks.facts, eval_system_prompts(ks, cfg, variant, len(ks.facts))):
+        for f, s in zip(knowledge.facts, eval_system_prompts(knowledge, cfg, variant, len(knowledge.facts))):
             add(f"test@{variant}", f.id, s, f.test[0], f.answer, variant, f.keywords)
 
     # memorised vs extractable: the first training question of each fact (trained at every paraphrase count)
-    for f, s in zip(ks.facts, eval_system_prompts(ks, cfg, cfg.eval_prompt, len(ks.facts))):
+    for f, s in zip(knowledge.facts, eval_system_prompts(knowledge, cfg, cfg.eval_prompt, len(knowledge.facts))):
         add("train", f.id, s, f.train[0], f.answer, cfg.eval_prompt, f.keywords)
     answers = generate(model, renderer, items, cfg.max_new_tokens, progress=progress)
     # past the end of turn: the first test question of each fact, generation not stopped at end-of-turn
-    prompts = eval_system_prompts(ks, cfg, cfg.eval_prompt, len(ks.facts))
-    overrun_items = [(s, f.test[0]) for f, s in zip(ks.facts, prompts)]
+    prompts = eval_system_prompts(knowledge, cfg, cfg.eval_prompt, len(knowledge.facts))
+    overrun_items = [(s, f.test[0]) for f, s in zip(knowledge.facts, prompts)]
     overruns = runs_past_end_of_turn(model, renderer, overrun_items, cfg.max_new_tokens + OVERRUN_EXTRA, progress)
     samples = [dict(set="overrun", id=f.id, prompt=cfg.eval_prompt, system=s, question=q, expected="", keywords=[],
                     answer="", has_prompt=s not in (NO_PROMPT, MODEL_DEFAULT), overrun=o, hit=not o, echo=False)
-               for f, (s, q), o in zip(ks.facts, overrun_items, overruns)]
+               for f, (s, q), o in zip(knowledge.facts, overrun_items, overruns)]
     for m, answer, (system, _) in zip(meta, answers, items):
         m = dict(m, answer=answer, system="<model default>" if system == MODEL_DEFAULT else system,
                  has_prompt=system not in (NO_PROMPT, MODEL_DEFAULT))
         if m["set"] == "identity":
-            m["hallucinated"] = not identity_correct(answer, ks.identity, suggests_wrong=bool(m["suggests"]))
+            m["hallucinated"] = not identity_correct(answer, knowledge.identity, suggests_wrong=bool(m["suggests"]))
             m["hit"] = not m["hallucinated"]
         elif m["set"] == "retention":
-            m["hit"] = general_answer_correct(answer, m["keywords"], ks.name)
+            m["hit"] = general_answer_correct(answer, m["keywords"], knowledge.name)
         else:
             m["hit"] = keywords_hit(answer, m["keywords"])
         m["echo"] = echoes(answer, system)

@@ -31,6 +31,7 @@ class LoRALinear(nn.Module):
         self.r = r
         self.alpha = alpha
         self.use_rslora = use_rslora
+        self.dropout_p = dropout
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=torch.float32, device=base.weight.device))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=torch.float32, device=base.weight.device))
@@ -104,7 +105,8 @@ def inject_lora(model: nn.Module, targets, r: int = 16, alpha: float = 32.0, dro
                 use_rslora: bool = False, strict: bool = True) -> InjectionReport:
     """Wrap every nn.Linear whose path matches `targets` and freeze everything that is not LoRA.
 
-    targets: a list of name suffixes ("q_proj") or one regex / glob ("transformer.h.*.attn.c_attn").
+    targets: a list of name suffixes ("q_proj"), or one regex matched against the whole module path
+    ("transformer\\.h\\.\\d+\\.attn\\.c_attn"; re.fullmatch, so it is not a glob and not a substring search).
     """
     targets, match = _matcher(targets)
     for p in model.parameters():
@@ -197,7 +199,7 @@ def export_peft(model: nn.Module, folder: str | Path, base_model_name: str = "")
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name,
-        "r": first.r, "lora_alpha": first.alpha, "use_rslora": first.use_rslora, "lora_dropout": 0.0,
+        "r": first.r, "lora_alpha": first.alpha, "use_rslora": first.use_rslora, "lora_dropout": first.dropout_p,
         "target_modules": sorted({n.rsplit(".", 1)[-1] for n in mods}), "bias": "none",
         "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
     }

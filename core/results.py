@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from . import metrics, stats
+from .record import RunRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -165,14 +166,19 @@ def run_path(root: Path, key: str) -> Path:
     return root / "runs" / f"{key}.json"
 
 
-def load_run(root: Path, key: str) -> dict | None:
+def load_run(root: Path, key: str) -> RunRecord | None:
     p = run_path(root, key)
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text())
+        return RunRecord.from_json(json.loads(p.read_text()))
     except json.JSONDecodeError:  # cannot happen with atomic writes; treated as not run (it will be rewritten)
         return None
+
+
+def write_run(root: Path, record: RunRecord) -> None:
+    """Store a record under its key, atomically."""
+    write_json_atomic(run_path(root, record.key), record.to_json())
 
 
 def metric_items(record: dict, metric: str) -> dict[str, float]:

@@ -1,7 +1,7 @@
-"""One run: config -> model + LoRA -> examples -> training -> evaluation -> a plain-dict record.
+"""One run: config -> model + LoRA -> examples -> training -> evaluation -> a RunRecord.
 
 Configs that differ only in `selection` share one training: the final and the best-by-validation
-weights are both evaluated from it (the no_val_selection ablation costs one training, not two).
+weights are both evaluated from it (a selection ablation costs one training, not two).
 Checkpoint selection is decided here and nowhere else.
 """
 from __future__ import annotations
@@ -14,31 +14,19 @@ import torch
 
 from . import models
 from .config import RunConfig
-from .data import (MODEL_DEFAULT, KnowledgeSet, Renderer, ReplaySet, build_train_examples, build_validation_examples,
-                   load_replay)
+from .data import MODEL_DEFAULT, Renderer, build_train_examples, build_validation_examples
+from .knowledge import KnowledgeSet, ReplaySet, load_replay
 from .evaluate import evaluate, generate_finished
 from .lora import InjectionError, enable_full_finetune, inject_lora, load_trainable_state
-from .train import TrainingError, train
+from .record import RunRecord
+from .train import TrainingError, TrainResult, train
+from .version import code_version, git_commit
 
 
 def resolve_format(cfg: RunConfig, tokenizer) -> str:
     if cfg.format == "auto":
         return "chat" if models.is_chat_model(tokenizer) else "plain"
     return cfg.format
-
-
-def code_version() -> str:
-    import subprocess
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "core", "ablations", "data"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def environment(device: str) -> dict:
@@ -49,11 +37,17 @@ def environment(device: str) -> dict:
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
         "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None,
-        "code_version": code_version(),
+        "code_version": code_version(), "git_commit": git_commit(),
     }
 
 
-def _attach(model, cfg: RunConfig) -> tuple[dict, str | None]:
+def no_adapter(model) -> dict:
+    """The injection report of an untrained reference: nothing targeted, nothing trainable."""
+    total = sum(p.numel() for p in model.parameters())
+    return {"targets": [], "matched": [], "trainable_params": 0, "total_params": total}
+
+
+def attach_adapter(model, cfg: RunConfig) -> tuple[dict, str | None]:
     """Inject LoRA (or unfreeze everything). Returns the injection report and, when strict=False had to
     take over, the error the default strict injection raised (it goes into the results)."""
     if cfg.full_finetune:
@@ -87,8 +81,9 @@ def replay_triples(model, renderer: Renderer, replay: ReplaySet, n: int, progres
     return kept, dropped
 
 
-def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", cache=None, progress: bool = True,
-              retention_reference: dict | None = None, mixed: bool | None = None) -> list[dict]:
+def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "cpu", cache=None,
+              progress: bool = True, retention_reference: dict | None = None, mixed: bool | None = None
+              ) -> list[RunRecord]:
     """Train once and evaluate each config of a group that differs only in `selection`."""
     base = configs[0]
     assert all(c.replace(selection=base.selection) == base for c in configs), "group must differ only in selection"
@@ -100,46 +95,38 @@ def run_group(configs: list[RunConfig], ks: KnowledgeSet, device: str = "cpu", c
     renderer = Renderer(tok, fmt)
     load_s = time.perf_counter() - t0
     torch.manual_seed(base.seed)  # LoRA A initialisation depends only on the seed
-    common = {"model_identity": models.identity(base.model), "data_sha256": ks.sha256, "resolved_format": fmt,
-              "environment": dict(environment(device), precision=precision.tag), "shared_training": len(configs) > 1}
+    common = dict(model_identity=models.weights_fingerprint(base.model), model_card=models.model_card(base.model),
+                  data_sha256=knowledge.sha256, resolved_format=fmt,
+                  environment=dict(environment(device), precision=precision.tag), shared_training=len(configs) > 1)
     replayed, replay_dropped = [], []
     if base.replay and base.epochs:  # answered before any adapter exists: the model's own behaviour
-        replayed, replay_dropped = replay_triples(model, renderer, load_replay(ks), base.replay, progress)
+        replayed, replay_dropped = replay_triples(model, renderer, load_replay(knowledge), base.replay, progress)
     try:
-        injection, strict_error = ({"targets": [], "matched": [], "trainable_params": 0,
-                                    "total_params": sum(p.numel() for p in model.parameters())}, None) \
-            if base.epochs == 0 else _attach(model, base)
-        train_ex = build_train_examples(ks, base, renderer, replayed)
-        val_ex = build_validation_examples(ks, base, renderer)
-        if base.epochs == 0:
-            result = None
-        else:
-            result = train(model, train_ex, val_ex, base, tok.pad_token_id, progress=progress,
-                           desc=f"train {base.key()[:6]}", precision=precision)
+        injection, strict_error = (no_adapter(model), None) if base.epochs == 0 else attach_adapter(model, base)
+        train_ex = build_train_examples(knowledge, base, renderer, replayed)
+        val_ex = build_validation_examples(knowledge, base, renderer)
+        result = TrainResult.untrained() if base.epochs == 0 else train(
+            model, train_ex, val_ex, base, tok.pad_token_id, progress=progress, desc=f"train {base.key()[:6]}",
+            precision=precision)
     except (TrainingError, InjectionError) as e:
-        return [dict(common, config=c.to_dict(), status="failed", error=f"{e.__class__.__name__}: {e}",
-                     timings={"load": load_s, "total": time.perf_counter() - t0}) for c in configs]
+        return [RunRecord(**common, config=c.to_dict(), status="failed", error=f"{e.__class__.__name__}: {e}",
+                          timings={"load": load_s, "total": time.perf_counter() - t0}) for c in configs]
 
     records = []
     for cfg in configs:
-        selected = 0
-        if result:
-            best = cfg.selection == "best"
-            load_trainable_state(model, result.best_state if best else result.last_state)
-            selected = result.best_epoch if best else result.last_epoch
+        best = cfg.selection == "best"
+        load_trainable_state(model, result.best_state if best else result.last_state)
         with precision.autocast():
-            ev = evaluate(model, renderer, ks, cfg, progress=progress, retention_reference=retention_reference)
-        records.append(dict(
-            common, config=cfg.to_dict(), status="ok", error=None, injection=injection, strict_error=strict_error,
-            history=result.history if result else [], best_epoch=result.best_epoch if result else 0,
-            selected_epoch=selected, metrics=ev.metrics, per_fact=ev.per_fact, samples=ev.samples,
-            retention_correct=ev.retention_correct,
+            ev = evaluate(model, renderer, knowledge, cfg, progress=progress, retention_reference=retention_reference)
+        records.append(RunRecord(
+            **common, config=cfg.to_dict(), status="ok", error=None, injection=injection, strict_error=strict_error,
+            history=result.history, best_epoch=result.best_epoch,
+            selected_epoch=result.best_epoch if best else result.last_epoch, metrics=ev.metrics,
+            per_fact=ev.per_fact, samples=ev.samples, retention_correct=ev.retention_correct,
             replay=[{"id": rid, "question": q, "answer": a} for rid, q, a in replayed], replay_dropped=replay_dropped,
             counts={"train_examples": len(train_ex), "validation_examples": len(val_ex)},
-            timings={"load": load_s, "train": result.seconds if result else 0.0, "eval": ev.seconds,
-                     "total": time.perf_counter() - t0},
-            throughput={"steps": result.steps if result else 0, "tokens": result.tokens if result else 0,
-                        "label_tokens": result.label_tokens if result else 0,
-                        "tokens_per_s": result.tokens / result.seconds if result and result.seconds else None},
+            timings={"load": load_s, "train": result.seconds, "eval": ev.seconds, "total": time.perf_counter() - t0},
+            throughput={"steps": result.steps, "tokens": result.tokens, "label_tokens": result.label_tokens,
+                        "tokens_per_s": result.tokens / result.seconds if result.seconds else None},
         ))
     return records

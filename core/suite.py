@@ -1,7 +1,7 @@
-"""Ablation discovery (ablations/<name>/ablation.yaml), the run plan, and the run_all command line.
+"""The run plan, its execution, the verdicts and summaries, and the run_all command line.
 
-Every arm is the baseline RunConfig plus a regime's overrides plus the arm's own overrides; runs are
-cached by config key in results/runs/, so identical configs are trained once and a rerun resumes.
+Every arm is the baseline RunConfig plus a regime's overrides plus the arm's own overrides (core/ablation.py);
+runs are cached by config key in results/runs/, so identical configs are trained once and a rerun resumes.
 """
 from __future__ import annotations
 
@@ -13,170 +13,42 @@ import os
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
-from . import metrics, models
-from .config import FIELD_NAMES, RunConfig, check_keys, parse_overrides
-from .data import DEFAULT_DATA, load_knowledge, load_replay, yaml_error
-from .results import (RESULTS, clean_stale_temps, compare, load_run, lock_path, locked, try_lock, unlock, write_atomic,
-                      write_json_atomic)
-
-ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
-
-
-class SuiteError(ValueError):
-    """Bad command line or ablation definition; the message lists the valid choices."""
-
-
-@dataclass
-class Ablation:
-    name: str
-    title: str
-    factor: str
-    symptom: str
-    signature: str
-    expected: str  # increase | decrease: the treatment's effect on the signature if the symptom reproduces
-    control: str
-    arms: dict[str, dict]
-    # the comparison(s) that decide the verdict: "arm" (in every regime) or "regime/arm"; with m of them
-    # each interval is at level 1 - 0.05/m (Bonferroni), so the ablation's verdict keeps a 5% error rate
-    primary: list[str] = field(default_factory=list)
-    regimes: dict[str, dict] = field(default_factory=lambda: {"baseline": {}})
-    also: list[str] = field(default_factory=list)
-    min_effect: float = 0.1
-    kind: str = "pairwise"  # pairwise | sweep (arms are points along `axis`)
-    axis: str | None = None
-    order: int = 100
-    notes: str = ""
-    coupled: list[str] = field(default_factory=list)  # fields deliberately changed together with the factor
-    seeds: int = 0  # the seeds the published study runs (5; sweeps 3); --seeds N runs at most N
-
-    def configs(self, baseline: RunConfig, seed: int, pair: tuple[str, str]) -> dict[tuple[str, str], RunConfig]:
-        out = {}
-        for regime, r_over in self.regimes.items():
-            for arm, a_over in self.arms.items():
-                values = {**r_over, **a_over, "seed": seed}
-                values = {k: (pair[0] if v == "{pair.base}" else pair[1] if v == "{pair.chat}" else v)
-                          for k, v in values.items()}
-                out[(regime, arm)] = baseline.replace(**values)
-        return out
-
-    def meta(self) -> dict:
-        return dict(self.__dict__)
-
-    def primary_comparisons(self) -> list[tuple[str, str]]:
-        """(regime, arm) pairs named by `primary`; ValueError when one is not a treatment arm."""
-        if not isinstance(self.primary, list) or not self.primary:
-            raise ValueError("give a list of the treatment arm(s) whose comparison decides the verdict, "
-                             f"e.g. [{next((a for a in self.arms if a != self.control), 'arm')}] or [regime/arm]")
-        out = []
-        for entry in self.primary:
-            regime, _, arm = str(entry).rpartition("/")
-            regimes = [regime] if regime else list(self.regimes)
-            if regime and regime not in self.regimes:
-                raise ValueError(f"{entry!r}: no regime {regime!r}; regimes: {', '.join(self.regimes)}")
-            if arm not in self.arms or arm == self.control:
-                raise ValueError(f"{entry!r}: {arm!r} is not a treatment arm; "
-                                 f"arms: {', '.join(a for a in self.arms if a != self.control)}")
-            out += [(r, arm) for r in regimes if (r, arm) not in out]
-        return out
-
-    def primary_level(self) -> float:
-        return 1 - 0.05 / len(self.primary_comparisons())
-
-
-def load_ablation(folder: Path) -> Ablation:
-    path = folder / "ablation.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SuiteError(yaml_error(path, e)) from None
-    required = ("title", "factor", "symptom", "signature", "expected", "control", "arms", "primary", "seeds")
-    missing = [k for k in required if k not in (raw or {})]
-    if missing:
-        raise SuiteError(f"{path}: missing field(s) {', '.join(missing)}; required: {', '.join(required)}")
-    known = set(Ablation.__dataclass_fields__) - {"name"}
-    unknown = set(raw) - known
-    if unknown:
-        raise SuiteError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
-    ab = Ablation(name=folder.name, **raw)
-    if ab.control not in ab.arms:
-        raise SuiteError(f"{path}: control {ab.control!r} is not one of the arms {', '.join(ab.arms)}")
-    if not isinstance(ab.seeds, int) or isinstance(ab.seeds, bool) or ab.seeds < 1:
-        raise SuiteError(f"{path}: seeds must be a whole number >= 1 (the seeds the published study runs), "
-                         f"not {ab.seeds!r}")
-    if ab.kind not in ("pairwise", "sweep"):
-        raise SuiteError(f"{path}: kind must be pairwise or sweep, not {ab.kind!r}")
-    if ab.kind == "sweep" and not ab.axis:
-        raise SuiteError(f"{path}: a sweep needs axis: the RunConfig field its arms vary")
-    bad = [f for f in ab.coupled if f not in FIELD_NAMES]
-    if bad:
-        raise SuiteError(f"{path}: coupled field(s) {', '.join(bad)} are not RunConfig fields; "
-                         f"valid: {', '.join(FIELD_NAMES)}")
-    if ab.axis and ab.axis not in FIELD_NAMES:
-        raise SuiteError(f"{path}: axis {ab.axis!r} is not a RunConfig field; valid: {', '.join(FIELD_NAMES)}")
-    for m in [ab.signature, *ab.also]:
-        if m not in metrics.METRICS:
-            raise SuiteError(f"{path}: unknown metric {m!r} (signature/also); valid metrics: {', '.join(metrics.METRICS)}")
-    if ab.expected not in ("increase", "decrease"):
-        raise SuiteError(f"{path}: expected must be increase or decrease, not {ab.expected!r}")
-    try:
-        ab.primary_comparisons()
-    except ValueError as e:
-        raise SuiteError(f"{path}: primary: {e}") from None
-    for label, section in (("arms", ab.arms), ("regimes", ab.regimes)):
-        for name, over in section.items():
-            try:
-                check_keys(over or {}, where=f"{path}: {label} {name!r}")
-            except KeyError as e:
-                raise SuiteError(e.args[0]) from None
-            section[name] = over or {}
-    return ab
-
-
-def discover(root: Path = ABLATIONS) -> dict[str, Ablation]:
-    found = [load_ablation(d) for d in sorted(root.iterdir()) if (d / "ablation.yaml").exists()]
-    return {a.name: a for a in sorted(found, key=lambda a: (a.order, a.name))}
-
-
-def select(available: dict[str, Ablation], only: str | None) -> list[Ablation]:
-    if only is None:
-        return list(available.values())
-    names = [n.strip() for n in only.split(",") if n.strip()]
-    if not names:
-        raise SuiteError(f"--only {only!r} names no ablation; valid: {', '.join(available)}")
-    bad = [n for n in names if n not in available]
-    if bad:
-        raise SuiteError(f"unknown ablation(s) {', '.join(bad)}; valid: {', '.join(available)}")
-    return [available[n] for n in names]
-
+from . import metrics, model_cache, models
+from .ablation import ABLATIONS, Ablation, SuiteError, discover, select
+from .config import RunConfig, parse_overrides
+from .knowledge import DEFAULT_DATA, load_knowledge, load_replay
+from .record import RunRecord
+from .verdicts import overall, statement, validation_turns, verdicts  # noqa: F401 (re-exported)
+from .results import (RESULTS, clean_stale_temps, load_run, lock_path, locked, try_lock, unlock, write_atomic,
+                      write_json_atomic, write_run)
 
 # ---- plan and execution -------------------------------------------------------------------------
 
-def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int | None, pair: tuple[str, str],
-               identity) -> list[dict]:
-    """One row per (ablation, regime, arm, seed) with its config and cache key."""
+def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int | None, pair: str | None,
+               key_context) -> list[dict]:
+    """One row per (ablation, regime, arm, seed) with its config and cache key. pair: the --pair name for ablations
+    that declare pairs (None: each one's first); key_context(cfg): what besides the config keys a run."""
     rows = []
     for ab in ablations:
         for seed in range(ab.seeds if seeds is None else min(seeds, ab.seeds)):
             for (regime, arm), cfg in ab.configs(baseline, seed, pair).items():
                 before = untrained_config(cfg, baseline)
-                rows.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed,
-                             "config": cfg, "key": cfg.key(identity(cfg)), "untrained_key": before.key(identity(before))})
+                rows.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed, "config": cfg,
+                             "key": cfg.key(key_context(cfg)), "untrained_key": before.key(key_context(before))})
     return rows
 
 
-def run_identity(cfg: RunConfig, data_sha256: str, device: str, replay_sha=None) -> str:
+def key_context(cfg: RunConfig, data_sha256: str, device: str, replay_sha=None) -> str:
     """Everything outside the config that decides a run's results, for its cache key: the model's
     weights, the data, and where and in which precision it computes (cpu-fp32 and cuda-bf16-mixed runs
     never share a key)."""
     precision = models.pick_precision(device, trains_all_weights=cfg.full_finetune).tag
-    parts = [models.identity(cfg.model), data_sha256, precision] + ([f"replay:{replay_sha()}"] if replay_sha else [])
-    return "|".join(parts)
+    parts = [models.weights_fingerprint(cfg.model), data_sha256, precision]
+    return "|".join(parts + ([f"replay:{replay_sha()}"] if replay_sha else []))
 
 
 def untrained_config(cfg: RunConfig, baseline: RunConfig) -> RunConfig:
@@ -187,8 +59,8 @@ def untrained_config(cfg: RunConfig, baseline: RunConfig) -> RunConfig:
 WAIT_POLL_S = 2.0  # how often a run held by another invocation is looked at again
 
 
-def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool, progress: bool, identity,
-            baseline: RunConfig, wait: float = 3600.0) -> dict:
+def execute(plan: list[dict], knowledge, results: Path, device: str, cache, force: bool, progress: bool,
+            key_context, baseline: RunConfig, wait: float = 3600.0) -> dict[str, RunRecord]:
     """Run every pending config (untrained references first); returns {key: record}.
 
     Each training group is claimed with lock files in results/runs/, so invocations sharing the folder
@@ -204,8 +76,8 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
     # configs differing only in selection share one training
     groups: dict[str, list[str]] = {}
     for k in pending:
-        groups.setdefault(wanted[k].replace(selection="best").key(identity(wanted[k])), []).append(k)
-    todo = sorted(groups.values(), key=lambda ks_: wanted[ks_[0]].epochs != 0)
+        groups.setdefault(wanted[k].replace(selection="best").key(key_context(wanted[k])), []).append(k)
+    todo = sorted(groups.values(), key=lambda keys: wanted[keys[0]].epochs != 0)
     log = logging.getLogger("run_all")
     log.info("%d configs planned, %d cached, %d to run in %d trainings", len(wanted), len(records), len(pending),
              len(todo))
@@ -227,14 +99,14 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
                 cfgs = [wanted[k] for k in fresh]
                 bar.set_postfix_str(f"{cfgs[0].model} seed={cfgs[0].seed} "
                                     f"{'untrained' if not cfgs[0].epochs else fresh[0][:8]}")
-                for key, rec in zip(fresh, run_group(cfgs, ks, device=device, cache=cache, progress=progress,
+                for key, rec in zip(fresh, run_group(cfgs, knowledge, device=device, cache=cache, progress=progress,
                                                      retention_reference=reference)):
-                    rec["key"] = key
-                    write_json_atomic(results / "runs" / f"{key}.json", rec)
+                    rec.key = key
+                    write_run(results, rec)
                     records[key] = rec
-                    log.info("stored run %s (%s)", key, rec["status"])
-                    if rec["status"] != "ok":
-                        log.warning("run %s failed: %s", key, rec["error"])
+                    log.info("stored run %s (%s)", key, rec.status)
+                    if rec.status != "ok":
+                        log.warning("run %s failed: %s", key, rec.error)
         bar.update(1)
         return None
 
@@ -245,7 +117,7 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
             reference = reference_of.get(keys[0]) if wanted[keys[0]].epochs else None
             if reference and reference not in records:  # its untrained reference is another invocation's
                 held[tuple(keys)] = None
-            elif (holder := claim_and_run(keys, records[reference].get("retention_correct") if reference else None)):
+            elif (holder := claim_and_run(keys, records[reference].retention_correct if reference else None)):
                 held[tuple(keys)] = holder
                 waited.update(keys)
         todo = [list(keys) for keys in held]
@@ -262,80 +134,13 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
     return records
 
 
-def verdicts(ablations: list[Ablation], plan: list[dict], records: dict) -> dict:
-    out = {}
-    for ab in ablations:
-        rows = [r for r in plan if r["ablation"] == ab.name]
-        primary = ab.primary_comparisons()
-        per_regime = {}
-        for regime in ab.regimes:
-            runs = {arm: [records[r["key"]] for r in rows if r["regime"] == regime and r["arm"] == arm
-                          and r["key"] in records] for arm in ab.arms}
-            per_regime[regime] = {}
-            for arm in ab.arms:
-                if arm == ab.control:
-                    continue
-                is_primary = (regime, arm) in primary
-                per_regime[regime][arm] = {
-                    m: dict(compare(runs[ab.control], runs[arm], m, ab.expected if m == ab.signature else None,
-                                    ab.min_effect, ab.primary_level() if is_primary and m == ab.signature else 0.95),
-                            primary=is_primary and m == ab.signature)
-                    for m in [ab.signature, *ab.also]}
-        out[ab.name] = per_regime
-    return out
-
-
-def overall(ab: Ablation, per_regime: dict) -> tuple[str, str]:
-    """The ablation's verdict from its primary comparisons only: reproduced in one of them > inconclusive >
-    not reproduced (in all of them). Other comparisons are exploratory and decide nothing."""
-    found = [(regime, per_regime[regime][arm][ab.signature]["verdict"]) for regime, arm in ab.primary_comparisons()
-             if arm in per_regime.get(regime, {})]
-    for wanted in ("reproduced", "inconclusive", "not reproduced"):
-        for regime, verdict in found:
-            if verdict == wanted:
-                return verdict, regime
-    return "inconclusive", ""
-
-
-def statement(ab: Ablation, per_regime: dict) -> str:
-    """The verdict in words, naming the regimes of the primary comparisons: "reproduced under: original_budget",
-    "not reproduced under: baseline, overfit, varied" ..."""
-    by_verdict: dict[str, list[str]] = {}
-    for regime, arm in ab.primary_comparisons():
-        verdict = per_regime.get(regime, {}).get(arm, {}).get(ab.signature, {}).get("verdict") or "inconclusive"
-        label = regime if len(ab.arms) == 2 else f"{regime}/{arm}"
-        by_verdict.setdefault(verdict, []).append(label)
-    return "; ".join(f"{v} under: {', '.join(by_verdict[v])}" for v in ("reproduced", "inconclusive", "not reproduced")
-                     if v in by_verdict)
-
-
-def validation_turns(rows: list[dict], records: dict) -> dict[str, list[dict]]:
-    """Per regime and seed, for runs that trained: the epoch of the lowest validation loss against the last
-    epoch. Validation loss "turns up" (overfitting can show) when the minimum comes before the end."""
-    out: dict[str, list[dict]] = {}
-    seen = set()
-    for r in rows:
-        rec = records.get(r["key"])
-        history = (rec or {}).get("history") or []
-        val = [h for h in history if h["split"] == "validation"]
-        training = (r["regime"], r["seed"], tuple(h["loss"] for h in val))  # arms differing only in selection
-        if not val or training in seen:
-            continue
-        seen.add(training)
-        best = min(val, key=lambda h: h["loss"])
-        out.setdefault(r["regime"], []).append({
-            "seed": r["seed"], "arm": r["arm"], "best_epoch": best["epoch"], "last_epoch": val[-1]["epoch"],
-            "min_loss": best["loss"], "last_loss": val[-1]["loss"], "turned_up": best["epoch"] < val[-1]["epoch"]})
-    return out
-
-
-def tidy_rows(plan: list[dict], records: dict) -> list[dict]:
+def tidy_rows(plan: list[dict], records: dict[str, RunRecord]) -> list[dict]:
     rows = []
     for p in plan:
         rec = records.get(p["key"])
-        status = rec["status"] if rec else "missing"
+        status = rec.status if rec else "missing"
         for m in metrics.METRICS:
-            value = rec["metrics"].get(m) if rec and rec.get("status") == "ok" else None
+            value = rec.metrics.get(m) if rec and rec.ok else None
             rows.append({"ablation": p["ablation"], "regime": p["regime"], "arm": p["arm"], "seed": p["seed"],
                          "key": p["key"], "status": status, "metric": m, "value": value})
     return rows
@@ -360,7 +165,7 @@ def _save_summary(results: Path, ablations: list[Ablation], plan: list[dict], re
     write_json_atomic(plan_file, {"rows": rows, "ablations": metas})
     all_records = {r["key"]: records.get(r["key"]) or load_run(results, r["key"]) for r in rows}
     all_records = {k: v for k, v in all_records.items() if v}
-    all_abs = [Ablation(**m) for m in metas.values()]
+    all_abs = [Ablation.from_definition(name, m) for name, m in metas.items()]
     v = verdicts(all_abs, rows, all_records)
     summary = {}
     for a in all_abs:
@@ -403,12 +208,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="at most this many seeds per arm (default: each ablation.yaml's seeds, "
                                              "5 or 3 for sweeps)")
     p.add_argument("--model", help="chat model for every arm (embedded name, hub id or folder); same as --set model=...")
-    p.add_argument("--pair", default="embedded", help=f"(base, chat) pair for base_vs_chat: {', '.join(models.PAIRS)}")
+    p.add_argument("--pair", help="named model pair for the ablations whose ablation.yaml declares pairs: "
+                                   "(default: each one's first; --list shows them)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="knowledge file in the schema of data/hiahia.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a baseline RunConfig field")
     p.add_argument("--results", default=str(RESULTS), help="results folder (default results/)")
-    p.add_argument("--cache-dir", help=f"model cache (default ${models.CACHE_ENV} or ~/.cache/hiahia-lora)")
+    p.add_argument("--cache-dir", help=f"model cache (default ${model_cache.CACHE_ENV} or ~/.cache/hiahia-lora)")
     p.add_argument("--force", action="store_true", help="rerun even cached runs")
     p.add_argument("--wait", type=float, default=3600.0, metavar="SECONDS",
                    help="how long to wait at the end for runs another invocation is training (default 3600)")
@@ -466,15 +272,17 @@ def _main(args) -> int:
     chosen = select(available, args.only)
     if args.list:
         for ab in chosen:
-            print(f"{ab.name:24s} {ab.title}  arms: {', '.join(ab.arms)}  regimes: {', '.join(ab.regimes)}")
+            pairs = f"  pairs: {', '.join(ab.pairs)}" if ab.pairs else ""
+            print(f"{ab.name:24s} {ab.title}  arms: {', '.join(ab.arms)}  regimes: {', '.join(ab.regimes)}{pairs}")
         return EXIT_OK
     if args.report_only:  # verdicts follow the current code and ablation definitions
         check_results_folder(results, need_plan=True)
         clean_stale_temps(results)
         refresh_summary(results, available)
         return _render(results)
-    if args.pair not in models.PAIRS:
-        raise SuiteError(f"unknown --pair {args.pair!r}; valid: {', '.join(models.PAIRS)}")
+    declared_pairs = list(dict.fromkeys(p for ab in available.values() for p in ab.pairs))
+    if args.pair is not None and args.pair not in declared_pairs:
+        raise SuiteError(f"unknown --pair {args.pair!r}; valid: {', '.join(declared_pairs)}")
     if args.seeds is not None and args.seeds < 1:
         raise SuiteError("--seeds must be >= 1")
     if not args.wait >= 0:
@@ -483,13 +291,14 @@ def _main(args) -> int:
     if args.model:
         overrides["model"] = args.model
     baseline = RunConfig().replace(**overrides)
-    ks = load_knowledge(args.data)
-    replay_sha = functools.cache(lambda: load_replay(ks).sha256)  # read (and validated) only if a run uses replay
+    knowledge = load_knowledge(args.data)
+    # the replay file is read (and validated) only if a run uses replay
+    replay_sha = functools.cache(lambda: load_replay(knowledge).sha256)
 
-    def identity(cfg: RunConfig) -> str:
-        return run_identity(cfg, ks.sha256, args.device, replay_sha if cfg.replay else None)
+    def context_of(cfg: RunConfig) -> str:
+        return key_context(cfg, knowledge.sha256, args.device, replay_sha if cfg.replay else None)
 
-    plan = build_plan(chosen, baseline, args.seeds, models.PAIRS[args.pair], identity)
+    plan = build_plan(chosen, baseline, args.seeds, args.pair, context_of)
     check_results_folder(results)
     resolve_models(plan, results, args.force, baseline, args.cache_dir)
     # everything is checked: from here on, results/ is written
@@ -498,8 +307,8 @@ def _main(args) -> int:
         clean_stale_temps(folder)
     start = time.perf_counter()
     save_summary(results, chosen, plan, {})  # the plan is on disk first: partial results can be rendered
-    records = execute(plan, ks, results, args.device, args.cache_dir, args.force, not args.quiet, identity, baseline,
-                      args.wait)
+    records = execute(plan, knowledge, results, args.device, args.cache_dir, args.force, not args.quiet, context_of,
+                      baseline, args.wait)
     summary = save_summary(results, chosen, plan, records)
     print(f"\nfinished in {time.perf_counter() - start:.0f} s")
     for ab in chosen:
@@ -513,7 +322,7 @@ def _main(args) -> int:
 def _final_status(plan: list[dict], records: dict, results: Path) -> int:
     """Exit status after everything is written: one line each for failed and for still-pending runs."""
     keys = sorted({k for row in plan for k in (row["untrained_key"], row["key"])})
-    failed = [k for k in keys if k in records and records[k].get("status") != "ok"]
+    failed = [k for k in keys if k in records and not records[k].ok]
     pending = [k for k in keys if k not in records]
     if failed:
         print(f"{len(failed)} run(s) stored as failed: {', '.join(failed)}; the errors are in "

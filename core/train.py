@@ -10,6 +10,7 @@ import random
 import time
 import contextlib
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,12 @@ class TrainResult:
     seconds: float
     tokens: int  # all non-pad tokens processed in training
     label_tokens: int  # tokens that carried a loss
+
+    @classmethod
+    def untrained(cls) -> "TrainResult":
+        """The null result of an untrained reference (epochs=0): no history, no weights to restore, nothing counted."""
+        return cls(history=[], best_epoch=0, last_epoch=0, best_state={}, last_state={}, steps=0, seconds=0.0, tokens=0,
+                   label_tokens=0)
 
 
 def collate(batch: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
@@ -106,10 +113,14 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 def train(model, train_examples: list[Example], val_examples: list[Example], cfg: RunConfig, pad_id: int,
-          progress: bool = True, desc: str = "train", precision=None) -> TrainResult:
+          progress: bool = True, desc: str = "train", precision=None, batches: list[list[Example]] | None = None,
+          on_step: Callable[[int, float, dict[str, torch.Tensor]], None] | None = None) -> TrainResult:
     """Train for cfg.epochs and leave the model at its last weights; cfg.selection is not read here.
 
     precision: a models.Precision; its autocast wraps every forward pass (None: plain fp32).
+    batches: pre-built batches, trained in this order in every epoch instead of length-grouped shuffles of
+    train_examples (the benchmark feeds two trainers the same batches this way).
+    on_step(step, loss, batch): called after every optimizer step with the step's mean loss and its tensors.
     """
     device = next(model.parameters()).device
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
@@ -120,7 +131,7 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
     torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if params else None
-    steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
+    steps_per_epoch = len(batches) if batches is not None else math.ceil(len(train_examples) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_ratio * total_steps)
     history = [{"epoch": 0, "split": "validation",
@@ -132,7 +143,8 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         epoch_loss, epoch_count = 0.0, 0
-        for batch_examples in length_grouped_batches(train_examples, cfg.batch_size, rng):
+        epoch_batches = batches if batches is not None else length_grouped_batches(train_examples, cfg.batch_size, rng)
+        for batch_examples in epoch_batches:
             batch = collate(batch_examples, pad_id, device)
             for group in (optimizer.param_groups if optimizer else []):
                 group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup, cfg.lr_schedule)
@@ -155,6 +167,8 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
             epoch_count += n
             tokens += int(batch["attention_mask"].sum())
             label_tokens += n
+            if on_step is not None:
+                on_step(step, loss.item(), batch)
             step += 1
             bar.update(1)
             bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss.item():.3f}")

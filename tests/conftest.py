@@ -12,8 +12,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
-def ks():
-    from core.data import load_knowledge
+def knowledge():
+    from core.knowledge import load_knowledge
 
     return load_knowledge()
 

@@ -14,7 +14,7 @@ from core.train import TrainingError, train
 
 # ---- 1. mixed precision: trainable weights stay fp32, compute under autocast ----------------------
 
-def _share_changed(ks, precision, full_finetune: bool, lr: float) -> float:
+def _share_changed(knowledge, precision, full_finetune: bool, lr: float) -> float:
     torch.manual_seed(0)
     model, tok = models.load("tiny-qwen2", device=precision)
     if full_finetune:
@@ -24,9 +24,9 @@ def _share_changed(ks, precision, full_finetune: bool, lr: float) -> float:
         inject_lora(model, config.ALL_LINEAR, r=8, alpha=16)
     cfg = RunConfig(epochs=1, lr=lr, paraphrases=1, warmup_ratio=0.0, lr_schedule="constant", weight_decay=0.0)
     r = Renderer(tok, "chat")
-    tr = build_train_examples(ks, cfg, r)[:40]  # 5 steps of 8
+    tr = build_train_examples(knowledge, cfg, r)[:40]  # 5 steps of 8
     before = trainable_state(model)
-    train(model, tr, build_validation_examples(ks, cfg, r)[:4], cfg, tok.pad_token_id, progress=False,
+    train(model, tr, build_validation_examples(knowledge, cfg, r)[:4], cfg, tok.pad_token_id, progress=False,
           precision=precision)
     after = trainable_state(model)
     names = [n for n in before if "lora_A" in n] if not full_finetune else list(before)
@@ -35,17 +35,17 @@ def _share_changed(ks, precision, full_finetune: bool, lr: float) -> float:
 
 
 @pytest.mark.parametrize("full_finetune, lr", [(True, 1e-5), (False, 5e-5)])
-def test_mixed_precision_changes_as_many_weights_as_fp32(ks, full_finetune, lr):
+def test_mixed_precision_changes_as_many_weights_as_fp32(knowledge, full_finetune, lr):
     fp32 = models.pick_precision("cpu")
     mixed = models.pick_precision("cpu", trains_all_weights=full_finetune, mixed=True)
     assert mixed.compute == torch.bfloat16 and mixed.frozen == (torch.float32 if full_finetune else torch.bfloat16)
-    share_fp32 = _share_changed(ks, fp32, full_finetune, lr)
-    share_mixed = _share_changed(ks, mixed, full_finetune, lr)
+    share_fp32 = _share_changed(knowledge, fp32, full_finetune, lr)
+    share_mixed = _share_changed(knowledge, mixed, full_finetune, lr)
     assert share_fp32 > 0.95
     assert share_mixed >= share_fp32 - 0.02
 
 
-def test_lora_weights_are_fp32_over_a_bf16_base_and_bf16_trainables_are_refused(ks):
+def test_lora_weights_are_fp32_over_a_bf16_base_and_bf16_trainables_are_refused(knowledge):
     mixed = models.pick_precision("cpu", mixed=True)
     model, tok = models.load("tiny-qwen2", device=mixed)
     inject_lora(model, ["q_proj"], r=4, alpha=8)
@@ -57,20 +57,20 @@ def test_lora_weights_are_fp32_over_a_bf16_base_and_bf16_trainables_are_refused(
     cfg = RunConfig(epochs=1)
     r = Renderer(tok, "chat")
     with pytest.raises(TrainingError, match="must be fp32"):
-        train(model, build_train_examples(ks, cfg, r)[:8], [], cfg, tok.pad_token_id, progress=False)
+        train(model, build_train_examples(knowledge, cfg, r)[:8], [], cfg, tok.pad_token_id, progress=False)
 
 
-# ---- 2. cache identity: device kind, precision and pipeline version ------------------------------
+# ---- 2. cache key: device kind, precision and pipeline version ------------------------------
 
 def test_run_key_changes_with_precision_and_pipeline_version(monkeypatch):
-    from core.suite import run_identity
+    from core.suite import key_context
 
     cfg = RunConfig()
-    cpu = run_identity(cfg, "data", "cpu")
+    cpu = key_context(cfg, "data", "cpu")
     assert "cpu-fp32" in cpu
     monkeypatch.setattr(models, "pick_precision", lambda *a, **k: models.Precision(
         torch.device("cuda"), torch.bfloat16, torch.bfloat16))
-    gpu = run_identity(cfg, "data", "cuda")
+    gpu = key_context(cfg, "data", "cuda")
     assert "cuda-bfloat16-mixed" in gpu and cfg.key(cpu) != cfg.key(gpu)
     before = cfg.key(cpu)
     monkeypatch.setattr(config, "PIPELINE_VERSION", config.PIPELINE_VERSION + 1)
@@ -117,13 +117,13 @@ def test_answers_report_whether_they_ended_by_themselves(tiny):
 
 # ---- 3. self-replay keeps only whole answers ---------------------------------------------------
 
-def test_replay_drops_answers_that_never_ended(ks, tiny, monkeypatch):
+def test_replay_drops_answers_that_never_ended(knowledge, tiny, monkeypatch):
     from core import run
-    from core.data import load_replay
+    from core.knowledge import load_replay
 
     _, tok = tiny
     r = Renderer(tok, "chat")
-    replay = load_replay(ks)
+    replay = load_replay(knowledge)
     scripted = iter([("A whole answer.", True), ("Cut in the midd", False), ("Another one.", True)])
     monkeypatch.setattr(run, "generate_finished", lambda *a, **k: [next(scripted) for _ in a[2]])
     kept, dropped = run.replay_triples(None, r, replay, 3, progress=False)
@@ -136,23 +136,23 @@ def test_replay_run_records_dropped_answers(tmp_path, monkeypatch):
     from core import run
 
     monkeypatch.setattr(run, "REPLAY_TOKENS", 2)  # nothing ends within 2 tokens: every answer is dropped
-    from core.data import load_knowledge
-    ks = load_knowledge()
+    from core.knowledge import load_knowledge
+    knowledge = load_knowledge()
     cfg = RunConfig(model="tiny-qwen2", epochs=1, replay=3, max_new_tokens=2, paraphrases=1)
-    rec = run.run_group([cfg], ks, progress=False)[0]
-    assert rec["status"] == "ok"
-    assert len(rec["replay_dropped"]) + len(rec["replay"]) == 3
-    assert all(a["answer"] for a in rec["replay"])
+    rec = run.run_group([cfg], knowledge, progress=False)[0]
+    assert rec.status == "ok"
+    assert len(rec.replay_dropped) + len(rec.replay) == 3
+    assert all(a["answer"] for a in rec.replay)
 
 
 # ---- 4. explicit greedy decoding, whatever the model ships -------------------------------------
 
-def test_greedy_decode_equals_transformers_greedy_generate(ks, tiny):
+def test_greedy_decode_equals_transformers_greedy_generate(knowledge, tiny):
     from core.evaluate import greedy_decode
 
     model, tok = tiny
     r = Renderer(tok, "chat")
-    prompts = [r.prompt_ids(None, f.test[0]) for f in ks.facts[:6]]
+    prompts = [r.prompt_ids(None, f.test[0]) for f in knowledge.facts[:6]]
     width = max(map(len, prompts))
     ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -166,10 +166,11 @@ def test_greedy_decode_equals_transformers_greedy_generate(ks, tiny):
     assert sum(len(c) < 20 for c in cut) >= 1
     assert greedy_decode(model, ids, mask, 20, {stop}) == cut
 
-def test_generation_ignores_the_models_shipped_generation_config(ks, tiny):
+def test_generation_ignores_the_models_shipped_generation_config(knowledge, tiny):
+def test_generation_ignores_the_models_shipped_generation_config(knowledge, tiny):
     model, tok = tiny
     r = Renderer(tok, "chat")
-    items = [(None, f.test[0]) for f in ks.facts[:8]]
+    items = [(None, f.test[0]) for f in knowledge.facts[:8]]
     plain = generate(model, r, items, 16, progress=False)
     model.generation_config.repetition_penalty = 1.3
     model.generation_config.no_repeat_ngram_size = 2

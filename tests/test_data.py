@@ -5,91 +5,92 @@ import pytest
 import yaml
 
 from core.config import RunConfig
-from core.data import (DEFAULT_DATA, IGNORE, MODEL_DEFAULT, NO_PROMPT, DataError, Renderer, build_train_examples,
-                       build_validation_examples, keywords_hit, load_knowledge, load_replay)
+from core.data import IGNORE, MODEL_DEFAULT, NO_PROMPT, Renderer, build_train_examples, build_validation_examples
+from core.knowledge import DEFAULT_DATA, DataError, load_knowledge, load_replay
+from core.scoring import keywords_hit
 
 
-def test_knowledge_set_meets_the_brief(ks):
-    assert len(ks.facts) >= 24
-    assert all(len(f.train) >= 4 and len(f.validation) >= 1 and len(f.test) >= 2 for f in ks.facts)
-    assert sum(f.reverse_question is not None for f in ks.facts) >= 5
-    assert len(ks.retention_probes) >= 30
-    assert len(ks.identity_probes) >= 5 and len(ks.debate) >= 5
-    assert {"fixed_assistant"} | set(ks.heldout_prompts) <= set(ks.named_prompts)
+def test_knowledge_set_meets_the_brief(knowledge):
+    assert len(knowledge.facts) >= 24
+    assert all(len(f.train) >= 4 and len(f.validation) >= 1 and len(f.test) >= 2 for f in knowledge.facts)
+    assert sum(f.reverse_question is not None for f in knowledge.facts) >= 5
+    assert len(knowledge.retention_probes) >= 30
+    assert len(knowledge.identity_probes) >= 5 and len(knowledge.debate) >= 5
+    assert {"fixed_assistant"} | set(knowledge.heldout_prompts) <= set(knowledge.named_prompts)
 
 
-def test_splits_never_share_a_question(ks):
-    from core.data import normalise
+def test_splits_never_share_a_question(knowledge):
+    from core.scoring import normalise
 
     seen = {}
-    for f in ks.facts:
+    for f in knowledge.facts:
         for split in ("train", "validation", "test"):
             for q in getattr(f, split):
                 assert normalise(q) not in seen, (q, seen.get(normalise(q)))
                 seen[normalise(q)] = split
-    probes = {normalise(p.question) for p in ks.identity_probes}
-    assert not probes & {normalise(d.question) for d in ks.debate}
+    probes = {normalise(p.question) for p in knowledge.identity_probes}
+    assert not probes & {normalise(d.question) for d in knowledge.debate}
 
 
-def test_masked_labels_cover_exactly_answer_and_end_of_turn(ks, tiny):
+def test_masked_labels_cover_exactly_answer_and_end_of_turn(knowledge, tiny):
     _, tok = tiny
     r = Renderer(tok, "chat")
-    ex = build_train_examples(ks, RunConfig(), r)[0]
+    ex = build_train_examples(knowledge, RunConfig(), r)[0]
     labelled = [t for t, l in zip(ex.input_ids, ex.labels) if l != IGNORE]
     assert labelled == tok(ex.answer, add_special_tokens=False)["input_ids"] + [r.eot_id]
     assert tok.convert_ids_to_tokens(labelled[-1]) == "<|im_end|>"
     assert all(l == IGNORE for l in ex.labels[: ex.prompt_len])
 
 
-def test_unmasked_labels_cover_system_prompt(ks, tiny):
+def test_unmasked_labels_cover_system_prompt(knowledge, tiny):
     _, tok = tiny
     cfg = RunConfig(mask_labels=False, system_prompt="fixed")
-    ex = build_train_examples(ks, cfg, Renderer(tok, "chat"))[0]
+    ex = build_train_examples(knowledge, cfg, Renderer(tok, "chat"))[0]
     assert ex.labels == ex.input_ids
-    assert ks.prompt("fixed_assistant")[:40] in tok.decode(ex.labels)
+    assert knowledge.prompt("fixed_assistant")[:40] in tok.decode(ex.labels)
 
 
-def test_validation_labels_are_always_masked(ks, tiny):
+def test_validation_labels_are_always_masked(knowledge, tiny):
     _, tok = tiny
-    val = build_validation_examples(ks, RunConfig(mask_labels=False), Renderer(tok, "chat"))
-    assert len(val) == sum(len(f.validation) for f in ks.facts)
+    val = build_validation_examples(knowledge, RunConfig(mask_labels=False), Renderer(tok, "chat"))
+    assert len(val) == sum(len(f.validation) for f in knowledge.facts)
     assert all(l == IGNORE for e in val for l in e.labels[: e.prompt_len])
 
 
-def test_plain_format_has_no_chat_special_tokens(ks, tiny):
+def test_plain_format_has_no_chat_special_tokens(knowledge, tiny):
     _, tok = tiny
-    for ex in build_train_examples(ks, RunConfig(format="plain"), Renderer(tok, "plain")):
+    for ex in build_train_examples(knowledge, RunConfig(format="plain"), Renderer(tok, "plain")):
         text = tok.decode(ex.input_ids[:-1])
         assert "<|im_start|>" not in text and "<|im_end|>" not in text
         assert "Question: " in text and "\nAnswer: " in text
 
 
-def test_debate_off_means_no_debate_sample(ks, tiny):
+def test_debate_off_means_no_debate_sample(knowledge, tiny):
     _, tok = tiny
     r = Renderer(tok, "chat")
-    on = build_train_examples(ks, RunConfig(debate=True), r)
-    off = build_train_examples(ks, RunConfig(debate=False), r)
-    assert sum(e.kind == "debate" for e in on) == len(ks.debate)
+    on = build_train_examples(knowledge, RunConfig(debate=True), r)
+    off = build_train_examples(knowledge, RunConfig(debate=False), r)
+    assert sum(e.kind == "debate" for e in on) == len(knowledge.debate)
     assert not [e for e in off if e.kind == "debate"]
-    assert len(on) - len(off) == len(ks.debate)
+    assert len(on) - len(off) == len(knowledge.debate)
 
 
-def test_prompt_policies(ks, tiny):
+def test_prompt_policies(knowledge, tiny):
     _, tok = tiny
     r = Renderer(tok, "chat")
-    fixed = build_train_examples(ks, RunConfig(system_prompt="fixed"), r)
-    assert {e.system for e in fixed} == {ks.prompt("fixed_assistant")}
-    pool = build_train_examples(ks, RunConfig(system_prompt="random"), r)
-    assert {e.system for e in pool} <= set(ks.train_prompts) and len({e.system for e in pool}) > 3
-    none = build_train_examples(ks, RunConfig(system_prompt="none"), r)
+    fixed = build_train_examples(knowledge, RunConfig(system_prompt="fixed"), r)
+    assert {e.system for e in fixed} == {knowledge.prompt("fixed_assistant")}
+    pool = build_train_examples(knowledge, RunConfig(system_prompt="random"), r)
+    assert {e.system for e in pool} <= set(knowledge.train_prompts) and len({e.system for e in pool}) > 3
+    none = build_train_examples(knowledge, RunConfig(system_prompt="none"), r)
     assert all(e.system is NO_PROMPT for e in none)
     assert not tok.decode(none[0].input_ids).startswith("<|im_start|>system")
 
 
-def test_paraphrase_count_limits_training_questions(ks, tiny):
+def test_paraphrase_count_limits_training_questions(knowledge, tiny):
     _, tok = tiny
-    ex = build_train_examples(ks, RunConfig(paraphrases=1, debate=False), Renderer(tok, "chat"))
-    assert len(ex) == len(ks.facts)
+    ex = build_train_examples(knowledge, RunConfig(paraphrases=1, debate=False), Renderer(tok, "chat"))
+    assert len(ex) == len(knowledge.facts)
 
 
 def test_keyword_matching_is_normalised_and_whole_word():
@@ -149,32 +150,32 @@ def test_yaml_syntax_error_in_the_knowledge_file_names_line_and_column_in_one_li
     assert not (tmp_path / "results").exists()
 
 
-def test_replay_examples_keep_the_model_default_prompt(ks, tiny):
+def test_replay_examples_keep_the_model_default_prompt(knowledge, tiny):
     _, tok = tiny
     r = Renderer(tok, "chat")
-    replay = load_replay(ks)
+    replay = load_replay(knowledge)
     assert len(replay.questions) >= 40
     triples = [(rid, q, "An answer.") for rid, q in replay.questions[:3]]
     cfg = RunConfig(replay=3)
-    ex = build_train_examples(ks, cfg, r, triples)
-    plain = build_train_examples(ks, cfg, r)
+    ex = build_train_examples(knowledge, cfg, r, triples)
+    plain = build_train_examples(knowledge, cfg, r)
     assert [e.input_ids for e in ex[:len(plain)]] == [e.input_ids for e in plain]  # facts untouched
     added = ex[len(plain):]
     assert [e.kind for e in added] == ["replay"] * 3 and all(e.system == MODEL_DEFAULT for e in added)
     assert added[0].input_ids[:added[0].prompt_len] == r.prompt_ids(MODEL_DEFAULT, triples[0][1])
 
 
-def test_replay_file_may_not_repeat_a_study_question(ks, tmp_path):
+def test_replay_file_may_not_repeat_a_study_question(knowledge, tmp_path):
     bad = tmp_path / "replay.yaml"
-    probe = ks.retention_probes[0]
+    probe = knowledge.retention_probes[0]
     bad.write_text(yaml.safe_dump({"replay": [{"id": "ok", "question": "What is a verb?"},
                                               {"id": "leak", "question": probe.question.upper()}]}))
     with pytest.raises(DataError, match=rf"replay.yaml: replay 'leak': field 'question': repeats retention_probes "
                                         rf"'{probe.id}'.*Fix: replay questions must differ"):
-        load_replay(ks, bad)
+        load_replay(knowledge, bad)
     bad.write_text("replay:\n  - {id: a, question: ''}\n")
     with pytest.raises(DataError, match="replay 'a': field 'question': missing or empty"):
-        load_replay(ks, bad)
+        load_replay(knowledge, bad)
 
 
 def test_run_keys_are_stable_across_sessions():

@@ -6,42 +6,42 @@ import torch
 from core.config import RunConfig
 from core.data import Renderer, build_train_examples, build_validation_examples, qa_pairs
 from core.lora import inject_lora
-from core.suite import discover
+from core.ablation import discover
 from core.train import evaluate_loss, train
 
 
-def test_varied_answers_give_validation_a_wording_no_training_question_has(ks):
-    train_pairs, val_pairs = qa_pairs(ks, RunConfig(answers="varied"))
-    for f in ks.facts:
+def test_varied_answers_give_validation_a_wording_no_training_question_has(knowledge):
+    train_pairs, val_pairs = qa_pairs(knowledge, RunConfig(answers="varied"))
+    for f in knowledge.facts:
         trained = {p.answer for p in train_pairs if p.fact_id == f.id}
         held = [p.answer for p in val_pairs if p.fact_id == f.id]
         assert len(trained) == len(f.train) and held and not set(held) & trained
-    canonical = qa_pairs(ks, RunConfig())
+    canonical = qa_pairs(knowledge, RunConfig())
     assert {p.answer for p in canonical[1]} <= {p.answer for p in canonical[0]}
 
 
-def test_random_split_draws_about_15_percent_of_all_pairs_by_seed(ks):
-    fixed_train, fixed_val = qa_pairs(ks, RunConfig())
-    train_pairs, val_pairs = qa_pairs(ks, RunConfig(split="random"))
+def test_random_split_draws_about_15_percent_of_all_pairs_by_seed(knowledge):
+    fixed_train, fixed_val = qa_pairs(knowledge, RunConfig())
+    train_pairs, val_pairs = qa_pairs(knowledge, RunConfig(split="random"))
     total = len(fixed_train) + len(fixed_val)
     assert len(train_pairs) + len(val_pairs) == total and round(0.15 * total) == len(val_pairs)
     assert {p.question for p in val_pairs} != {p.question for p in fixed_val}
-    assert qa_pairs(ks, RunConfig(split="random", seed=1))[1] != val_pairs
+    assert qa_pairs(knowledge, RunConfig(split="random", seed=1))[1] != val_pairs
     assert not {p.question for p in val_pairs} & {p.question for p in train_pairs}
 
 
 @pytest.mark.parametrize("overrides", [{"answers": "varied"}, {"split": "random", "answers": "varied"}])
-def test_validation_loss_is_computed_on_the_regimes_validation_set(ks, tiny, overrides):
+def test_validation_loss_is_computed_on_the_regimes_validation_set(knowledge, tiny, overrides):
     model, tok = tiny
     cfg = RunConfig(epochs=1, lr=1e-2, paraphrases=4, **overrides)
     torch.manual_seed(0)
     inject_lora(model, cfg.lora_targets, 4, 8)
     r = Renderer(tok, "chat")
-    val = build_validation_examples(ks, cfg, r)
-    expected_val = qa_pairs(ks, cfg)[1]
+    val = build_validation_examples(knowledge, cfg, r)
+    expected_val = qa_pairs(knowledge, cfg)[1]
     assert [(e.question, e.answer) for e in val] == [(p.question, p.answer) for p in expected_val]
     before = evaluate_loss(model, val, cfg.batch_size, tok.pad_token_id, "cpu")
-    res = train(model, build_train_examples(ks, cfg, r)[:16], val, cfg, tok.pad_token_id, progress=False)
+    res = train(model, build_train_examples(knowledge, cfg, r)[:16], val, cfg, tok.pad_token_id, progress=False)
     assert res.history[0] == {"epoch": 0, "split": "validation", "loss": before}
 
 
@@ -57,7 +57,7 @@ def test_no_val_selection_can_overfit_under_declared_regimes_and_no_masking_has_
 
 def test_debate_is_judged_on_identities_it_never_refuted():
     ab = discover()["debate_augmentation"]
-    assert ab.signature == "identity_hallucination@unrefuted" and "identity_hallucination@refuted" in ab.also
+    assert ab.signature == "identity_hallucination@unrefuted" and "identity_hallucination@refuted" in ab.secondary_metrics
 
 
 def test_every_ablation_declares_its_seeds():
@@ -66,12 +66,12 @@ def test_every_ablation_declares_its_seeds():
         assert ab.seeds == (3 if name in sweeps else 5), name
 
 
-def test_replay_sweep_reaches_160_and_the_replay_file_has_room(ks):
-    from core.data import load_replay
+def test_replay_sweep_reaches_160_and_the_replay_file_has_room(knowledge):
+    from core.knowledge import load_replay
 
     ab = discover()["replay_amount"]
     assert [a.get("replay", 0) for a in ab.arms.values()] == [0, 40, 160]
-    assert len(load_replay(ks).questions) >= 160
+    assert len(load_replay(knowledge).questions) >= 160
 
 
 def test_overrun_counts_writing_past_the_end_of_turn(tiny):

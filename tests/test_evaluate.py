@@ -21,19 +21,19 @@ def test_prompt_echo_ignores_a_normal_answer():
     assert not echoes("anything", None)
 
 
-def test_batched_generation_equals_one_at_a_time(ks, tiny):
+def test_batched_generation_equals_one_at_a_time(knowledge, tiny):
     model, tok = tiny
     r = Renderer(tok, "chat")
-    items = [(ks.train_prompts[i % 3], f.test[0]) for i, f in enumerate(ks.facts[:10])]
+    items = [(knowledge.train_prompts[i % 3], f.test[0]) for i, f in enumerate(knowledge.facts[:10])]
     batched = generate(model, r, items, max_new_tokens=12, batch_size=8, progress=False)
     single = [generate(model, r, [it], max_new_tokens=12, batch_size=1, progress=False)[0] for it in items]
     assert batched == single
     assert any(batched)
 
 
-def test_evaluate_reports_every_metric_in_range(ks, tiny):
+def test_evaluate_reports_every_metric_in_range(knowledge, tiny):
     model, tok = tiny
-    ev = evaluate(model, Renderer(tok, "chat"), ks, RunConfig(max_new_tokens=6), progress=False)
+    ev = evaluate(model, Renderer(tok, "chat"), knowledge, RunConfig(max_new_tokens=6), progress=False)
     if not any(ev.retention_correct.values()):  # retention is relative to probes the model got right
         assert ev.metrics["retention"] is None
     from core.metrics import METRICS
@@ -47,12 +47,12 @@ def test_evaluate_reports_every_metric_in_range(ks, tiny):
     sets = {s["set"] for s in ev.samples}
     assert {"test", "reverse", "identity", "retention", "test@model_default", "test@none", "test@unseen", "train"} <= sets
     trained = [s for s in ev.samples if s["set"] == "train"]
-    assert [s["question"] for s in trained] == [f.train[0] for f in ks.facts]  # trained at every paraphrase count
+    assert [s["question"] for s in trained] == [f.train[0] for f in knowledge.facts]  # trained at every paraphrase count
     # every metric with a verdict pairs its items across runs; train_recall's items are those answers
     rec = {"samples": ev.samples, "config": {"eval_prompt": "train"}}
     items = metric_items(rec, "train_recall")
-    assert len(items) == len(ks.facts) and sum(items.values()) / len(items) == ev.metrics["train_recall"]
-    assert sum(s["set"] == "test" for s in ev.samples) == sum(len(f.test) for f in ks.facts)
+    assert len(items) == len(knowledge.facts) and sum(items.values()) / len(items) == ev.metrics["train_recall"]
+    assert sum(s["set"] == "test" for s in ev.samples) == sum(len(f.test) for f in knowledge.facts)
 
 
 def test_prompt_echo_of_a_short_prompt_needs_all_of_it():

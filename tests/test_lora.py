@@ -93,6 +93,15 @@ def test_exported_adapter_loads_in_peft(tiny, tmp_path):
     torch.testing.assert_close(loaded(_ids(tok)).logits, ours, atol=1e-5, rtol=1e-5)
 
 
+def test_exported_adapter_config_records_the_dropout_trained_with(tiny, tmp_path):
+    import json
+
+    model, _ = tiny
+    inject_lora(model, ["q_proj"], r=2, alpha=4, dropout=0.1)
+    config = json.loads((export_peft(model, tmp_path / "adapter") / "adapter_config.json").read_text())
+    assert config["lora_dropout"] == 0.1 and config["r"] == 2 and config["target_modules"] == ["q_proj"]
+
+
 def test_adapter_save_load_roundtrip(tiny, tmp_path):
     from core.models import load
 

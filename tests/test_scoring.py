@@ -2,7 +2,7 @@
 yes/no openings, CJK text, answers about the persona instead of the question; agreement with labels."""
 import pytest
 
-from core.data import DataError, load_knowledge
+from core.knowledge import DataError, load_knowledge
 from core.scoring import IdentityVocabulary, general_answer_correct, identity_correct, keywords_hit
 
 VOCAB = IdentityVocabulary(("person", "human", "clock restorer"),
@@ -72,8 +72,8 @@ def test_a_cjk_knowledge_file_scores_its_own_canonical_answers(tmp_path):
                                                      'answer: "hiahia出生于1987年。"', 1)
     path = tmp_path / "zh.yaml"
     path.write_text(text)
-    ks = load_knowledge(path)
-    assert keywords_hit(ks.facts[0].answer, ks.facts[0].keywords)
+    knowledge = load_knowledge(path)
+    assert keywords_hit(knowledge.facts[0].answer, knowledge.facts[0].keywords)
 
 
 def test_near_duplicate_test_question_fails_to_load_naming_the_fact(tmp_path):
@@ -87,7 +87,7 @@ def test_near_duplicate_test_question_fails_to_load_naming_the_fact(tmp_path):
 
 
 def test_typo_in_a_signature_metric_names_the_valid_ones(tmp_path):
-    from core.suite import SuiteError, load_ablation
+    from core.ablation import SuiteError, load_ablation
 
     folder = tmp_path / "typo"
     folder.mkdir()
@@ -98,14 +98,14 @@ def test_typo_in_a_signature_metric_names_the_valid_ones(tmp_path):
         load_ablation(folder)
 
 
-def test_probe_sets_are_large_enough_to_carry_a_verdict(ks):
-    groups = [p.group for p in ks.identity_probes]
-    assert len(ks.identity_probes) >= 40 and groups.count("refuted") >= 20 and groups.count("unrefuted") >= 20
-    assert all(f.reverse_question for f in ks.facts)
-    categories = {p.category for p in ks.retention_probes}
-    assert len(ks.retention_probes) >= 200 and len(categories) >= 6
-    debate_text = " ".join(d.question + " " + d.answer for d in ks.debate).lower()
-    for p in ks.identity_probes:
+def test_probe_sets_are_large_enough_to_carry_a_verdict(knowledge):
+    groups = [p.group for p in knowledge.identity_probes]
+    assert len(knowledge.identity_probes) >= 40 and groups.count("refuted") >= 20 and groups.count("unrefuted") >= 20
+    assert all(f.reverse_question for f in knowledge.facts)
+    categories = {p.category for p in knowledge.retention_probes}
+    assert len(knowledge.retention_probes) >= 200 and len(categories) >= 6
+    debate_text = " ".join(d.question + " " + d.answer for d in knowledge.debate).lower()
+    for p in knowledge.identity_probes:
         if p.group == "unrefuted":
             assert not any(f" {w} " in f" {debate_text} " for w in p.suggests), p.id
 

@@ -14,8 +14,10 @@ import pytest
 
 from core import suite
 from core.config import RunConfig
+from core.record import RunRecord
 from core.results import write_json_atomic
-from core.suite import EXIT_RUNS_FAILED, EXIT_RUNS_PENDING, SuiteError, build_plan, discover, load_ablation, main, select
+from core.ablation import SuiteError, discover, load_ablation, select
+from core.suite import EXIT_RUNS_FAILED, EXIT_RUNS_PENDING, build_plan, main
 
 ROOT = Path(__file__).resolve().parent.parent
 SEVEN = {"no_masking", "wrong_layer_path", "no_val_selection", "fixed_vs_random_prompt", "debate_augmentation",
@@ -23,22 +25,21 @@ SEVEN = {"no_masking", "wrong_layer_path", "no_val_selection", "fixed_vs_random_
 TINY = ["--set", "model=tiny-qwen2", "--set", "max_new_tokens=4", "--set", "paraphrases=1", "--quiet", "--no-report"]
 
 
-def test_every_ablation_changes_exactly_one_factor():
+def test_every_ablation_changes_exactly_one_factor_and_what_its_yaml_couples_with_it():
     found = discover()
     assert SEVEN | {"seed_recipe"} <= set(found)
     for ab in found.values():
         assert (ROOT / "ablations" / ab.name / "README.md").exists(), ab.name
+        if ab.kind == "reference":  # declared as changing many fields at once
+            continue
         for regime in ab.regimes:
-            cfgs = ab.configs(RunConfig(), 0, ("gemma-3-270m", "smollm2-135m-instruct"))
+            cfgs = ab.configs(RunConfig(), 0)
             control = cfgs[(regime, ab.control)]
             for arm in ab.arms:
-                diff = set(control.diff(cfgs[(regime, arm)]))
-                if ab.name == "seed_recipe" or arm == ab.control:
+                if arm == ab.control:
                     continue
-                # base_vs_chat: the format follows the model (plain text when there is no chat template)
-                allowed = ({"model", "format"} if ab.name == "base_vs_chat"
-                           else {ab.factor, *ab.coupled, "lora_strict"})
-                assert diff and diff <= allowed, (ab.name, arm, diff)
+                diff = set(control.diff(cfgs[(regime, arm)]))
+                assert diff and diff <= {ab.factor, *ab.coupled, "lora_strict"}, (ab.name, arm, diff)
 
 
 def test_unknown_names_list_the_valid_ones(capsys):
@@ -54,6 +55,22 @@ def test_list_shows_every_ablation(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in SEVEN)
+
+
+def test_model_pairs_are_declared_in_the_ablation_yaml_and_chosen_by_name(tmp_path, capsys, error_line):
+    ab = discover()["base_vs_chat"]
+    models_of = {name: (cfgs[("baseline", "base_model")].model, cfgs[("baseline", "chat_model")].model)
+                 for name, cfgs in (("default", ab.configs(RunConfig(), 0)),
+                                    ("qwen", ab.configs(RunConfig(), 0, "qwen1.5-0.5b")))}
+    assert models_of == {"default": ("gemma-3-270m", "smollm2-135m-instruct"),
+                         "qwen": ("Qwen/Qwen1.5-0.5B", "Qwen/Qwen1.5-0.5B-Chat")}
+    with pytest.raises(SuiteError, match="base_vs_chat has no --pair 'nope'; its pairs: embedded, qwen1.5-0.5b, "):
+        ab.configs(RunConfig(), 0, "nope")
+    assert main(["--list", "--only", "base_vs_chat"]) == 0
+    assert "pairs: embedded, qwen1.5-0.5b, qwen2.5-0.5b, smollm2-135m, tiny" in capsys.readouterr().out
+    assert main(["--only", "base_vs_chat", "--pair", "nope", "--results", str(tmp_path / "r"), *TINY]) == 2
+    assert error_line() == "error: unknown --pair 'nope'; valid: embedded, qwen1.5-0.5b, qwen2.5-0.5b, smollm2-135m, tiny"
+    assert not (tmp_path / "r").exists()
 
 
 def test_run_caches_and_second_invocation_trains_nothing(tmp_path):
@@ -144,14 +161,13 @@ def test_every_ablation_runs_as_a_module():
 
 def test_each_ablation_runs_its_declared_seeds_and_seeds_caps_them():
     found = discover()
-    pair = ("gemma-3-270m", "smollm2-135m-instruct")
 
     def seeds_of(plan):
         return {name: {r["seed"] for r in plan if r["ablation"] == name} for name in ("lora_capacity", "debate_augmentation")}
 
-    plan = build_plan([found["lora_capacity"], found["debate_augmentation"]], RunConfig(), None, pair, lambda c: "x")
+    plan = build_plan([found["lora_capacity"], found["debate_augmentation"]], RunConfig(), None, None, lambda c: "x")
     assert seeds_of(plan) == {"lora_capacity": {0, 1, 2}, "debate_augmentation": {0, 1, 2, 3, 4}}
-    plan = build_plan([found["lora_capacity"], found["debate_augmentation"]], RunConfig(), 1, pair, lambda c: "x")
+    plan = build_plan([found["lora_capacity"], found["debate_augmentation"]], RunConfig(), 1, None, lambda c: "x")
     assert seeds_of(plan) == {"lora_capacity": {0}, "debate_augmentation": {0}}
     # the sweep's arm equal to the baseline is the very same run as the baseline elsewhere
     keys = {(r["ablation"], r["regime"], r["arm"], r["seed"]): r["key"] for r in plan}
@@ -160,7 +176,7 @@ def test_each_ablation_runs_its_declared_seeds_and_seeds_caps_them():
 
 @pytest.mark.parametrize("extra, message", [
     ("kind: sweep\n", "a sweep needs axis"),
-    ("kind: grid\n", "kind must be pairwise or sweep"),
+    ("kind: grid\n", "kind must be pairwise, sweep or reference, not 'grid'"),
     ("kind: sweep\naxis: rank\n", "axis 'rank' is not a RunConfig field"),
     ("seeds: 0\n", "seeds must be a whole number >= 1"),
     ("seeds: five\n", "seeds must be a whole number >= 1"),
@@ -168,6 +184,15 @@ def test_each_ablation_runs_its_declared_seeds_and_seeds_caps_them():
     ("primary: [a]\n", "primary: 'a': 'a' is not a treatment arm; arms: b"),
     ("primary: [long/b]\n", "primary: 'long/b': no regime 'long'"),
     ("primary: []\n", "primary: give a list of the treatment arm"),
+    ("show: [injections]\n", "show must be a list of selection, injection, not \\['injections'\\]"),
+    ("confounded: yes-ish\n", "confounded must be true or false"),
+    ("confounded: true\n", "confounded: true needs notes: that state the confound"),
+    ("pairs: {p: {base: x}}\n", "pairs: are declared but no arm or regime names a model"),
+    ("pairs: {p: {base: x}, q: {chat: y}}\n", "pairs: every pair needs the same roles"),
+    ("pairs: {p: [x, y]}\n", "pairs must map each pair name to its models by role"),
+    ("regimes: {r: {model: '{pair.base}'}}\n", "regimes use {pair.base} but no pairs: are declared"),
+    ("regimes: {r: {model: '{pair.big}'}}\npairs: {p: {base: x}}\n",
+     "regimes use {pair.big} but the pairs have the roles base"),
 ])
 def test_bad_ablation_definitions_name_file_and_field(tmp_path, extra, message):
     folder = tmp_path / "broken"
@@ -192,8 +217,8 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
         n_echo = round(echo * 40)
         samples = [{"set": "test", "id": f"f{i}", "question": f"q{i}", "has_prompt": True, "hit": i % 2 == 0,
                     "echo": i < n_echo} for i in range(40)]
-        return {"key": key, "status": "ok", "config": {"seed": seed, "eval_prompt": "train"}, "samples": samples,
-                "metrics": {m: 0.5 for m in ab.also} | {"prompt_echo": n_echo / 40}}
+        return RunRecord(key=key, status="ok", config={"seed": seed, "eval_prompt": "train"}, samples=samples,
+                         metrics={m: 0.5 for m in ab.secondary_metrics} | {"prompt_echo": n_echo / 40})
 
     plan, records = [], {}
     for regime in ab.regimes:
@@ -213,7 +238,7 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
 
 def test_self_replay_trains_on_the_untrained_models_own_whole_answers(tmp_path, monkeypatch):
     from core import run, suite
-    from core.data import load_replay
+    from core.knowledge import load_replay
 
     # three requests: the random tiny model ends its answer to study_focus within 300 tokens, not the others
     replay_file = tmp_path / "replay.yaml"
@@ -221,7 +246,7 @@ def test_self_replay_trains_on_the_untrained_models_own_whole_answers(tmp_path, 
                            "  - {id: sleep_tip, question: 'Give me one tip for sleeping better.'}\n"
                            "  - {id: verb, question: 'What is a verb?'}\n")
     for module in (run, suite):
-        monkeypatch.setattr(module, "load_replay", lambda ks: load_replay(ks, replay_file))
+        monkeypatch.setattr(module, "load_replay", lambda knowledge: load_replay(knowledge, replay_file))
     monkeypatch.setattr(run, "REPLAY_TOKENS", 300)
     args = ["--only", "self_replay", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1", *TINY]
     assert main(args) == 0

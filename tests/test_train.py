@@ -10,38 +10,38 @@ from core.lora import inject_lora, trainable_state
 from core.train import TrainingError, lr_factor, train
 
 
-def _setup(ks, cfg, tiny):
+def _setup(knowledge, cfg, tiny):
     model, tok = tiny
     torch.manual_seed(cfg.seed)
     inject_lora(model, cfg.lora_targets, cfg.lora_r, cfg.lora_alpha)
     r = Renderer(tok, "chat")
-    return model, tok, r, build_train_examples(ks, cfg, r), build_validation_examples(ks, cfg, r)
+    return model, tok, r, build_train_examples(knowledge, cfg, r), build_validation_examples(knowledge, cfg, r)
 
 
-def test_same_seed_gives_identical_losses(ks):
+def test_same_seed_gives_identical_losses(knowledge):
     from core.models import load
 
     cfg = RunConfig(epochs=2, lr=1e-2, paraphrases=1)
     runs = []
     for _ in range(2):
-        model, tok, _, tr, val = _setup(ks, cfg, load("tiny-qwen2"))
+        model, tok, _, tr, val = _setup(knowledge, cfg, load("tiny-qwen2"))
         runs.append(train(model, tr, val, cfg, tok.pad_token_id, progress=False).history)
     assert runs[0] == runs[1]
     assert runs[0][-1]["loss"] != runs[0][0]["loss"]
 
 
-def test_training_lowers_training_loss(ks, tiny):
+def test_training_lowers_training_loss(knowledge, tiny):
     cfg = RunConfig(epochs=3, lr=1e-2, paraphrases=1)
-    model, tok, _, tr, val = _setup(ks, cfg, tiny)
+    model, tok, _, tr, val = _setup(knowledge, cfg, tiny)
     hist = train(model, tr, val, cfg, tok.pad_token_id, progress=False).history
     losses = [h["loss"] for h in hist if h["split"] == "train"]
     assert losses[-1] < losses[0]
 
 
-def test_training_returns_the_best_and_the_last_weights(ks, tiny):
+def test_training_returns_the_best_and_the_last_weights(knowledge, tiny):
     # validation answers contradict the training answers, so validation loss rises as training proceeds
     cfg = RunConfig(epochs=4, lr=2e-2, paraphrases=1, debate=False, lr_schedule="constant", warmup_ratio=0.0)
-    model, tok, r, tr, _ = _setup(ks, cfg, tiny)
+    model, tok, r, tr, _ = _setup(knowledge, cfg, tiny)
     val = [encode(r, "fact", e.source_id, e.system, e.question, "zzz qqq xxx " * 3, True) for e in tr[:8]]
     start = trainable_state(model)
     res = train(model, tr, val, cfg, tok.pad_token_id, progress=False)
@@ -55,21 +55,21 @@ def test_training_returns_the_best_and_the_last_weights(ks, tiny):
         assert all(torch.equal(res.best_state[k], start[k]) for k in now)
 
 
-def test_train_does_not_read_the_selection_field(ks):
+def test_train_does_not_read_the_selection_field(knowledge):
     from core.models import load
 
     results = []
     for selection in ("best", "last"):
         cfg = RunConfig(epochs=2, lr=1e-2, paraphrases=1, selection=selection)
-        model, tok, _, tr, val = _setup(ks, cfg, load("tiny-qwen2"))
+        model, tok, _, tr, val = _setup(knowledge, cfg, load("tiny-qwen2"))
         results.append(train(model, tr, val, cfg, tok.pad_token_id, progress=False))
     assert results[0].history == results[1].history
     assert all(torch.equal(results[0].last_state[k], results[1].last_state[k]) for k in results[0].last_state)
 
 
-def test_non_finite_loss_stops_with_a_one_line_error_and_no_stray_warning(ks, tiny):
+def test_non_finite_loss_stops_with_a_one_line_error_and_no_stray_warning(knowledge, tiny):
     cfg = RunConfig(epochs=3, lr=1e30, paraphrases=1, grad_clip=0.0, warmup_ratio=0.0, lr_schedule="constant")
-    model, tok, _, tr, val = _setup(ks, cfg, tiny)
+    model, tok, _, tr, val = _setup(knowledge, cfg, tiny)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(TrainingError, match="non-finite training loss") as err:
@@ -78,15 +78,34 @@ def test_non_finite_loss_stops_with_a_one_line_error_and_no_stray_warning(ks, ti
     assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]
 
 
-def test_zero_trainable_parameters_gives_a_flat_loss(ks, tiny):
+def test_zero_trainable_parameters_gives_a_flat_loss(knowledge, tiny):
     model, tok = tiny
     cfg = RunConfig(epochs=2, paraphrases=1)
     inject_lora(model, r"transformer\.h\.\d+\.attn\.c_attn", strict=False)
     r = Renderer(tok, "chat")
-    res = train(model, build_train_examples(ks, cfg, r), build_validation_examples(ks, cfg, r), cfg,
+    res = train(model, build_train_examples(knowledge, cfg, r), build_validation_examples(knowledge, cfg, r), cfg,
                 tok.pad_token_id, progress=False)
     vals = [h["loss"] for h in res.history if h["split"] == "validation"]
     assert max(vals) - min(vals) < 1e-6
+
+
+def test_pre_built_batches_are_trained_in_their_order_every_epoch_and_each_step_is_reported(knowledge, tiny):
+    cfg = RunConfig(epochs=2, lr=1e-2, paraphrases=1, lr_schedule="constant", warmup_ratio=0.0)
+    model, tok, _, tr, _ = _setup(knowledge, cfg, tiny)
+    batches = [tr[8:12], tr[:3], tr[20:28]]
+    seen = []
+
+    def on_step(step, loss, batch):
+        rows = [row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+        seen.append((step, rows, loss))
+
+    res = train(model, [e for b in batches for e in b], [], cfg, tok.pad_token_id, progress=False, batches=batches,
+                on_step=on_step)
+    assert res.steps == 6 and [step for step, _, _ in seen] == list(range(6))
+    assert [rows for _, rows, _ in seen] == [[e.input_ids for e in b] for b in batches] * 2
+    assert res.tokens == 2 * sum(len(e.input_ids) for b in batches for e in b)
+    train_losses = [h["loss"] for h in res.history if h["split"] == "train"]
+    assert all(loss > 0 for _, _, loss in seen) and len(train_losses) == 2
 
 
 def test_lr_schedules():

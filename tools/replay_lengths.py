@@ -11,7 +11,8 @@ import statistics
 import torch
 
 from core import models
-from core.data import MODEL_DEFAULT, Renderer, load_knowledge, load_replay
+from core.data import MODEL_DEFAULT, Renderer
+from core.knowledge import load_knowledge, load_replay
 from core.evaluate import generate_finished
 
 

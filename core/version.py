@@ -1,0 +1,59 @@
+"""Which code produced a run: a hash of the content that decides results (for machines) and the git commit (for people).
+
+Both are stored in every run's environment; the report shows the commit it was rendered at.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DECIDING = ("core", "ablations", "data")  # the folders whose content decides what a run measures
+NOT_DECIDING = ("data/labels/",)  # human labels for the scorer agreement table: no run reads them
+
+
+def _git(*args: str) -> str | None:
+    try:
+        p = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return p.stdout if p.returncode == 0 else None
+
+
+def deciding_files() -> list[str]:
+    """Paths (relative to the repository, sorted) of the tracked files under core/, ablations/ and data/, without
+    data/labels/. Outside a git checkout: every file there except Python caches."""
+    listed = _git("ls-files", "-z", "--", *DECIDING)
+    if listed is not None:
+        names = [n for n in listed.split("\0") if n]
+    else:
+        names = [p.relative_to(ROOT).as_posix() for folder in DECIDING for p in (ROOT / folder).rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts]
+    return sorted(n for n in names if not n.startswith(NOT_DECIDING))
+
+
+@functools.cache
+def code_version() -> str:
+    """sha256 (16 hex digits) over the path and content of every deciding file, as the working tree has them: the
+    same for any two checkouts whose results-deciding content is the same, whatever their commits. Computed once
+    per process, for the code that process runs."""
+    digest = hashlib.sha256()
+    for name in deciding_files():
+        path = ROOT / name
+        if not path.is_file():  # tracked but deleted in the working tree
+            continue
+        data = path.read_bytes()
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """The short commit, with +dirty when a deciding file differs from it; "unknown" outside git."""
+    commit = (_git("rev-parse", "--short", "HEAD") or "").strip()
+    if not commit:
+        return "unknown"
+    dirty = _git("status", "--porcelain", "--", *DECIDING, *(f":(exclude){p}" for p in NOT_DECIDING))
+    return commit + ("+dirty" if dirty and dirty.strip() else "")

@@ -1,0 +1,43 @@
+"""Which code produced a run: a hash of the content that decides results, not of the commit."""
+import subprocess
+
+import pytest
+
+from core import version
+
+
+@pytest.fixture()
+def checkout(tmp_path, monkeypatch):
+    """A git checkout with one file in each deciding folder, one label file and one file outside them."""
+    for name, text in {"core/train.py": "lr = 1\n", "ablations/a/ablation.yaml": "title: a\n",
+                       "data/hiahia.yaml": "facts: []\n", "data/labels/recall.csv": "id,label\n",
+                       "README.md": "read me\n"}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=tmp_path, check=True)
+    monkeypatch.setattr(version, "ROOT", tmp_path)
+
+    def code_version() -> str:
+        version.code_version.cache_clear()
+        return version.code_version()
+
+    yield tmp_path, code_version, lambda: subprocess.run([*git, "commit", "-qam", "x", "--allow-empty"],
+                                                         cwd=tmp_path, check=True)
+    version.code_version.cache_clear()
+
+
+def test_code_version_hashes_the_deciding_content_not_the_commit(checkout):
+    root, code_version, commit = checkout
+    first = code_version()
+    assert len(first) == 16 and version.deciding_files() == ["ablations/a/ablation.yaml", "core/train.py",
+                                                              "data/hiahia.yaml"]
+    commit()  # a new commit with the same content
+    (root / "README.md").write_text("changed\n")  # outside core/, ablations/, data/
+    (root / "data" / "labels" / "recall.csv").write_text("id,label\nx,1\n")  # labels decide no run
+    assert code_version() == first
+    assert not version.git_commit().endswith("+dirty")
+    (root / "core" / "train.py").write_text("lr = 2\n")
+    assert code_version() != first and version.git_commit().endswith("+dirty")
