@@ -186,14 +186,14 @@ def metric_items(record: dict, metric: str) -> dict[str, float]:
     return metrics.item_values(record.get("samples") or [], metric, record["config"]["eval_prompt"])
 
 
-def item_matrix(records: dict[int, dict], metric: str, seeds: list[int], items: list[str] | None = None):
-    """(seeds x items) matrix of a metric's per-item values, on the items every listed run scored."""
+def item_matrix(records: dict[int, dict], metric: str, seeds: list[int], also: list[dict] = ()):
+    """(seeds x items) matrix of a metric's per-item values, on the items every listed run scored (and
+    every run of `also`, the other arm of a paired comparison, scored too)."""
     import numpy as np
 
     per_seed = {sd: metric_items(records[sd], metric) for sd in seeds}
-    if items is None:
-        common = set.intersection(*(set(v) for v in per_seed.values())) if per_seed else set()
-        items = sorted(common)
+    sets = [set(v) for v in per_seed.values()] + [set(metric_items(r, metric)) for r in also]
+    items = sorted(set.intersection(*sets)) if sets else []
     return np.array([[per_seed[sd][k] for k in items] for sd in seeds], dtype=float), items
 
 
@@ -232,8 +232,8 @@ def compare(control: list[dict], treatment: list[dict], metric: str, expected: s
            if r["config"]["seed"] in seeds):
         return dict(out, **undecided, reason=f"{metric} undefined for an arm")
     out["per_seed"] = {sd: [by_seed_c[sd]["metrics"][metric], by_seed_t[sd]["metrics"][metric]] for sd in seeds}
-    c, items = item_matrix(by_seed_c, metric, seeds)
-    t, _ = item_matrix(by_seed_t, metric, seeds, items)
+    c, items = item_matrix(by_seed_c, metric, seeds, [by_seed_t[sd] for sd in seeds])
+    t, _ = item_matrix(by_seed_t, metric, seeds, [by_seed_c[sd] for sd in seeds])
     if len(items) < 2:
         return dict(out, **undecided, reason="fewer than 2 paired items")
     iv = stats.effect_interval(t - c, level)

@@ -54,14 +54,14 @@ def statement(ab: Ablation, per_regime: dict) -> str:
                      if v in by_verdict)
 
 
-def validation_turns(rows: list[dict], records: dict) -> dict[str, list[dict]]:
+def validation_turns(rows: list[dict], records: dict[str, RunRecord]) -> dict[str, list[dict]]:
     """Per regime and seed, for runs that trained: the epoch of the lowest validation loss against the last
     epoch. Validation loss "turns up" (overfitting can show) when the minimum comes before the end."""
     out: dict[str, list[dict]] = {}
     seen = set()
     for r in rows:
         rec = records.get(r["key"])
-        history = (rec or {}).get("history") or []
+        history = rec.history if rec is not None else []
         val = [h for h in history if h["split"] == "validation"]
         training = (r["regime"], r["seed"], tuple(h["loss"] for h in val))  # arms differing only in selection
         if not val or training in seen:

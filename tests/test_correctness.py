@@ -166,7 +166,7 @@ def test_greedy_decode_equals_transformers_greedy_generate(knowledge, tiny):
     assert sum(len(c) < 20 for c in cut) >= 1
     assert greedy_decode(model, ids, mask, 20, {stop}) == cut
 
-def test_generation_ignores_the_models_shipped_generation_config(knowledge, tiny):
+
 def test_generation_ignores_the_models_shipped_generation_config(knowledge, tiny):
     model, tok = tiny
     r = Renderer(tok, "chat")

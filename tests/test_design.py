@@ -95,8 +95,11 @@ def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
     text = statement(ab, per_regime)
     assert text.startswith("reproduced under: varied_long; not reproduced under: baseline, overfit")
 
+    from core.record import RunRecord
+
     def rec(losses):
-        return {"history": [{"epoch": i, "split": "validation", "loss": v} for i, v in enumerate(losses)]}
+        return RunRecord(config={}, status="ok",
+                         history=[{"epoch": i, "split": "validation", "loss": v} for i, v in enumerate(losses)])
 
     rows = [{"regime": "baseline", "seed": 0, "arm": a, "key": f"b{a}"} for a in ("best", "last")]
     rows += [{"regime": "varied_long", "seed": 0, "arm": "best", "key": "v"}]
