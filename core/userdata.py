@@ -170,7 +170,7 @@ def user_replay(ks: KnowledgeSet) -> ReplaySet:
 def split_summary(uk: UserKnowledge) -> str:
     facts = uk.ks.facts
     counts = {s: sum(len(getattr(f, s)) for f in facts) for s in ("train", "validation", "test")}
-    text = (f"{len(facts)} facts; {counts['train']} training, {counts['validation']} validation and "
+    text = (f"{len(facts)} fact{'s' if len(facts) != 1 else ''}; {counts['train']} training, {counts['validation']} validation and "
             f"{counts['test']} test questions")
     if uk.carved:
         text += (f"; the validation and test questions of {len(uk.carved)} fact(s) were carved from their questions "
