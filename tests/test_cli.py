@@ -261,7 +261,8 @@ def test_plain_format_stream_stops_before_an_invented_next_question(tiny):
 def test_killed_train_leaves_no_folder_and_stale_temps_are_cleaned(tmp_path, monkeypatch, capsys):
     from core import inject
 
-    write_template(tmp_path / "f.yaml")
+    probes = [{"id": "capital_france", "question": "What is the capital of France?", "keywords": [["paris"]]}]
+    _write(tmp_path / "f.yaml", {"name": "Ada Quill", "facts": [_fact(0)], "retention_probes": probes})
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".out.tmp-{dead.stdout.strip()}_{__import__('socket').gethostname()}_x"
     stale.mkdir()
