@@ -138,6 +138,9 @@ def load_user_knowledge(path: str | Path, seed: int = 0, warn=None) -> UserKnowl
     """A user's knowledge file: `name` and `facts` (answer, keywords, >= 1 question each) are required;
     held-out questions are carved when absent (seeded), other sections fall back to the package defaults.
     warn(message) receives what the user should know (few facts, few questions, near-duplicates)."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file not found. Fix: check the path, or write a template to fill in with "
+                        f"`hiahia init {path}`")
     warnings: list[str] = []
 
     def note(message: str) -> None:

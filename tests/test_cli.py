@@ -120,6 +120,8 @@ def test_bad_knowledge_file_is_one_line_and_exit_2_before_anything_is_written(tm
 
 
 def test_existing_folder_and_bad_recipe_values_are_refused(tmp_path, error_line):
+    assert main(["train", "--data", str(tmp_path / "f.yaml"), "--out", str(tmp_path / "new")]) == 2
+    assert "hiahia init" in error_line()
     write_template(tmp_path / "f.yaml")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
