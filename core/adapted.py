@@ -13,7 +13,7 @@ import torch
 
 from . import models
 from .data import MODEL_DEFAULT, Renderer
-from .evaluate import generate, greedy_config
+from .evaluate import generate
 from .inject import META, CommandError, check_out, clean_stale, install, temp_beside
 from .lora import load_peft, lora_modules, merge_all
 
@@ -88,30 +88,55 @@ def ask(folder: str | Path, questions: list[str], compare: bool = False, system:
 
 # ---- chat --------------------------------------------------------------------------------------
 
-def _streamer(tok, out, cut: str | None):
-    """A transformers streamer that writes the reply to `out` as it is decoded, holding back a tail that
-    could be the start of `cut` (plain format: the invented next "Question:" line) and stopping there."""
-    from transformers import TextStreamer
+class Stream:
+    """Writes a reply to `out` as its tokens arrive: the decoded text so far, less what was written, less a
+    tail that could still be an incomplete character or the start of `cut` (plain format: an invented next
+    "Question:" line, where the reply ends)."""
 
-    class Streamer(TextStreamer):
-        def __init__(self):
-            super().__init__(tok, skip_prompt=True, skip_special_tokens=True)
-            self.pending, self.stopped = "", False
+    def __init__(self, tok, out, cut: str | None = None):
+        self.tok, self.out, self.cut, self.written, self.text = tok, out, cut, 0, ""
 
-        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-            if self.stopped:
-                return
-            self.pending += text
-            if cut and cut in self.pending:
-                self.pending, self.stopped = self.pending.split(cut, 1)[0], True
-            hold = 0 if (stream_end or self.stopped or not cut) else len(cut)
-            ready = len(self.pending) - hold
-            if ready > 0:
-                out.write(self.pending[:ready])
-                out.flush()
-                self.pending = self.pending[ready:]
+    def update(self, new_ids: list[int]) -> bool:
+        """Write what is ready; True when the reply has reached `cut` and generation should stop."""
+        self.text = self.tok.decode(new_ids, skip_special_tokens=True)
+        if self.cut and self.cut in self.text:
+            self.text = self.text.split(self.cut, 1)[0]
+            self._write(len(self.text))
+            return True
+        ready = len(self.text.rstrip("\ufffd")) if self.text.endswith("\ufffd") else len(self.text)
+        self._write(ready - (len(self.cut) if self.cut else 0))
+        return False
 
-    return Streamer()
+    def end(self) -> None:
+        self._write(len(self.text))
+
+    def _write(self, upto: int) -> None:
+        if upto > self.written:
+            self.out.write(self.text[self.written:upto])
+            self.out.flush()
+            self.written = upto
+
+
+@torch.no_grad()
+def stream_greedy(model, ids: list[int], max_new_tokens: int, stop: set[int], stream: Stream) -> list[int]:
+    """Greedy decoding one token at a time with a KV cache (plain argmax, whatever generation_config the
+    model ships), each token passed to the stream; returns the reply's token ids."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    device = next(model.parameters()).device
+    inputs = torch.tensor([ids], device=device)
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(model(input_ids=inputs, cache=cache, use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
+        if token in stop:
+            break
+        new.append(token)
+        if stream.update(new):
+            break
+        inputs = torch.tensor([[token]], device=device)
+    stream.end()
+    return new
 
 
 def render_conversation(renderer: Renderer, system: str | None, turns: list[tuple[str, str]], question: str
@@ -141,10 +166,8 @@ def chat_loop(adapted: Adapted, input=None, output=None, system: str | None = No
     model, renderer = adapted.model, adapted.renderer
     merge_all(model)  # one merged forward per token: the adapter costs nothing while chatting
     model.eval()
-    stop = renderer.stop_ids()
-    pad = renderer.tok.pad_token_id if renderer.tok.pad_token_id is not None else stop[0]
+    stop = set(renderer.stop_ids())
     limit = max(16, (getattr(model.config, "max_position_embeddings", None) or 2048) - max_new_tokens)
-    device = next(model.parameters()).device
     turns: list[tuple[str, str]] = []
     output.write(f"chat with {adapted.meta['data']['name']} facts on {adapted.meta['model']} ({CHAT_HELP})\n")
     while True:
@@ -174,13 +197,9 @@ def chat_loop(adapted: Adapted, input=None, output=None, system: str | None = No
         while len(ids) > limit and turns:  # keep the newest turns that fit the context window
             turns = turns[1:]
             ids = render_conversation(renderer, system, turns, text)
-        cut = renderer.NEXT_TURN if renderer.fmt == "plain" else None
-        streamer = _streamer(renderer.tok, output, cut)
-        new = model.generate(input_ids=torch.tensor([ids], device=device),
-                             attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
-                             generation_config=greedy_config(max_new_tokens, stop, pad), streamer=streamer)
-        reply_ids = [t for t in new[0, len(ids):].tolist() if t not in stop]
-        reply = renderer.cut_at_next_turn(renderer.tok.decode(reply_ids, skip_special_tokens=True))[0].strip()
+        stream = Stream(renderer.tok, output, renderer.NEXT_TURN if renderer.fmt == "plain" else None)
+        stream_greedy(model, ids, max_new_tokens, stop, stream)
+        reply = stream.text.strip()
         output.write("\n")
         turns.append((text, reply))
 

@@ -234,6 +234,10 @@ def test_chat_streams_replies_and_obeys_reset_system_and_quit(trained, monkeypat
     handled = ["(system prompt: You are terse.)", "(conversation cleared)", "(unknown command /nonsense"]
     assert [out.index(h) for h in handled] == sorted(out.index(h) for h in handled)
     assert out.startswith("chat with Ada Quill facts") and "never read" not in out
+    from core.adapted import ask
+
+    first = ask(trained["out"], ["Hello there"], max_new_tokens=5)[0]["answer"]
+    assert f"> {first}" in out  # the streamed reply is the greedy answer `ask` gives
 
 
 def test_chat_conversation_rendering_keeps_turns_and_system_prompt(tiny):
@@ -248,16 +252,24 @@ def test_chat_conversation_rendering_keeps_turns_and_system_prompt(tiny):
     assert plain == "Question: Hi?\nAnswer: Hello.\n\nQuestion: Who?\nAnswer:"
 
 
-def test_plain_format_stream_stops_before_an_invented_next_question(tiny):
-    from core.adapted import _streamer
+def test_stream_writes_whole_characters_and_stops_before_an_invented_next_question(tiny):
+    from core.adapted import Stream
 
     _, tok = tiny
     out = io.StringIO()
-    streamer = _streamer(tok, out, "\nQuestion:")
-    for piece in ("Paris is the ", "capital.\nQues", "tion: and more"):
-        streamer.on_finalized_text(piece)
-    streamer.on_finalized_text("", stream_end=True)
-    assert out.getvalue() == "Paris is the capital."
+    stream = Stream(tok, out, "\nQuestion:")
+    ids = tok("Paris is the capital.\nQuestion: and more", add_special_tokens=False)["input_ids"]
+    stops = [stream.update(ids[:k]) for k in range(1, len(ids) + 1)]
+    stream.end()
+    assert out.getvalue() == stream.text == "Paris is the capital." and stops[-1] and stops.index(True) < len(ids)
+    chat_out = io.StringIO()
+    chat = Stream(tok, chat_out)
+    cjk = tok("北京市", add_special_tokens=False)["input_ids"]  # byte-level pieces of multi-byte characters
+    for k in range(1, len(cjk) + 1):
+        chat.update(cjk[:k])
+        assert "\ufffd" not in chat_out.getvalue()
+    chat.end()
+    assert chat_out.getvalue() == "北京市"
 
 
 def test_killed_train_leaves_no_folder_and_stale_temps_are_cleaned(tmp_path, monkeypatch, capsys):
