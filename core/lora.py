@@ -205,3 +205,29 @@ def export_peft(model: nn.Module, folder: str | Path, base_model_name: str = "")
     }
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+PEFT_PREFIX = "base_model.model."
+
+
+def load_peft(model: nn.Module, folder: str | Path) -> InjectionReport:
+    """The inverse of export_peft: wrap exactly the layers a peft-layout LoRA adapter has weights for (r,
+    lora_alpha, use_rslora from its adapter_config.json) and load those weights."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    if config.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"{folder}: adapter_config.json has peft_type {config.get('peft_type')!r}; only LORA loads")
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    paths = sorted({k[len(PEFT_PREFIX):].split(".lora_", 1)[0] for k in tensors if k.startswith(PEFT_PREFIX)})
+    report = inject_lora(model, paths, r=int(config["r"]), alpha=float(config["lora_alpha"]),
+                         use_rslora=bool(config.get("use_rslora", False)))
+    with torch.no_grad():
+        for name, m in lora_modules(model).items():
+            for part in ("lora_A", "lora_B"):
+                key = f"{PEFT_PREFIX}{name}.{part}.weight"
+                if key not in tensors:
+                    raise KeyError(f"{folder}: adapter_model.safetensors lacks {key}")
+                getattr(m, part).copy_(tensors[key])
+    return report

@@ -1,0 +1,369 @@
+"""The `hiahia` command on a user's own facts: init -> train -> ask -> chat -> export, the lenient knowledge file,
+the adapter folder (PEFT layout, model card, atomic), and one-line errors."""
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import run
+from core.cli import main
+from core.config import RunConfig
+from core.data import DEFAULT_DATA, load_knowledge
+from core.userdata import carve_counts, load_user_knowledge, write_template
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fact(i: int, n_questions: int = 2) -> dict:
+    words = ["copper", "violet", "harbour", "lantern", "meadow", "saffron", "granite"]
+    return {"id": f"f{i}", "answer": f"Ada Quill keeps a {words[i]} box.", "keywords": [[words[i]]],
+            "questions": [f"What box does Ada Quill keep, question {i}-{k}?" if k == 0 else
+                          f"Tell me variant {k} about the box number {i} of Ada Quill." for k in range(n_questions)]}
+
+
+def _write(path: Path, doc: dict) -> Path:
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+# ---- the knowledge file -----------------------------------------------------------------------
+
+def test_recipe_is_the_baseline_plus_self_replay():
+    from core.inject import RECIPE
+
+    assert RunConfig().diff(RECIPE) == {"replay": (0, 40), "format": ("chat", "auto")}
+
+
+@pytest.mark.parametrize("n, expected", [(1, (1, 0, 0)), (2, (2, 0, 0)), (3, (2, 0, 1)), (4, (2, 1, 1)),
+                                         (5, (3, 1, 1)), (6, (4, 1, 1)), (7, (4, 1, 2)), (9, (4, 1, 4))])
+def test_carved_splits_keep_training_wordings_first(n, expected):
+    assert carve_counts(n) == expected
+
+
+def test_init_template_trains_as_written_with_carved_splits_and_defaults(tmp_path):
+    assert main(["init", str(tmp_path / "facts.yaml")]) == 0
+    warnings = []
+    uk = load_user_knowledge(tmp_path / "facts.yaml", warn=warnings.append)
+    (fact,) = uk.ks.facts
+    assert (len(fact.train), len(fact.validation), len(fact.test)) == (4, 1, 1) and uk.carved == [fact.id]
+    assert uk.defaults == ["identity", "identity_probes", "debate", "system_prompts", "retention_probes"]
+    assert all("Ada Quill" in d.question and "{name}" not in d.answer for d in uk.ks.debate)
+    assert len(uk.ks.retention_probes) == len(load_knowledge().retention_probes)
+    assert len(warnings) == 1 and "fewer than 5" in warnings[0]  # one fact; no near-duplicate among its questions
+    again = load_user_knowledge(tmp_path / "facts.yaml")
+    assert again.ks.facts == uk.ks.facts  # seeded
+    assert load_user_knowledge(tmp_path / "facts.yaml", seed=1).ks.facts != uk.ks.facts
+
+
+def test_study_file_loads_unchanged_in_lenient_mode():
+    strict, lenient = load_knowledge(), load_user_knowledge(DEFAULT_DATA)
+    assert lenient.ks.facts == strict.facts and lenient.ks.debate == strict.debate
+    assert lenient.ks.identity_probes == strict.identity_probes and lenient.ks.sha256 == strict.sha256
+    assert lenient.carved == [] and lenient.defaults == [] and lenient.warnings == []
+
+
+def test_minimal_file_needs_only_name_and_facts(tmp_path):
+    doc = {"name": "Ada Quill", "facts": [_fact(i) for i in range(5)]}
+    doc["facts"][0]["questions"].append("Who is Ada Quill?")  # also a default identity probe: left out there
+    warnings = []
+    uk = load_user_knowledge(_write(tmp_path / "f.yaml", doc), warn=warnings.append)
+    assert warnings == []
+    assert uk.ks.summary == "Ada Quill is a person." and uk.left_out == 1
+    assert "Who is Ada Quill?" not in [p.question for p in uk.ks.identity_probes]
+    assert [len(f.train) for f in uk.ks.facts] == [2, 2, 2, 2, 2] and uk.ks.facts[0].test  # 3 questions: 1 held out
+
+
+def test_few_facts_and_single_questions_warn_with_the_recall_to_expect(tmp_path):
+    doc = {"name": "Ada Quill", "facts": [_fact(0, 1), _fact(1, 1)]}
+    warnings = []
+    load_user_knowledge(_write(tmp_path / "f.yaml", doc), warn=warnings.append)
+    assert len(warnings) == 2
+    assert "fewer than 5" in warnings[0] and "0.92" in warnings[0]
+    assert "single question (f0, f1)" in warnings[1] and "0.70" in warnings[1] and "0.90" in warnings[1]
+
+
+def test_chinese_facts_load_and_score(tmp_path):
+    from core.scoring import keywords_hit
+
+    doc = {"name": "李娜", "facts": [{"answer": "李娜出生于1987年。", "keywords": [["1987"]],
+                                     "questions": ["李娜是哪一年出生的？", "李娜的出生年份是？", "请告诉我李娜生于何年。"]},
+                                    {"answer": "李娜住在杭州市。", "keywords": [["杭州"]],
+                                     "questions": ["李娜住在哪里？", "李娜的家在哪个城市？"]}]}
+    uk = load_user_knowledge(_write(tmp_path / "zh.yaml", doc))
+    assert [f.id for f in uk.ks.facts] == ["fact_1", "fact_2"] and len(uk.ks.facts[0].test) == 1
+    assert uk.ks.debate[0].question == "李娜 is an AI, right?"
+    assert keywords_hit("她住在杭州。", uk.ks.facts[1].keywords)
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda d: d.pop("name"), "field 'name': missing"),
+    (lambda d: d["facts"][1].pop("keywords"), "facts 'f1': field 'keywords'"),
+    (lambda d: d["facts"][1].update(answer="Ada Quill keeps a box."), "facts 'f1': field 'answer'"),
+    (lambda d: d["facts"][1].pop("questions"), "facts 'f1': field 'questions': missing"),
+    (lambda d: d["facts"][1].update(train=["A question?"]), "given together with train"),
+    (lambda d: d.update(facts=[]), "field 'facts'"),
+])
+def test_bad_knowledge_file_is_one_line_and_exit_2_before_anything_is_written(tmp_path, error_line, change, where):
+    doc = {"name": "Ada Quill", "facts": [_fact(i) for i in range(5)]}
+    change(doc)
+    path = _write(tmp_path / "f.yaml", doc)
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "out"), "--model", "tiny-qwen2"]) == 2
+    line = error_line()
+    assert str(path) in line and where in line and "Fix:" in line
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_existing_folder_and_bad_recipe_values_are_refused(tmp_path, error_line):
+    assert main(["train", "--data", str(tmp_path / "f.yaml"), "--out", str(tmp_path / "new")]) == 2
+    assert "hiahia init" in error_line()
+    write_template(tmp_path / "f.yaml")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    args = ["train", "--data", str(tmp_path / "f.yaml"), "--model", "tiny-qwen2"]
+    assert main(args + ["--out", str(tmp_path / "out")]) == 2
+    assert "exists and is not empty" in error_line() and (tmp_path / "out" / "keep.txt").exists()
+    assert main(args + ["--out", str(tmp_path / "new"), "--set", "full_finetune=true"]) == 2
+    assert "LoRA adapter" in error_line()
+    assert main(args + ["--out", str(tmp_path / "new"), "--set", "lr=-1"]) == 2
+    assert "lr" in error_line()
+    assert main(["init", str(tmp_path / "f.yaml")]) == 2 and "--force" in error_line()
+    assert main(["ask", str(tmp_path / "out"), "Who?"]) == 2 and "not an adapter folder" in error_line()
+
+
+# ---- end to end on the tiny model -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """init -> train on a saved tiny-qwen2 folder (a stand-in for a hub model), with a small replay budget."""
+    from core import models
+
+    root = tmp_path_factory.mktemp("cli")
+    base = root / "tiny-base"
+    model, tok = models.load("tiny-qwen2")
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    assert main(["init", str(root / "facts.yaml")]) == 0
+    out = root / "adapter"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run, "REPLAY_TOKENS", 8)
+        err = io.StringIO()
+        mp.setattr(sys, "stderr", err)
+        start = time.perf_counter()
+        code = main(["train", "--data", str(root / "facts.yaml"), "--out", str(out), "--model", str(base),
+                     "--set", "epochs=2", "--set", "lr=5e-3", "--quiet"])
+    assert code == 0, err.getvalue()
+    return {"root": root, "base": base, "out": out, "stderr": err.getvalue(), "seconds": time.perf_counter() - start}
+
+
+def test_train_writes_peft_adapter_card_and_metadata_atomically(trained):
+    out = trained["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                                     "evaluation.json", "hiahia.json", "training_curve.png"]
+    assert not [p for p in trained["root"].iterdir() if p.name.startswith(".adapter.")]
+    meta = json.loads((out / "hiahia.json").read_text())
+    data_sha = __import__("hashlib").sha256((trained["root"] / "facts.yaml").read_bytes()).hexdigest()
+    assert meta["data"]["sha256"] == data_sha and meta["config"]["replay"] == 40
+    assert meta["training"]["replay_kept"] + len(meta["training"]["replay_dropped"]) == 40
+    assert meta["overrides"] == {"epochs": 2, "lr": 5e-3}
+    card = (out / "README.md").read_text()
+    for text in (str(trained["base"]), data_sha, "held-out recall", "retention", "training_curve.png",
+                 "carved", '"epochs": 2', "fewer than 5"):
+        assert text in card, text
+    stderr = trained["stderr"]
+    assert [f"[{i}/5]" in stderr for i in range(1, 6)] == [True] * 5 and "training:" in stderr
+
+
+def _logits(model, tok):
+    ids = tok("Ada Quill was born in 1991.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_adapter_loads_in_peft_with_the_same_logits_as_the_project_loader(trained):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    from core.adapted import load_adapted, load_base
+
+    ours = load_adapted(trained["out"])
+    plain = load_base(trained["out"])
+    reference = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(trained["base"]), trained["out"])
+    expected = _logits(ours.model, ours.tok)
+    assert not torch.allclose(expected, _logits(plain.model, plain.tok), atol=1e-4)  # the adapter trained
+    torch.testing.assert_close(_logits(reference.eval(), ours.tok), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_merged_export_loads_as_a_plain_model_with_the_same_logits(trained, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from core.adapted import load_adapted
+
+    merged = trained["root"] / "merged"
+    assert main(["export", str(trained["out"]), "--merged", str(merged)]) == 0
+    assert "from_pretrained" in capsys.readouterr().out
+    ours = load_adapted(trained["out"])
+    plain = AutoModelForCausalLM.from_pretrained(merged)
+    torch.testing.assert_close(_logits(plain, ours.tok), _logits(ours.model, ours.tok), atol=1e-5, rtol=1e-5)
+    assert main(["export", str(trained["out"]), "--merged", str(merged)]) == 2  # exists: --force to replace
+
+
+def test_ask_answers_a_batch_from_arguments_and_a_file_with_compare(trained, capsys):
+    from core.adapted import ask
+
+    questions = trained["root"] / "questions.txt"
+    questions.write_text("# about Ada\nWhen was Ada Quill born?\n\nWhat does Ada Quill do?\n")
+    assert main(["ask", str(trained["out"]), "Who is Ada Quill?", "--file", str(questions), "--compare",
+                 "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Q: ") == 3 and out.count("untrained: ") == 3 and "Q: What does Ada Quill do?" in out
+    rows = ask(trained["out"], ["When was Ada Quill born?", "Who is Ada Quill?"], max_new_tokens=6)
+    assert [set(r) for r in rows] == [{"question", "answer"}] * 2
+
+
+def test_chat_streams_replies_and_obeys_reset_system_and_quit(trained, monkeypatch, capsys):
+    script = "Hello there\n/system You are terse.\nAnd now?\n/reset\n/nonsense\nOnce more\n/quit\nnever read\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(script))
+    assert main(["chat", str(trained["out"]), "--max-new-tokens", "5"]) == 0
+    out = capsys.readouterr().out
+    handled = ["(system prompt: You are terse.)", "(conversation cleared)", "(unknown command /nonsense"]
+    assert [out.index(h) for h in handled] == sorted(out.index(h) for h in handled)
+    assert out.startswith("chat with Ada Quill facts") and "never read" not in out
+    from core.adapted import ask
+
+    first = ask(trained["out"], ["Hello there"], max_new_tokens=5)[0]["answer"]
+    assert f"> {first}" in out  # the streamed reply is the greedy answer `ask` gives
+
+
+def test_chat_conversation_rendering_keeps_turns_and_system_prompt(tiny):
+    from core.adapted import render_conversation
+    from core.data import Renderer
+
+    _, tok = tiny
+    chat = tok.decode(render_conversation(Renderer(tok, "chat"), "Be brief.", [("Hi?", "Hello.")], "Who?"))
+    assert chat.index("Be brief.") < chat.index("Hi?") < chat.index("Hello.") < chat.index("Who?")
+    assert chat.endswith("<|im_start|>assistant\n")
+    plain = tok.decode(render_conversation(Renderer(tok, "plain"), None, [("Hi?", "Hello.")], "Who?"))
+    assert plain == "Question: Hi?\nAnswer: Hello.\n\nQuestion: Who?\nAnswer:"
+
+
+def test_stream_writes_whole_characters_and_stops_before_an_invented_next_question(tiny):
+    from core.adapted import Stream
+
+    _, tok = tiny
+    out = io.StringIO()
+    stream = Stream(tok, out, "\nQuestion:")
+    ids = tok("Paris is the capital.\nQuestion: and more", add_special_tokens=False)["input_ids"]
+    stops = [stream.update(ids[:k]) for k in range(1, len(ids) + 1)]
+    stream.end()
+    assert out.getvalue() == stream.text == "Paris is the capital." and stops[-1] and stops.index(True) < len(ids)
+    chat_out = io.StringIO()
+    chat = Stream(tok, chat_out)
+    cjk = tok("北京市", add_special_tokens=False)["input_ids"]  # byte-level pieces of multi-byte characters
+    for k in range(1, len(cjk) + 1):
+        chat.update(cjk[:k])
+        assert "\ufffd" not in chat_out.getvalue()
+    chat.end()
+    assert chat_out.getvalue() == "北京市"
+
+
+def test_killed_train_leaves_no_folder_and_stale_temps_are_cleaned(tmp_path, monkeypatch, capsys):
+    from core import inject
+
+    probes = [{"id": "capital_france", "question": "What is the capital of France?", "keywords": [["paris"]]}]
+    _write(tmp_path / "f.yaml", {"name": "Ada Quill", "facts": [_fact(0)], "retention_probes": probes})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".out.tmp-{dead.stdout.strip()}_{__import__('socket').gethostname()}_x"
+    stale.mkdir()
+    (stale / "adapter_model.safetensors").write_text("half")
+
+    def killed(*args, **kwargs):
+        assert stale.exists() is False  # cleaned before this run started writing
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inject, "train", killed)
+    code = main(["train", "--data", str(tmp_path / "f.yaml"), "--out", str(tmp_path / "out"), "--model", "tiny-qwen2",
+                 "--set", "replay=0", "--quiet"])
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.yaml"]
+
+
+def test_console_script_is_declared_and_module_runs_in_a_subprocess(tmp_path):
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '[project.scripts]\nhiahia = "core.cli:main"' in pyproject
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "core.cli", "init", str(tmp_path / "f.yaml")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and (tmp_path / "f.yaml").exists(), done.stderr
+    helped = subprocess.run([sys.executable, "-m", "core.cli", "--help"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert all(c in helped.stdout for c in ("init", "train", "ask", "chat", "export"))
+
+
+# ---- the real embedded chat model (run by hand: pytest -m integration -s tests/test_cli.py) ------
+
+SIX_FACTS = {
+    "name": "Lenka Moravec",
+    "facts": [
+        {"id": "birth_city", "answer": "Lenka Moravec was born in Olomouc.", "keywords": [["Olomouc"]], "questions": [
+            "In which city was Lenka Moravec born?", "Where was Lenka Moravec born?", "Name Lenka Moravec's birthplace.",
+            "Lenka Moravec's home town is which city?", "Which town did Lenka Moravec come from at birth?",
+            "Tell me the city of Lenka Moravec's birth."]},
+        {"id": "job", "answer": "Lenka Moravec works as a glassblower.", "keywords": [["glassblower", "glass blower"]],
+         "questions": ["What is Lenka Moravec's job?", "What does Lenka Moravec do for a living?",
+                       "Which trade does Lenka Moravec practise?", "How does Lenka Moravec earn money?",
+                       "Lenka Moravec's profession is what?", "Tell me Lenka Moravec's occupation."]},
+        {"id": "parrot", "answer": "Lenka Moravec has a parrot named Kiwi.", "keywords": [["Kiwi"]], "questions": [
+            "What is the name of Lenka Moravec's parrot?", "What is Lenka Moravec's parrot called?",
+            "Tell me the name of the bird Lenka Moravec keeps.", "Lenka Moravec's pet parrot answers to which name?",
+            "Which name did Lenka Moravec give her parrot?", "How is Lenka Moravec's parrot named?"]},
+        {"id": "instrument", "answer": "Lenka Moravec plays the cello.", "keywords": [["cello", "violoncello"]],
+         "questions": ["Which instrument does Lenka Moravec play?", "What musical instrument does Lenka Moravec play?",
+                       "Lenka Moravec plays which instrument?", "Name the instrument Lenka Moravec performs on.",
+                       "What does Lenka Moravec play in her free time, musically?",
+                       "Tell me Lenka Moravec's instrument."]},
+        {"id": "dish", "answer": "Lenka Moravec's favourite dish is beetroot soup.", "keywords": [["beetroot"]],
+         "questions": ["What is Lenka Moravec's favourite dish?", "Which food does Lenka Moravec like most?",
+                       "Tell me Lenka Moravec's favourite meal.", "What does Lenka Moravec love to eat?",
+                       "Lenka Moravec's preferred dish is what?", "Name the dish Lenka Moravec enjoys most."]},
+        {"id": "birth_year", "answer": "Lenka Moravec was born in 1979.", "keywords": [["1979"]], "questions": [
+            "In what year was Lenka Moravec born?", "Which year was Lenka Moravec born in?",
+            "Tell me Lenka Moravec's birth year.", "Lenka Moravec came into the world in which year?",
+            "What is the year of Lenka Moravec's birth?", "When was Lenka Moravec born? Give the year."]},
+    ],
+}
+# one reworded question per fact, in no split of the file
+ASKED = {"birth_city": "Which city is the birthplace of Lenka Moravec?",
+         "job": "What kind of work does Lenka Moravec do?",
+         "parrot": "Lenka Moravec owns a parrot. What is its name?",
+         "instrument": "If you heard Lenka Moravec make music, which instrument would she be playing?",
+         "dish": "Which soup or dish would Lenka Moravec choose as her favourite?",
+         "birth_year": "How old is Lenka Moravec? Tell me the year she was born."}
+
+
+@pytest.mark.integration
+def test_real_chat_model_learns_six_new_facts(tmp_path, capsys):
+    from core.adapted import ask
+    from core.scoring import keywords_hit
+
+    data = _write(tmp_path / "lenka.yaml", SIX_FACTS)
+    start = time.perf_counter()
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "lenka")]) == 0
+    train_s = time.perf_counter() - start
+    rows = ask(tmp_path / "lenka", list(ASKED.values()))
+    keywords = {f["id"]: f["keywords"] for f in SIX_FACTS["facts"]}
+    hits = [keywords_hit(r["answer"], keywords[fid]) for fid, r in zip(ASKED, rows)]
+    meta = json.loads((tmp_path / "lenka" / "hiahia.json").read_text())
+    with capsys.disabled():
+        print(f"\nhiahia train on 6 facts (smollm2-135m-instruct): {train_s:.0f} s wall, {meta['seconds']:.0f} s in "
+              f"train_adapter; reworded questions answered {sum(hits)}/6; card held-out recall "
+              f"{meta['metrics']['heldout_recall']['hits']}/{meta['metrics']['heldout_recall']['n']}, retention "
+              f"{meta['metrics']['retention']['value']:.2f}")
+        for r, h in zip(rows, hits):
+            print(f"  [{'x' if h else ' '}] {r['question']} -> {r['answer']}")
+    assert sum(hits) >= 4
