@@ -9,9 +9,9 @@ import argparse
 import logging
 import sys
 
-from . import models
+from . import model_cache, models
 from .config import parse_overrides
-from .data import DataError
+from .knowledge import DataError
 from .lora import InjectionError
 from .train import TrainingError
 
@@ -30,7 +30,7 @@ exit status:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
-    p.add_argument("--cache-dir", help=f"model cache (default ${models.CACHE_ENV} or ~/.cache/hiahia-lora)")
+    p.add_argument("--cache-dir", help=f"model cache (default ${model_cache.CACHE_ENV} or ~/.cache/hiahia-lora)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--merged", required=True, metavar="OUT", help="folder to write (must be new or empty)")
     s.add_argument("--force", action="store_true", help="replace an existing non-empty OUT")
-    s.add_argument("--cache-dir", help=f"model cache (default ${models.CACHE_ENV} or ~/.cache/hiahia-lora)")
+    s.add_argument("--cache-dir", help=f"model cache (default ${model_cache.CACHE_ENV} or ~/.cache/hiahia-lora)")
     return p
 
 

@@ -211,7 +211,8 @@ def train_adapter(data: str | Path, out: str | Path, overrides: dict, force: boo
         meta = {
             "format_version": FORMAT_VERSION, "created": datetime.datetime.now().isoformat(timespec="seconds"),
             "model": str(Path(cfg.model).resolve()) if Path(cfg.model).is_dir() else cfg.model,
-            "base_model_path": base_path, "model_identity": models.identity(cfg.model), "format": fmt, "precision": precision.tag,
+            "base_model_path": base_path, "model_identity": models.weights_fingerprint(cfg.model), "format": fmt,
+            "precision": precision.tag,
             "data": {"path": str(Path(data).resolve()), "name": ks.name, "sha256": ks.sha256,
                      "splits": split_summary(uk), "carved": uk.carved, "defaults": uk.defaults,
                      "defaults_left_out": uk.left_out, "warnings": uk.warnings},

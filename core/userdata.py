@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .data import DEFAULT_DATA, DataError, KnowledgeSet, ReplaySet, _questions, load_knowledge, load_replay
+from .knowledge import DEFAULT_DATA, DataError, KnowledgeSet, ReplaySet, _questions, load_knowledge, load_replay
 from .scoring import normalise
 
 DEFAULTS = DEFAULT_DATA.parent / "defaults.yaml"  # the person-specific sections, written with {name}

@@ -14,7 +14,7 @@ import torch
 from core import run
 from core.cli import main
 from core.config import RunConfig
-from core.data import DEFAULT_DATA, load_knowledge
+from core.knowledge import DEFAULT_DATA, load_knowledge
 from core.userdata import carve_counts, load_user_knowledge, write_template
 
 ROOT = Path(__file__).resolve().parent.parent
