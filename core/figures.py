@@ -207,3 +207,37 @@ def regime_figures(ab: dict, regime: str, rows: list[dict], runs: dict, stats: d
     else:
         figs["metrics"] = metric_figure(ab, stats, metrics, fig_dir / f"{stem}--metrics.png")
     return figs
+
+
+def frontier_figure(rows: list[dict], runs: dict, path: Path) -> str | None:
+    """Every finished trained run on held-out recall against retention, coloured by ablation: how close any
+    recipe comes to the corner the brief asks for (retention >= 0.9 at recall >= 0.9)."""
+    points = {}
+    for r in rows:
+        rec = runs.get(r["key"])
+        if not _finished(rec) or not rec.config.get("epochs"):
+            continue
+        m = rec.metrics
+        if m.get("heldout_recall") is not None and m.get("retention") is not None:
+            points[r["key"]] = (m["heldout_recall"], m["retention"], r["ablation"])
+    if not points:
+        return None
+    ablations = sorted({a for _, _, a in points.values()})
+    palette = dict(zip(ablations, sns.color_palette("tab20", len(ablations))))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.axvspan(0.9, 1.02, ymin=(0.9 + 0.02) / 1.04, color="#2ca02c", alpha=0.12, label="goal: both >= 0.9")
+    for name in ablations:
+        xs = [x for x, _, a in points.values() if a == name]
+        ys = [y for _, y, a in points.values() if a == name]
+        ax.scatter(xs, ys, s=28, color=palette[name], label=name, alpha=0.85, edgecolor="white", linewidth=0.5)
+    pareto, best = [], -1.0
+    for x, y, _ in sorted(points.values(), key=lambda p: (-p[0], -p[1])):
+        if y > best:
+            pareto.append((x, y))
+            best = y
+    ax.plot([p[0] for p in pareto], [p[1] for p in pareto], color="black", linewidth=1, linestyle="--",
+            label="frontier")
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="heldout_recall", ylabel="retention",
+           title="Every trained run: recall against retention")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _save(fig, path)

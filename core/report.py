@@ -366,12 +366,16 @@ def render(results_dir: Path = RESULTS, out_dir: Path = REPORT) -> Path:
         figures.close_all()
     summary = [summary_row(ab, [r for r in rows if r["ablation"] == name], runs, verdicts.get(name) or {})
                for name, ab in metas.items()]
+    try:
+        frontier = figures.frontier_figure(rows, runs, fig_dir / "frontier.png")
+    finally:
+        figures.close_all()
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = fmt
     html = env.get_template("report.html.j2").render(
         css=Markup((TEMPLATES / "report.css").read_text()),  # our own file, not results text
         question=QUESTION, models=model_table(rows, runs), summary=summary, sections=sections,
-        untrained=untrained_section(rows, runs), meta=metadata_section(rows, metas, runs),
+        untrained=untrained_section(rows, runs), meta=metadata_section(rows, metas, runs), frontier=frontier,
     )
     write_atomic(out_dir / "index.html", html)
     return out_dir / "index.html"

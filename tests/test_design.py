@@ -108,3 +108,18 @@ def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
     assert len(turns["baseline"]) == 1 and not turns["baseline"][0]["turned_up"]
     assert turns["varied_long"][0] | {} == {"seed": 0, "arm": "best", "best_epoch": 1, "last_epoch": 3,
                                              "min_loss": 0.8, "last_loss": 1.4, "turned_up": True}
+
+
+def test_frontier_plot_renders_from_whatever_trained_runs_exist(tmp_path):
+    from core import figures
+    from core.record import RunRecord
+
+    def rec(recall, retention, epochs=4):
+        return RunRecord(config={"epochs": epochs}, status="ok",
+                         metrics={"heldout_recall": recall, "retention": retention})
+
+    rows = [{"key": k, "ablation": a} for k, a in (("a", "x"), ("b", "x"), ("c", "y"), ("u", "y"))]
+    runs = {"a": rec(0.9, 0.4), "b": rec(0.5, 0.8), "c": rec(0.95, 0.3), "u": rec(0.0, 1.0, epochs=0)}
+    assert figures.frontier_figure(rows, runs, tmp_path / "frontier.png") == "figures/frontier.png"
+    assert (tmp_path / "frontier.png").stat().st_size > 10_000
+    assert figures.frontier_figure(rows[-1:], runs, tmp_path / "none.png") is None  # untrained only: no plot
