@@ -9,7 +9,9 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,10 +19,8 @@ from . import models
 from .executors import ExecutorError, Job
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKING_DIR = ROOT  # what Ray ships to every worker
-SHIPPED_EXCLUDES = ["/results/", "/report/", "/tests/", "/benchmarks/", "/tools/", "/.ci/", "/.git/", "__pycache__/",
-                    "*.pyc", "*.egg-info/"]
-HASHED = ("core", "ablations", "data")  # a worker refuses to run unless these are the driver's, byte for byte
+SOURCE = ROOT  # the checkout whose SHIPPED folders become every worker's working_dir
+SHIPPED = ("core", "ablations", "data")  # a worker refuses to run unless these are the driver's, byte for byte
 RETRIES = 1  # Ray restarts a task once when its worker process or node dies; then it is stored as failed
 CUDA_PLANNED = "cuda-bfloat16-mixed"  # the precision a GPU-less driver plans for --device cuda (workers check it)
 LOCAL_OBJECT_STORE = 256 * 2**20  # records are small; keep the local instance's shared memory modest
@@ -32,22 +32,33 @@ class WorkerRefused(RuntimeError):
     """Raised on a worker whose project files or compute precision differ from what the driver planned."""
 
 
+def _skipped(rel: Path) -> bool:
+    """Caches and hidden files (.tmp-*): they differ between copies without changing what runs."""
+    return rel.suffix == ".pyc" or any(part == "__pycache__" or part.startswith(".") for part in rel.parts)
+
+
 def content_hashes(root: Path = ROOT) -> dict[str, str]:
     """sha256 over the files of core/, ablations/ and data/ (relative path and bytes, sorted).
 
-    Walked rather than read from git: Ray's working_dir has no .git. Caches and hidden files (.tmp-*)
-    are skipped, since they differ between copies without changing what runs."""
+    Walked rather than read from git (run.code_version): Ray's working_dir has no .git."""
     out = {}
-    for folder in HASHED:
+    for folder in SHIPPED:
         digest = hashlib.sha256()
         base = root / folder
-        for path in sorted(p for p in base.rglob("*") if p.is_file()):
-            rel = path.relative_to(base)
-            if "__pycache__" in rel.parts or path.suffix == ".pyc" or any(part.startswith(".") for part in rel.parts):
-                continue
-            digest.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        for path in sorted(p for p in base.rglob("*") if p.is_file() and not _skipped(p.relative_to(base))):
+            digest.update(path.relative_to(base).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
         out[folder] = digest.hexdigest()
     return out
+
+
+def stage_working_dir(source: Path) -> Path:
+    """A temporary folder with only the SHIPPED folders of `source`: what Ray uploads as working_dir
+    (not results/, report/ or .git)."""
+    stage = Path(tempfile.mkdtemp(prefix="hiahia-ray-"))
+    for folder in SHIPPED:
+        shutil.copytree(source / folder, stage / folder,
+                        ignore=lambda d, names: [n for n in names if _skipped(Path(n))])
+    return stage
 
 
 def train_group(configs: list, ks, device: str, cache, reference: dict | None, expected: dict) -> list[dict]:
@@ -63,7 +74,7 @@ def train_group(configs: list, ks, device: str, cache, reference: dict | None, e
 
     where = f"the worker on {socket.gethostname()} ({ray.util.get_node_ip_address()}, pid {os.getpid()})"
     here = content_hashes()
-    for folder in HASHED:
+    for folder in SHIPPED:
         if here[folder] != expected["content"][folder]:
             raise WorkerRefused(
                 f"refused: {where} has a different {folder}/ than the driver (sha256 {here[folder][:12]} there, "
@@ -97,6 +108,7 @@ class RayExecutor:
         self._running: dict = {}  # ObjectRef -> (Job, start time)
         self._env_before: dict[str, str | None] = {}
         self._started = False
+        self._stage: Path | None = None
 
     # -- before anything is written: run keys and models ----------------------------------------------
 
@@ -122,7 +134,8 @@ class RayExecutor:
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         threads = max(1, cores // self.jobs) if self.address is None else self.cpus_per_run
-        runtime_env = {"working_dir": str(WORKING_DIR), "excludes": SHIPPED_EXCLUDES,
+        self._stage = stage_working_dir(SOURCE)
+        runtime_env = {"working_dir": str(self._stage),
                        "env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                                     "TOKENIZERS_PARALLELISM": "false"}}
         common = dict(runtime_env=runtime_env, log_to_driver=False, logging_level=logging.WARNING)
@@ -153,8 +166,15 @@ class RayExecutor:
         token_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
         self._env_before = {k: os.environ.get(k) for k in token_env}
         os.environ.update(token_env)
-        ray.init(address="local", num_cpus=self.jobs * self.cpus_per_run, include_dashboard=False,
-                 _node_ip_address="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE, **common)
+        from ray._raylet import Config
+
+        Config.initialize("")  # Ray read RAY_AUTH_MODE when it was imported: make it see token mode now
+        try:
+            ray.init(address="local", num_cpus=self.jobs * self.cpus_per_run, include_dashboard=False,
+                     _node_ip_address="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE, **common)
+        except Exception as e:  # Ray's start-up errors span many lines and types
+            raise ExecutorError(f"could not start a local Ray instance: {e.__class__.__name__}: "
+                                f"{(str(e).strip().splitlines() or [''])[0]}") from None
 
     def _check_resources(self, ray) -> None:
         total = ray.cluster_resources()
@@ -191,20 +211,22 @@ class RayExecutor:
                     raise ExecutorError(str(e.cause)) from None
                 records = _failed(job, e.cause if e.cause is not None else e, time.perf_counter() - t0)
             except RayError as e:  # the worker process or its node died, on every attempt
-                records = _failed(job, e, time.perf_counter() - t0)
+                records = _failed(job, e, time.perf_counter() - t0, f" (tried {RETRIES + 1} times)")
             done.append((job, records))
         return done
 
     def close(self) -> None:
-        if not self._started:
-            return
-        import ray
+        if self._stage is not None:
+            shutil.rmtree(self._stage, ignore_errors=True)
+            self._stage = None
+        if self._started:
+            import ray
 
-        for ref in self._running:
-            ray.cancel(ref, force=True)
-        self._running.clear()
-        ray.shutdown()
-        self._started = False
+            for ref in self._running:
+                ray.cancel(ref, force=True)
+            self._running.clear()
+            ray.shutdown()
+            self._started = False
         for k, v in self._env_before.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -212,10 +234,9 @@ class RayExecutor:
                 os.environ[k] = v
 
 
-def _failed(job: Job, error: BaseException, seconds: float) -> list[dict]:
+def _failed(job: Job, error: BaseException, seconds: float, note: str = "") -> list[dict]:
     first = (str(error).strip().splitlines() or [""])[0]
-    retried = f" (the task was tried {RETRIES + 1} times)" if "died" in first or "crash" in first.lower() else ""
-    return [{"config": cfg.to_dict(), "status": "failed", "error": f"{error.__class__.__name__}: {first}{retried}",
+    return [{"config": cfg.to_dict(), "status": "failed", "error": f"{error.__class__.__name__}: {first}{note}",
              "environment": {"executor": "ray"}, "timings": {"total": seconds}, "shared_training": len(job.configs) > 1}
             for cfg in job.configs]
 
