@@ -6,6 +6,7 @@ trains the groups it is given and hands their records back as they finish.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from dataclasses import dataclass
 
 from . import models
@@ -101,10 +102,12 @@ def from_args(args: argparse.Namespace):
     if cuda and gpus == 0:
         raise ExecutorError("--device cuda with --executor ray needs --gpus-per-run > 0: a task is given a GPU only "
                             "when it reserves one")
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ExecutorError(f"--executor ray needs Ray, an optional extra: {RAY_EXTRA}") from None
+    try:  # found, not imported: the local instance's settings must be in the environment before Ray loads
+        found = importlib.util.find_spec("ray") is not None
+    except ValueError:  # in sys.modules as None: blocked
+        found = False
+    if not found:
+        raise ExecutorError(f"--executor ray needs Ray, an optional extra: {RAY_EXTRA}")
     from .ray_executor import RayExecutor
 
     return RayExecutor(address=args.address, jobs=args.jobs or 1, cpus_per_run=args.cpus_per_run or 1,

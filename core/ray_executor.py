@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -130,6 +131,8 @@ class RayExecutor:
     # -- running ----------------------------------------------------------------------------------------
 
     def open(self, ks, device: str, cache, progress: bool) -> None:
+        if self.address is None:
+            self._local_environment()
         import ray
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -159,16 +162,20 @@ class RayExecutor:
         log.info("running on %s: up to %d runs at once, %d torch thread(s), %g CPU and %g GPU each", where,
                  self.capacity, threads, self.cpus_per_run, self.gpus_per_run)
 
-    def _start_local(self, ray, common: dict) -> None:
-        """A private instance: every Ray server listens on 127.0.0.1 only (no other machine can connect),
-        and token authentication with a fresh random token kept in this process's environment (so other
-        users of this machine cannot submit work to it either)."""
-        token_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
-        self._env_before = {k: os.environ.get(k) for k in token_env}
-        os.environ.update(token_env)
-        from ray._raylet import Config
+    def _local_environment(self) -> None:
+        """Token authentication with a fresh random token, kept in this process's environment (inherited by
+        the instance's processes), so not even other users of this machine can submit work to it."""
+        env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0",
+               "RAY_worker_niceness": "0"}  # Ray lowers workers to nice 15; the local executor runs at 0
+        self._env_before = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        if "ray" in sys.modules:  # Ray read RAY_AUTH_MODE when it was imported: make it read it again
+            from ray._raylet import Config
 
-        Config.initialize("")  # Ray read RAY_AUTH_MODE when it was imported: make it see token mode now
+            Config.initialize("")
+
+    def _start_local(self, ray, common: dict) -> None:
+        """A private instance: every Ray server listens on 127.0.0.1 only, so no other machine can connect."""
         try:
             ray.init(address="local", num_cpus=self.jobs * self.cpus_per_run, include_dashboard=False,
                      _node_ip_address="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE, **common)

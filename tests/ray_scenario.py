@@ -28,8 +28,21 @@ def only_loopback() -> bool:
 
 
 def listening_addresses() -> list[str]:
-    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
-    return sorted({line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()})
+    """The addresses of every listening TCP socket in this network namespace (from /proc/net/tcp, tcp6)."""
+    import ipaddress
+
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state != "0A":  # LISTEN
+                continue
+            raw = bytes.fromhex(local.split(":")[0])
+            # the kernel prints each 32-bit word in host (little-endian) order
+            packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            address = ipaddress.ip_address(packed)
+            found.add(str(address.ipv4_mapped or address) if address.version == 6 else str(address))
+    return sorted(found)
 
 
 def free_port() -> int:
@@ -135,7 +148,7 @@ def two_node(work: Path, env: dict) -> dict:
 def kill_worker(work: Path, env: dict) -> dict:
     """--jobs 1: the first training's worker is killed once (Ray retries it), the second's on every try."""
     results = work / "results"
-    args = ["--only", "debate_augmentation", "--seeds", "1", "--set", "epochs=60", *TINY, "--results", str(results),
+    args = ["--only", "debate_augmentation", "--seeds", "1", "--set", "epochs=20", *TINY, "--results", str(results),
             "--jobs", "1"]
     driver = start_driver(args, env, work / "driver.log")
     killed: list[int] = []
@@ -169,7 +182,7 @@ def kill_worker(work: Path, env: dict) -> dict:
 def kill_driver(work: Path, env: dict) -> dict:
     """--jobs 2: the driver is killed with both trainings running, then started again."""
     results = work / "results"
-    args = ["--only", "debate_augmentation", "--seeds", "1", "--set", "epochs=60", *TINY, "--results", str(results),
+    args = ["--only", "debate_augmentation", "--seeds", "1", "--set", "epochs=20", *TINY, "--results", str(results),
             "--jobs", "2"]
     driver = start_driver(args, env, work / "first.log")
     wait_for(lambda: len(stored(results)) >= 1, 150, "stored reference")
