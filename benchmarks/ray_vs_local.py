@@ -102,7 +102,8 @@ def markdown(args, m: dict) -> str:
         BEGIN,
         f"## Ray --jobs {args.jobs} vs the local executor ({args.model})",
         "",
-        f"- command: `python benchmarks/ray_vs_local.py` ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%S+00:00})",
+        f"- command: `python benchmarks/ray_vs_local.py` "
+        f"({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%S+00:00})",
         f"- machine: {cpu}, {len(os.sched_getaffinity(0))} usable cores; load average at start "
         f"{' / '.join(f'{x:.2f}' for x in m['load'][0])}, at end {' / '.join(f'{x:.2f}' for x in m['load'][1])}",
         f"- workload: `--only {args.only} --seeds {args.seeds}`: {trainings} trainings and "

@@ -86,7 +86,7 @@ def from_args(args: argparse.Namespace):
     executor = args.executor or ("ray" if given else "local")
     if executor == "local":
         if given:
-            raise ExecutorError(f"{', '.join(given)} only apply with --executor ray")
+            raise ExecutorError(f"{', '.join(given)}: only with --executor ray")
         return LocalExecutor()
     if args.jobs is not None and args.address is not None:
         raise ExecutorError("--jobs starts a local Ray instance and --address joins a cluster: give one of them "
@@ -97,7 +97,10 @@ def from_args(args: argparse.Namespace):
         raise ExecutorError("--cpus-per-run must be >= 1")
     if args.gpus_per_run is not None and not args.gpus_per_run >= 0:
         raise ExecutorError("--gpus-per-run must be >= 0")
-    cuda = args.device.startswith("cuda")
+    if args.device not in ("cpu", "cuda", "auto"):
+        raise ExecutorError(f"--device {args.device} with --executor ray: use cpu, cuda or auto; each task uses the "
+                            f"GPU Ray assigned it")
+    cuda = args.device == "cuda"
     gpus = args.gpus_per_run if args.gpus_per_run is not None else (1.0 if cuda else 0.0)
     if cuda and gpus == 0:
         raise ExecutorError("--device cuda with --executor ray needs --gpus-per-run > 0: a task is given a GPU only "

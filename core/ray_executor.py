@@ -109,7 +109,6 @@ class RayExecutor:
         self._running: dict = {}  # ObjectRef -> (Job, start time)
         self._env_before: dict[str, str | None] = {}
         self._started = False
-        self._stage: Path | None = None
 
     # -- before anything is written: run keys and models ----------------------------------------------
 
@@ -137,19 +136,22 @@ class RayExecutor:
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         threads = max(1, cores // self.jobs) if self.address is None else self.cpus_per_run
-        self._stage = stage_working_dir(SOURCE)
-        runtime_env = {"working_dir": str(self._stage),
+        stage = stage_working_dir(SOURCE)
+        runtime_env = {"working_dir": str(stage),
                        "env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                                     "TOKENIZERS_PARALLELISM": "false"}}
         common = dict(runtime_env=runtime_env, log_to_driver=False, logging_level=logging.WARNING)
-        if self.address is None:
-            self._start_local(ray, common)
-        else:
-            try:
-                ray.init(address=self.address, **common)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ExecutorError(f"could not join the Ray cluster at {self.address}: {str(e).splitlines()[0]}") \
-                    from None
+        try:
+            if self.address is None:
+                self._start_local(ray, common)
+            else:
+                try:
+                    ray.init(address=self.address, **common)
+                except (ConnectionError, RuntimeError, ValueError) as e:
+                    raise ExecutorError(f"could not join the Ray cluster at {self.address}: "
+                                        f"{str(e).splitlines()[0]}") from None
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)  # ray.init uploaded it: workers fetch it from the cluster
         self._started = True
         self._check_resources(ray)
         self._ks = ray.put(ks)
@@ -223,9 +225,6 @@ class RayExecutor:
         return done
 
     def close(self) -> None:
-        if self._stage is not None:
-            shutil.rmtree(self._stage, ignore_errors=True)
-            self._stage = None
         if self._started:
             import ray
 

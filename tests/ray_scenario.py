@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,9 +54,10 @@ def free_port() -> int:
 
 def ray_env(work: Path) -> dict:
     """Token authentication as the README asks of clusters; Ray's files under WORKDIR, not /tmp/ray."""
-    tmp = Path("/tmp") / f"hhray-{os.getpid()}"  # short: Ray's unix socket paths must fit in 107 bytes
-    tmp.mkdir(exist_ok=True)
-    return dict(os.environ, RAY_TMPDIR=str(tmp), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=os.urandom(16).hex(),
+    tmp = Path(tempfile.mkdtemp(prefix="hhray-", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+    (work / "tmp").mkdir()  # the drivers' own temporary files (the staged working_dir)
+    return dict(os.environ, RAY_TMPDIR=str(tmp), TMPDIR=str(work / "tmp"), RAY_AUTH_MODE="token",
+                RAY_AUTH_TOKEN=os.urandom(16).hex(),
                 RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
@@ -88,6 +90,11 @@ def stored(results: Path) -> dict[str, dict]:
 
 def leftovers(results: Path) -> list[str]:
     return sorted(p.name for p in results.rglob("*") if p.name.startswith(".tmp-") or p.suffix == ".lock")
+
+
+def staged_left(work: Path) -> list[str]:
+    """Working_dir copies a driver staged for Ray and did not delete."""
+    return sorted(n for n in os.listdir(work / "tmp") if n.startswith("hiahia-ray-"))
 
 
 def run_all(args: list[str], env: dict, log: Path, timeout: float = 240) -> int:
@@ -176,7 +183,7 @@ def kill_worker(work: Path, env: dict) -> dict:
     return {"rc": rc, "killed": len(killed), "log": (work / "driver.log").read_text()[-5000:],
             "status": {row["arm"]: records.get(row["key"], {}).get("status") for row in plan},
             "errors": {row["arm"]: records.get(row["key"], {}).get("error") for row in plan},
-            "stored": len(records), "leftovers": leftovers(results)}
+            "stored": len(records), "leftovers": leftovers(results), "temporary": staged_left(work)}
 
 
 def kill_driver(work: Path, env: dict) -> dict:
@@ -204,6 +211,7 @@ def kill_driver(work: Path, env: dict) -> dict:
     facts["threads"] = sorted({r["environment"]["torch_threads"] for r in records.values()})
     facts["cores"] = len(os.sched_getaffinity(0))
     facts["leftovers"] = leftovers(results)
+    facts["temporary"] = staged_left(work)
     return facts
 
 

@@ -46,7 +46,8 @@ def test_help_documents_the_executor_options_and_local_stays_the_default():
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--executor", "local", "--jobs", "2"], "error: --jobs only apply with --executor ray"),
+    (["--executor", "local", "--jobs", "2"], "error: --jobs: only with --executor ray"),
+    (["--jobs", "2", "--device", "cuda:1"], "error: --device cuda:1 with --executor ray: use cpu, cuda or auto"),
     (["--jobs", "2", "--address", "auto"], "error: --jobs starts a local Ray instance and --address joins a cluster"),
     (["--jobs", "0"], "error: --jobs must be >= 1"),
     (["--executor", "ray", "--device", "cuda", "--gpus-per-run", "0"], "error: --device cuda with --executor ray "
@@ -124,7 +125,7 @@ def test_a_worker_killed_mid_run_is_retried_then_stored_as_failed_and_the_driver
     assert facts["status"] == {"with_debate": "ok", "without_debate": "failed"}
     assert "WorkerCrashedError" in facts["errors"]["without_debate"], facts["errors"]
     assert "tried 2 times" in facts["errors"]["without_debate"]
-    assert facts["stored"] == 3 and facts["leftovers"] == []
+    assert facts["stored"] == 3 and facts["leftovers"] == [] and facts["temporary"] == []
 
 
 def test_a_killed_driver_leaves_whole_files_and_its_restart_reuses_finished_runs(tmp_path):
@@ -137,4 +138,4 @@ def test_a_killed_driver_leaves_whole_files_and_its_restart_reuses_finished_runs
     assert f"3 configs planned, {len(facts['reused'])} cached" in facts["second_log"]
     assert facts["status"] == ["ok", "ok", "ok"]
     assert facts["threads"] == [max(1, facts["cores"] // 2)]  # --jobs 2: cores // 2 torch threads each
-    assert facts["leftovers"] == []
+    assert facts["leftovers"] == [] and facts["temporary"] == []
