@@ -18,6 +18,8 @@ from pathlib import Path
 
 from . import models
 from .executors import ExecutorError, Job
+from .results import locked
+from .run import code_version, run_group
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT  # the checkout whose SHIPPED folders become every worker's working_dir
@@ -69,9 +71,6 @@ def train_group(configs: list, ks, device: str, cache, reference: dict | None, e
     threads, "code_version": the driver's, for the record}."""
     import ray
     import torch
-
-    from .results import locked
-    from .run import run_group
 
     where = f"the worker on {socket.gethostname()} ({ray.util.get_node_ip_address()}, pid {os.getpid()})"
     here = content_hashes()
@@ -156,7 +155,7 @@ class RayExecutor:
         self._check_resources(ray)
         self._ks = ray.put(ks)
         self._device, self._cache = device, cache
-        self._expected = {"content": content_hashes(), "threads": threads, "code_version": _code_version(),
+        self._expected = {"content": content_hashes(), "threads": threads, "code_version": code_version(),
                           "precision": {ff: self.precision_tag(device, ff) for ff in (False, True)}}
         self._task = ray.remote(train_group).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
                                                      max_retries=RETRIES, retry_exceptions=False)
@@ -167,8 +166,8 @@ class RayExecutor:
     def _local_environment(self) -> None:
         """Token authentication with a fresh random token, kept in this process's environment (inherited by
         the instance's processes), so not even other users of this machine can submit work to it."""
-        env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0",
-               "RAY_worker_niceness": "0"}  # Ray lowers workers to nice 15; the local executor runs at 0
+        # Ray's workers keep their nice 15: at 0 a busy CPU starved the raylet until Ray declared its node dead
+        env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
         self._env_before = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         if "ray" in sys.modules:  # Ray read RAY_AUTH_MODE when it was imported: make it read it again
@@ -246,8 +245,3 @@ def _failed(job: Job, error: BaseException, seconds: float, note: str = "") -> l
              "environment": {"executor": "ray"}, "timings": {"total": seconds}, "shared_training": len(job.configs) > 1}
             for cfg in job.configs]
 
-
-def _code_version() -> str:
-    from .run import code_version
-
-    return code_version()

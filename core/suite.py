@@ -231,8 +231,8 @@ def execute(plan: list[dict], ks, results: Path, device: str, cache, force: bool
             if fresh := [k for k in keys if k not in records]:
                 cfgs = [wanted[k] for k in fresh]
                 if not opened:
+                    opened.append(executor)  # closed at the end even if opening fails half-way
                     executor.open(ks, device, cache, progress)
-                    opened.append(executor)
                 executor.submit(executors.Job(fresh, cfgs, reference))
                 running[tuple(fresh)] = claimed.pop_all()  # held until the records are stored
                 bar.set_postfix_str(f"{len(running)} running" if executor.capacity > 1 else

@@ -131,7 +131,7 @@ def test_a_worker_killed_mid_run_is_retried_then_stored_as_failed_and_the_driver
 def test_a_killed_driver_leaves_whole_files_and_its_restart_reuses_finished_runs(tmp_path):
     facts = isolated("kill_driver", tmp_path)
     assert set(facts["listening"]) <= LOOPBACK, facts["listening"]  # --jobs: loopback only
-    assert facts["after_kill"]["whole"] and len(facts["after_kill"]["stored"]) >= 1
+    assert facts["after_kill"]["whole"] and 1 <= len(facts["after_kill"]["stored"]) < 3
     assert facts["trainings_left_running"] == 0
     assert facts["second_rc"] == 0, facts["second_log"]
     assert all(facts["reused"].values())
