@@ -166,7 +166,8 @@ class RayExecutor:
     def _local_environment(self) -> None:
         """Token authentication with a fresh random token, kept in this process's environment (inherited by
         the instance's processes), so not even other users of this machine can submit work to it."""
-        # Ray's workers keep their nice 15: at 0 a busy CPU starved the raylet until Ray declared its node dead
+        # workers keep Ray's nice 15, which leaves the raylet responsive (with nice 0 on a loaded 2-core machine,
+        # Ray once declared the node dead mid-run)
         env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
         self._env_before = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
