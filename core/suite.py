@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import metrics, model_cache, models
+from . import executors, metrics, model_cache, models
 from .ablation import ABLATIONS, Ablation, SuiteError, discover, select
 from .config import RunConfig, parse_overrides
 from .knowledge import DEFAULT_DATA, load_knowledge, load_replay
@@ -42,11 +42,12 @@ def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int | None
     return rows
 
 
-def key_context(cfg: RunConfig, data_sha256: str, device: str, replay_sha=None) -> str:
+def key_context(cfg: RunConfig, data_sha256: str, device: str, replay_sha=None, precision_tag=None) -> str:
     """Everything outside the config that decides a run's results, for its cache key: the model's
     weights, the data, and where and in which precision it computes (cpu-fp32 and cuda-bf16-mixed runs
-    never share a key)."""
-    precision = models.pick_precision(device, trains_all_weights=cfg.full_finetune).tag
+    never share a key). precision_tag(device, trains_all_weights): the executor's, where runs compute."""
+    precision = (precision_tag(device, cfg.full_finetune) if precision_tag
+                 else models.pick_precision(device, trains_all_weights=cfg.full_finetune).tag)
     parts = [models.weights_fingerprint(cfg.model), data_sha256, precision]
     return "|".join(parts + ([f"replay:{replay_sha()}"] if replay_sha else []))
 
@@ -60,14 +61,15 @@ WAIT_POLL_S = 2.0  # how often a run held by another invocation is looked at aga
 
 
 def execute(plan: list[dict], knowledge, results: Path, device: str, cache, force: bool, progress: bool,
-            key_context, baseline: RunConfig, wait: float = 3600.0) -> dict[str, RunRecord]:
+            key_context, baseline: RunConfig, wait: float = 3600.0, executor=None) -> dict[str, RunRecord]:
     """Run every pending config (untrained references first); returns {key: record}.
 
     Each training group is claimed with lock files in results/runs/, so invocations sharing the folder
     never train the same run: one held by another invocation is skipped, and looked at again at the end
-    for up to `wait` seconds (its record is then read; a lock its dead owner left is taken over)."""
-    from .run import run_group
-
+    for up to `wait` seconds (its record is then read; a lock its dead owner left is taken over).
+    The executor (core/executors.py; default: in this process, one at a time) trains up to its capacity
+    of claimed groups at once; each record is stored here, atomically, as its group finishes."""
+    executor = executor or executors.LocalExecutor()
     refs = {row["untrained_key"]: untrained_config(row["config"], baseline) for row in plan}
     reference_of = {row["key"]: row["untrained_key"] for row in plan}
     wanted: dict[str, RunConfig] = {**refs, **{row["key"]: row["config"] for row in plan}}
@@ -77,17 +79,20 @@ def execute(plan: list[dict], knowledge, results: Path, device: str, cache, forc
     groups: dict[str, list[str]] = {}
     for k in pending:
         groups.setdefault(wanted[k].replace(selection="best").key(key_context(wanted[k])), []).append(k)
-    todo = sorted(groups.values(), key=lambda keys: wanted[keys[0]].epochs != 0)
+    todo = sorted(groups.values(), key=lambda ks_: wanted[ks_[0]].epochs != 0)
     log = logging.getLogger("run_all")
     log.info("%d configs planned, %d cached, %d to run in %d trainings", len(wanted), len(records), len(pending),
              len(todo))
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
     waited: set[str] = set()  # keys another invocation held: its records are taken, even with --force
+    running: dict[tuple, ExitStack] = {}  # keys handed to the executor -> the locks of their group
+    opened = []  # the executor starts (Ray: an instance or a connection) only once there is something to run
 
-    def claim_and_run(keys: list[str], reference: dict | None) -> dict | None:
-        """Lock every key of one training group and train those still without a record; None when done,
-        else the holder of a lock another invocation has (nothing is trained then)."""
-        with ExitStack() as claimed:
+    def claim_and_submit(keys: list[str], reference: dict | None) -> dict | None:
+        """Lock every key of one training group and submit those still without a record; None when claimed,
+        else the holder of a lock another invocation has (nothing is submitted then)."""
+        claimed = ExitStack()
+        with claimed:
             for k in keys:
                 if (holder := try_lock(lock_path(results, k))) is not None:
                     return holder
@@ -97,39 +102,66 @@ def execute(plan: list[dict], knowledge, results: Path, device: str, cache, forc
                     records[k] = rec
             if fresh := [k for k in keys if k not in records]:
                 cfgs = [wanted[k] for k in fresh]
-                bar.set_postfix_str(f"{cfgs[0].model} seed={cfgs[0].seed} "
+                if not opened:
+                    opened.append(executor)  # closed at the end even if opening fails half-way
+                    executor.open(knowledge, device, cache, progress)
+                executor.submit(executors.Job(fresh, cfgs, reference))
+                running[tuple(fresh)] = claimed.pop_all()  # held until the records are stored
+                bar.set_postfix_str(f"{len(running)} running" if executor.capacity > 1 else
+                                    f"{cfgs[0].model} seed={cfgs[0].seed} "
                                     f"{'untrained' if not cfgs[0].epochs else fresh[0][:8]}")
-                for key, rec in zip(fresh, run_group(cfgs, knowledge, device=device, cache=cache, progress=progress,
-                                                     retention_reference=reference)):
-                    rec.key = key
-                    write_run(results, rec)
-                    records[key] = rec
-                    log.info("stored run %s (%s)", key, rec.status)
-                    if rec.status != "ok":
-                        log.warning("run %s failed: %s", key, rec.error)
+                return None
         bar.update(1)
         return None
 
+    def store(job: executors.Job, recs: list) -> None:
+        for key, rec in zip(job.keys, recs):
+            rec = rec if isinstance(rec, RunRecord) else RunRecord.from_json(rec)
+            rec.key = key
+            write_run(results, rec)
+            records[key] = rec
+            log.info("stored run %s (%s)", key, rec.status)
+            if rec.status != "ok":
+                log.warning("run %s failed: %s", key, rec.error)
+        running.pop(tuple(job.keys)).close()
+        bar.update(1)
+
     deadline, noted = time.monotonic() + wait, None
-    while todo:
-        held = {}
-        for keys in todo:
-            reference = reference_of.get(keys[0]) if wanted[keys[0]].epochs else None
-            if reference and reference not in records:  # its untrained reference is another invocation's
-                held[tuple(keys)] = None
-            elif (holder := claim_and_run(keys, records[reference].retention_correct if reference else None)):
-                held[tuple(keys)] = holder
-                waited.update(keys)
-        todo = [list(keys) for keys in held]
-        if not todo or time.monotonic() > deadline:
-            break
-        if noted is None or time.monotonic() - noted > 60:
-            owners = sorted({f"pid {h['pid']} on {h['host']}" for h in held.values() if h})
-            log.info("waiting for %d training(s) another invocation (%s) holds in %s; up to %.0f s more", len(todo),
-                     ", ".join(owners) or "holding their untrained reference", results / "runs",
-                     deadline - time.monotonic())
-            noted = time.monotonic()
-        time.sleep(WAIT_POLL_S)
+    try:
+        while todo or running:
+            held, later = {}, []
+            for keys in todo:
+                reference = reference_of.get(keys[0]) if wanted[keys[0]].epochs else None
+                if reference and reference not in records:
+                    if any(reference in group for group in running):  # trained right now by this invocation
+                        later.append(keys)
+                    else:  # its untrained reference is another invocation's
+                        held[tuple(keys)] = None
+                elif len(running) >= executor.capacity:
+                    later.append(keys)
+                elif holder := claim_and_submit(keys, records[reference].retention_correct if reference
+                                                else None):
+                    held[tuple(keys)] = holder
+                    waited.update(keys)
+            todo = [keys for keys in todo if keys in later or tuple(keys) in held]
+            if running:
+                for job, recs in executor.wait():
+                    store(job, recs)
+                continue
+            if not todo or time.monotonic() > deadline:
+                break
+            if noted is None or time.monotonic() - noted > 60:
+                owners = sorted({f"pid {h['pid']} on {h['host']}" for h in held.values() if h})
+                log.info("waiting for %d training(s) another invocation (%s) holds in %s; up to %.0f s more",
+                         len(todo), ", ".join(owners) or "holding their untrained reference", results / "runs",
+                         deadline - time.monotonic())
+                noted = time.monotonic()
+            time.sleep(WAIT_POLL_S)
+    finally:
+        for locks in running.values():  # interrupted: nothing stored for these, their locks are released
+            locks.close()
+        for ex in opened:
+            ex.close()
     bar.close()
     return records
 
@@ -222,6 +254,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="re-render the report from results/ without training")
     p.add_argument("--no-report", action="store_true", help="do not render the report at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    executors.add_arguments(p)
     return p
 
 
@@ -254,7 +287,7 @@ def check_results_folder(results: Path, need_plan: bool = False) -> None:
         raise SuiteError(f"results folder {existing} is not writable: fix its permissions or pass --results elsewhere")
 
 
-def resolve_models(plan: list[dict], results: Path, force: bool, baseline: RunConfig, cache) -> None:
+def resolve_models(plan: list[dict], results: Path, force: bool, baseline: RunConfig, cache, resolve=None) -> None:
     """Check every model a pending run will load (fetching, converting and verifying embedded ones) before
     anything is written; a model whose runs are all stored is not needed."""
     needed = {}  # an ordered set
@@ -263,7 +296,7 @@ def resolve_models(plan: list[dict], results: Path, force: bool, baseline: RunCo
             if cfg.model not in needed and (force or load_run(results, key) is None):
                 needed[cfg.model] = True
     for spec in needed:
-        models.resolve(spec, cache)
+        (resolve or models.resolve)(spec, cache)
 
 
 def _main(args) -> int:
@@ -292,15 +325,17 @@ def _main(args) -> int:
         overrides["model"] = args.model
     baseline = RunConfig().replace(**overrides)
     knowledge = load_knowledge(args.data)
+    executor = executors.from_args(args)
     # the replay file is read (and validated) only if a run uses replay
     replay_sha = functools.cache(lambda: load_replay(knowledge).sha256)
 
     def context_of(cfg: RunConfig) -> str:
-        return key_context(cfg, knowledge.sha256, args.device, replay_sha if cfg.replay else None)
+        return key_context(cfg, knowledge.sha256, args.device, replay_sha if cfg.replay else None,
+                           executor.precision_tag)
 
     plan = build_plan(chosen, baseline, args.seeds, args.pair, context_of)
     check_results_folder(results)
-    resolve_models(plan, results, args.force, baseline, args.cache_dir)
+    resolve_models(plan, results, args.force, baseline, args.cache_dir, executor.resolve)
     # everything is checked: from here on, results/ is written
     (results / "runs").mkdir(parents=True, exist_ok=True)
     for folder in (results, results / "runs"):
@@ -308,7 +343,7 @@ def _main(args) -> int:
     start = time.perf_counter()
     save_summary(results, chosen, plan, {})  # the plan is on disk first: partial results can be rendered
     records = execute(plan, knowledge, results, args.device, args.cache_dir, args.force, not args.quiet, context_of,
-                      baseline, args.wait)
+                      baseline, args.wait, executor)
     summary = save_summary(results, chosen, plan, records)
     print(f"\nfinished in {time.perf_counter() - start:.0f} s")
     for ab in chosen:
