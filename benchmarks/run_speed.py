@@ -34,12 +34,16 @@ CHILD = r"""
 import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
 from core.config import RunConfig
-from core.data import load_knowledge
+try:
+    from core.knowledge import load_knowledge  # the code after the refactor
+except ImportError:
+    from core.data import load_knowledge
 from core.run import run_group
 epochs = int(sys.argv[2])
 ks = load_knowledge()
 t0 = time.perf_counter()
 rec = run_group([RunConfig(seed=0, epochs=epochs)], ks, progress=False)[0]
+rec = rec.to_json() if hasattr(rec, "to_json") else rec
 wall = time.perf_counter() - t0
 samples = rec["samples"]
 print("RESULT " + json.dumps({
