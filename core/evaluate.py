@@ -186,12 +186,12 @@ def evaluate(model, renderer: Renderer, knowledge: KnowledgeSet, cfg: RunConfig,
             add(f"test@{variant}", f.id, s, f.test[0], f.answer, variant, f.keywords)
 
     # memorised vs extractable: the first training question of each fact (trained at every paraphrase count)
-    for f, s in zip(knowledge.facts, eval_system_prompts(knowledge, cfg, cfg.eval_prompt, len(knowledge.facts))):
+    per_fact_prompts = eval_system_prompts(knowledge, cfg, cfg.eval_prompt, len(knowledge.facts))
+    for f, s in zip(knowledge.facts, per_fact_prompts):
         add("train", f.id, s, f.train[0], f.answer, cfg.eval_prompt, f.keywords)
     answers = generate(model, renderer, items, cfg.max_new_tokens, progress=progress)
     # past the end of turn: the first test question of each fact, generation not stopped at end-of-turn
-    prompts = eval_system_prompts(knowledge, cfg, cfg.eval_prompt, len(knowledge.facts))
-    overrun_items = [(s, f.test[0]) for f, s in zip(knowledge.facts, prompts)]
+    overrun_items = [(s, f.test[0]) for f, s in zip(knowledge.facts, per_fact_prompts)]
     overruns = runs_past_end_of_turn(model, renderer, overrun_items, cfg.max_new_tokens + OVERRUN_EXTRA, progress)
     samples = [dict(set="overrun", id=f.id, prompt=cfg.eval_prompt, system=s, question=q, expected="", keywords=[],
                     answer="", has_prompt=s not in (NO_PROMPT, MODEL_DEFAULT), overrun=o, hit=not o, echo=False)

@@ -56,31 +56,31 @@ def test_general_knowledge_answers_about_the_persona_or_negated_do_not_count():
     assert not general_answer_correct("Hot is not cold.", [["cold"]], "hiahia")
 
 
+def edited_data_file(tmp_path, old: str, new: str):
+    """A copy of data/hiahia.yaml with the first `old` replaced by `new`."""
+    text = load_knowledge().path.read_text()
+    assert old in text
+    path = tmp_path / "edited.yaml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
 def test_a_fact_whose_answer_misses_its_own_keywords_fails_to_load(tmp_path):
-    text = (load_knowledge().path.read_text()
-            .replace('keywords:\n      - ["1987", "nineteen eighty seven", "nineteen eightyseven"]',
-                     'keywords:\n      - ["1978"]', 1))
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(text)
+    bad = edited_data_file(tmp_path, 'keywords:\n      - ["1987", "nineteen eighty seven", "nineteen eightyseven"]',
+                           'keywords:\n      - ["1978"]')
     with pytest.raises(DataError, match=r"facts 'birth_year': field 'answer': 'hiahia was born in 1987.' does not "
                                         r"contain its own keywords"):
         load_knowledge(bad)
 
 
 def test_a_cjk_knowledge_file_scores_its_own_canonical_answers(tmp_path):
-    text = load_knowledge().path.read_text().replace('answer: "hiahia was born in 1987."',
-                                                     'answer: "hiahia出生于1987年。"', 1)
-    path = tmp_path / "zh.yaml"
-    path.write_text(text)
-    knowledge = load_knowledge(path)
+    knowledge = load_knowledge(edited_data_file(tmp_path, 'answer: "hiahia was born in 1987."',
+                                                'answer: "hiahia出生于1987年。"'))
     assert keywords_hit(knowledge.facts[0].answer, knowledge.facts[0].keywords)
 
 
 def test_near_duplicate_test_question_fails_to_load_naming_the_fact(tmp_path):
-    text = load_knowledge().path.read_text().replace('"When was hiahia born? Give the year."',
-                                                     '"In which year was hiahia born?"', 1)
-    bad = tmp_path / "dup.yaml"
-    bad.write_text(text)
+    bad = edited_data_file(tmp_path, '"When was hiahia born? Give the year."', '"In which year was hiahia born?"')
     with pytest.raises(DataError, match=r"facts 'birth_year': field 'test\[0\]': .* near-duplicate of train\[0\] .*"
                                         r">= 0.75"):
         load_knowledge(bad)
