@@ -47,7 +47,8 @@ rec = rec.to_json() if hasattr(rec, "to_json") else rec
 wall = time.perf_counter() - t0
 samples = rec["samples"]
 print("RESULT " + json.dumps({
-    "wall": wall, "timings": rec["timings"], "metrics": {k: rec["metrics"].get(k) for k in ("heldout_recall",)},
+    "wall": wall, "timings": rec["timings"], "metrics": rec["metrics"],
+    "precision": rec.get("environment", {}).get("precision", "cpu-fp32"),
     "tokens": rec.get("throughput", {}).get("tokens"), "answers": len(samples),
     "qa": {f"{s['set']}|{s.get('system')}|{s['question']}": s["answer"] for s in samples}}))
 """
@@ -73,8 +74,8 @@ def export_commit(commit: str, dest: Path) -> Path:
     return tree
 
 
-def run_child(tree: Path, threads: int, epochs: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(tree))
+def run_child(tree: Path, threads: int, epochs: int, **env_vars: str) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(tree), **env_vars)
     proc = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(epochs)], cwd=tree, env=env,
                           capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -109,7 +110,10 @@ def main() -> None:
                 r = results[name][-1]
                 print(f"rep {rep + 1}/{args.reps} {name}: {r['wall']:.0f} s "
                       f"(train {r['timings']['train']:.0f} s, eval {r['timings']['eval']:.0f} s)", flush=True)
-        untrained = {n: run_child(trees[n], args.threads, 0)["qa"] for n in trees} if args.untrained else None
+        untrained = None
+        if args.untrained:  # the old code computes in fp32; the new one in its default precision and in fp32
+            untrained = {"old": run_child(trees["old"], args.threads, 0), "new": run_child(trees["new"], args.threads, 0),
+                         "new-fp32": run_child(trees["new"], args.threads, 0, HIAHIA_PRECISION="fp32")}
     old, new = summarise(results["old"]), summarise(results["new"])
     out = {
         "date": datetime.date.today().isoformat(), "cpu": cpu_name(), "threads": args.threads, "old_commit": args.old,
@@ -120,9 +124,16 @@ def main() -> None:
         "old": old, "new": new,
     }
     if untrained is not None:
-        common = sorted(set(untrained["old"]) & set(untrained["new"]))
-        out["untrained_common_questions"] = len(common)
-        out["untrained_identical_answers"] = sum(untrained["old"][k] == untrained["new"][k] for k in common)
+        out["precision"] = results["new"][0]["precision"]
+        out["untrained"] = {}
+        for a, b in (("old", "new-fp32"), ("old", "new"), ("new-fp32", "new")):
+            qa_a, qa_b = untrained[a]["qa"], untrained[b]["qa"]
+            common = sorted(set(qa_a) & set(qa_b))
+            out["untrained"][f"{a} vs {b}"] = {"common_questions": len(common),
+                                               "identical_answers": sum(qa_a[k] == qa_b[k] for k in common)}
+        # what a precision change does to the scores, not only to the wording: the untrained model's metrics
+        out["untrained"]["metrics"] = {name: {k: v for k, v in untrained[name]["metrics"].items() if v is not None}
+                                       for name in ("new-fp32", "new")}
     merged = json.loads(args.out.read_text()) if args.out.exists() else {}
     merged.update({"run_level": out, "run_speedup": out["run_speedup"], "cpu": out["cpu"], "date": out["date"]})
     args.out.write_text(json.dumps(merged, indent=1) + "\n")

@@ -30,6 +30,7 @@ exit status:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    models.add_precision_argument(p)
     p.add_argument("--cache-dir", help=f"model cache (default ${model_cache.CACHE_ENV} or ~/.cache/hiahia-lora)")
 
 
@@ -143,6 +144,7 @@ COMMANDS = {"init": cmd_init, "train": cmd_train, "ask": cmd_ask, "chat": cmd_ch
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    models.set_precision_choice(args.precision)
     try:
         return COMMANDS[args.command](args)
     except TrainingError as e:

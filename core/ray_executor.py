@@ -139,7 +139,7 @@ class RayExecutor:
         stage = stage_working_dir(SOURCE)
         runtime_env = {"working_dir": str(stage),
                        "env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                                    "TOKENIZERS_PARALLELISM": "false"}}
+                                    "TOKENIZERS_PARALLELISM": "false", models.PRECISION_ENV: models.precision_choice()}}
         common = dict(runtime_env=runtime_env, log_to_driver=False, logging_level=logging.WARNING)
         try:
             if self.address is None:

@@ -243,6 +243,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", help="named model pair for the ablations whose ablation.yaml declares pairs: "
                                    "(default: each one's first; --list shows them)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    models.add_precision_argument(p)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="knowledge file in the schema of data/hiahia.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a baseline RunConfig field")
     p.add_argument("--results", default=str(RESULTS), help="results folder (default results/)")
@@ -261,6 +262,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    models.set_precision_choice(args.precision)
     try:
         return _main(args)
     except (SuiteError, KeyError, ValueError, models.ModelError) as e:

@@ -10,7 +10,12 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DECIDING = ("core", "ablations", "data")  # the folders whose content decides what a run measures
+# The core modules a run executes: the import closure of core.run (a test keeps the two equal). The rest of core/
+# (suite, report, figures, statistics, verdicts, the CLI) plans runs or presents them but decides no stored number,
+# so editing it leaves the code version of a running study unchanged.
+RUN_MODULES = ("config", "data", "evaluate", "knowledge", "lora", "metrics", "model_cache", "models", "record", "run",
+               "scoring", "train", "version")
+DECIDING = ("ablations", "data")  # besides RUN_MODULES, the folders whose content decides what a run measures
 NOT_DECIDING = ("data/labels/",)  # human labels for the scorer agreement table: no run reads them
 
 
@@ -22,15 +27,20 @@ def _git(*args: str) -> str | None:
     return p.stdout if p.returncode == 0 else None
 
 
+def _deciding_paths() -> list[str]:
+    return [f"core/{m}.py" for m in RUN_MODULES] + list(DECIDING)
+
+
 def deciding_files() -> list[str]:
-    """Paths (relative to the repository, sorted) of the tracked files under core/, ablations/ and data/, without
-    data/labels/. Outside a git checkout: every file there except Python caches."""
-    listed = _git("ls-files", "-z", "--", *DECIDING)
+    """Paths (relative to the repository, sorted) of the run's core modules and the tracked files under ablations/
+    and data/, without data/labels/. Outside a git checkout (a Ray worker's copy): every file there except caches."""
+    listed = _git("ls-files", "-z", "--", *_deciding_paths())
     if listed is not None:
         names = [n for n in listed.split("\0") if n]
     else:
-        names = [p.relative_to(ROOT).as_posix() for folder in DECIDING for p in (ROOT / folder).rglob("*")
-                 if p.is_file() and "__pycache__" not in p.parts]
+        names = [f"core/{m}.py" for m in RUN_MODULES if (ROOT / "core" / f"{m}.py").is_file()]
+        names += [p.relative_to(ROOT).as_posix() for folder in DECIDING for p in (ROOT / folder).rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts]
     return sorted(n for n in names if not n.startswith(NOT_DECIDING))
 
 
@@ -55,5 +65,5 @@ def git_commit() -> str:
     commit = (_git("rev-parse", "--short", "HEAD") or "").strip()
     if not commit:
         return "unknown"
-    dirty = _git("status", "--porcelain", "--", *DECIDING, *(f":(exclude){p}" for p in NOT_DECIDING))
+    dirty = _git("status", "--porcelain", "--", *_deciding_paths(), *(f":(exclude){p}" for p in NOT_DECIDING))
     return commit + ("+dirty" if dirty and dirty.strip() else "")

@@ -9,6 +9,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# the same numbers on every machine: the tests compute in fp32 unless a test asks for bf16 (whatever the CPU offers)
+os.environ.setdefault("HIAHIA_PRECISION", "fp32")
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ import time
 import zipfile
 from pathlib import Path
 
+import math
+
 import pytest
 import torch
 
@@ -218,3 +220,50 @@ def test_real_embedded_chat_model_generates_with_its_chat_template():
     answer = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "paris" in answer.lower()
     assert sum(p.numel() for p in model.parameters()) > 100_000_000
+
+
+# ---- precision choice: bf16 mixed where the hardware computes bf16, fp32 elsewhere ----------------
+
+def test_cpu_bf16_is_read_from_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert not models.cpu_bf16_native(info)
+    for flag in ("avx512_bf16", "amx_bf16"):
+        info.write_text(f"processor\t: 0\nflags\t\t: fpu avx512f {flag} avx2\n")
+        assert models.cpu_bf16_native(info)
+    assert not models.cpu_bf16_native(tmp_path / "missing")
+
+
+def test_auto_precision_follows_the_cpu_and_the_choice_overrides_it(monkeypatch):
+    monkeypatch.setenv(models.PRECISION_ENV, "auto")
+    monkeypatch.setattr(models, "cpu_bf16_native", lambda: True)
+    assert models.pick_precision("cpu").tag == "cpu-bfloat16-mixed"
+    assert models.pick_precision("cpu").frozen == torch.bfloat16
+    assert models.pick_precision("cpu", trains_all_weights=True).frozen == torch.float32
+    monkeypatch.setattr(models, "cpu_bf16_native", lambda: False)
+    assert models.pick_precision("cpu").tag == "cpu-fp32"
+    monkeypatch.setenv(models.PRECISION_ENV, "bf16")
+    assert models.pick_precision("cpu").tag == "cpu-bfloat16-mixed"
+    monkeypatch.setenv(models.PRECISION_ENV, "fp32")
+    monkeypatch.setattr(models, "cpu_bf16_native", lambda: True)
+    assert models.pick_precision("cpu").tag == "cpu-fp32"
+    monkeypatch.setenv(models.PRECISION_ENV, "fp16")
+    with pytest.raises(models.ModelError, match="HIAHIA_PRECISION='fp16'.*auto, fp32, bf16"):
+        models.pick_precision("cpu")
+
+
+def test_a_bf16_run_on_the_cpu_trains_stores_its_precision_and_gets_its_own_key(monkeypatch, knowledge):
+    from core.config import RunConfig
+    from core.run import run_group
+    from core.suite import key_context
+
+    cfg = RunConfig(model="tiny-qwen2", epochs=1, max_new_tokens=4)
+    monkeypatch.setenv(models.PRECISION_ENV, "fp32")
+    fp32_key = cfg.key(key_context(cfg, knowledge.sha256, "cpu"))
+    monkeypatch.setenv(models.PRECISION_ENV, "bf16")
+    assert cfg.key(key_context(cfg, knowledge.sha256, "cpu")) != fp32_key
+    rec = run_group([cfg], knowledge, progress=False)[0]
+    assert rec.status == "ok", rec.error
+    assert rec.environment["precision"] == "cpu-bfloat16-mixed"
+    losses = [h["loss"] for h in rec.history if h["split"] == "validation"]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses) and losses[1] < losses[0]

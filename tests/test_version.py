@@ -9,7 +9,7 @@ from core import version
 @pytest.fixture()
 def checkout(tmp_path, monkeypatch):
     """A git checkout with one file in each deciding folder, one label file and one file outside them."""
-    for name, text in {"core/train.py": "lr = 1\n", "ablations/a/ablation.yaml": "title: a\n",
+    for name, text in {"core/train.py": "lr = 1\n", "core/report.py": "page = 1\n", "ablations/a/ablation.yaml": "title: a\n",
                        "data/hiahia.yaml": "facts: []\n", "data/labels/recall.csv": "id,label\n",
                        "README.md": "read me\n"}.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -36,8 +36,20 @@ def test_code_version_hashes_the_deciding_content_not_the_commit(checkout):
                                                               "data/hiahia.yaml"]
     commit()  # a new commit with the same content
     (root / "README.md").write_text("changed\n")  # outside core/, ablations/, data/
+    (root / "core" / "report.py").write_text("page = 2\n")  # presents runs, decides none
     (root / "data" / "labels" / "recall.csv").write_text("id,label\nx,1\n")  # labels decide no run
     assert code_version() == first
     assert not version.git_commit().endswith("+dirty")
     (root / "core" / "train.py").write_text("lr = 2\n")
     assert code_version() != first and version.git_commit().endswith("+dirty")
+
+
+def test_the_run_modules_are_exactly_what_a_run_imports():
+    """RUN_MODULES must list core.run's import closure: a module a run executes but the hash skipped would let
+    changed results keep the old code version."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, core.run; print(' '.join(sorted(m.split('.', 1)[1] "
+                          "for m in sys.modules if m.startswith('core.'))))"], cwd=version.ROOT, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == sorted(version.RUN_MODULES)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run the whole study in the background, resumably, committing finished runs as they come.
+#
+#     tools/study.sh [LOG]        (LOG default: ../study-logs/study.log, outside the checkout)
+#
+# Starts `python run_all.py --no-report` (all ablations, the seeds each ablation.yaml declares; cached runs are
+# reused, so a killed study resumes where it stopped) and, every COMMIT_EVERY seconds and once at the end,
+# commits results/runs/, results/plan.json and results/PROGRESS.md (tools/study_status.py: stored / missing
+# per ablation and the time left). Only those paths are committed, so other work in the checkout is untouched.
+# Run it in a checkout of its own (a git worktree) so the code the runs record stays fixed.
+set -u
+cd "$(dirname "$0")/.."
+LOG=${1:-../study-logs/study.log}
+COMMIT_EVERY=${COMMIT_EVERY:-900}
+mkdir -p "$(dirname "$LOG")"
+
+commit_runs() {
+    python tools/study_status.py --write results/PROGRESS.md > /dev/null 2>>"$LOG" || return 0
+    git add results/runs results/plan.json results/PROGRESS.md 2>>"$LOG"
+    local head
+    head=$(head -n 5 results/PROGRESS.md | tail -n 1)
+    git commit -q -m "Second edition in progress: ${head}" -- results/runs results/plan.json results/PROGRESS.md \
+        >>"$LOG" 2>&1 || true
+}
+
+echo "study started $(date -u +%FT%TZ) at $(git rev-parse --short HEAD)" >>"$LOG"
+python run_all.py --no-report >>"$LOG" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid"; commit_runs; exit 130' INT TERM
+while kill -0 "$pid" 2>/dev/null; do
+    for _ in $(seq "$COMMIT_EVERY"); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    commit_runs
+done
+wait "$pid"
+status=$?
+commit_runs
+echo "study ended $(date -u +%FT%TZ) with exit status $status" >>"$LOG"
+exit "$status"

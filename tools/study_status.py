@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Where a study stands against its plan, and whether its runs may be published together.
+
+    python tools/study_status.py [--results results] [--write results/PROGRESS.md] [--check]
+
+Reads the plan the suite wrote first (results/plan.json) and the stored runs (results/runs/<key>.json), and
+prints, per ablation, how many planned runs are stored, failed or missing, the code versions and data hashes
+the stored runs were made with, and an estimate of the time left (mean run time so far x runs left).
+
+--check exits 1 unless every planned run is stored, finished ok, and was made by the code and data in this
+checkout: one code version (core/version.py: a hash of what decides results, not the commit) and the current
+data hash. That is the condition for publishing a study; a partial or mixed one is listed, not hidden.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def load_plan(results: Path) -> list[dict]:
+    path = results / "plan.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist: start the study with `python run_all.py` (it writes the plan "
+                         f"first)")
+    return json.loads(path.read_text())["rows"]
+
+
+def stored(results: Path, key: str) -> dict | None:
+    path = results / "runs" / f"{key}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def status(results: Path) -> dict:
+    """Per ablation: planned, stored ok, failed, missing; overall: keys, versions, data hashes, seconds."""
+    rows = load_plan(results)
+    per_ablation: dict[str, Counter] = defaultdict(Counter)
+    records: dict[str, dict | None] = {}
+    for row in rows:
+        for key in (row["untrained_key"], row["key"]):
+            if key not in records:
+                records[key] = stored(results, key)
+        rec = records[row["key"]]
+        state = "missing" if rec is None else "ok" if rec.get("status") == "ok" else "failed"
+        per_ablation[row["ablation"]]["planned"] += 1
+        per_ablation[row["ablation"]][state] += 1
+    found = {k: r for k, r in records.items() if r is not None}
+    trained = [r for r in found.values() if (r.get("config") or {}).get("epochs")]
+    # a shared training (selection arms) stores two records with one training time: count each training once
+    trainings = {json.dumps(dict(r["config"], selection=None), sort_keys=True) for r in trained}
+    missing_trainings = {json.dumps(dict(row["config"], selection=None), sort_keys=True)
+                         for row in rows if records[row["key"]] is None}
+    seconds = [r.get("timings", {}).get("total") for r in trained if r.get("timings", {}).get("total")]
+    mean_s = sum(seconds) / len(seconds) if seconds else None
+    return {
+        "keys": len(records), "stored": len(found), "ablations": per_ablation,
+        "failed": sorted(k for k, r in found.items() if r.get("status") != "ok"),
+        "code_versions": Counter(r.get("environment", {}).get("code_version", "?") for r in found.values()),
+        "data": Counter(r.get("data_sha256", "?")[:16] for r in found.values()),
+        "trainings_done": len(trainings), "trainings_left": len(missing_trainings),
+        "eta_s": mean_s * len(missing_trainings) if mean_s else None,
+    }
+
+
+def render(s: dict) -> str:
+    lines = ["| ablation | planned | stored | failed | missing |", "|---|---:|---:|---:|---:|"]
+    for name, c in s["ablations"].items():
+        lines.append(f"| {name} | {c['planned']} | {c['ok']} | {c['failed']} | {c['missing']} |")
+    eta = f"about {s['eta_s'] / 3600:.1f} h of one 2-core CPU" if s["eta_s"] is not None else "unknown"
+    versions = ", ".join(f"{v} ({n})" for v, n in s["code_versions"].most_common()) or "-"
+    data = ", ".join(f"{v} ({n})" for v, n in s["data"].most_common()) or "-"
+    return "\n".join([
+        f"{s['stored']} of {s['keys']} planned run records stored ({s['trainings_done']} trainings done, "
+        f"{s['trainings_left']} left: {eta}).", "",
+        f"Code versions of the stored runs: {versions}. Data: {data}.", "", *lines, ""])
+
+
+def check(s: dict, results: Path) -> list[str]:
+    """Why the study cannot be published as it is (empty: it can)."""
+    from core.knowledge import load_knowledge
+    from core.version import code_version
+
+    problems = []
+    missing = sum(c["missing"] for c in s["ablations"].values())
+    if missing or s["stored"] < s["keys"]:
+        problems.append(f"{s['keys'] - s['stored']} planned run(s) not stored")
+    if s["failed"]:
+        problems.append(f"{len(s['failed'])} run(s) failed: {', '.join(s['failed'][:5])}")
+    here, data = code_version(), load_knowledge().sha256[:16]
+    if set(s["code_versions"]) - {here}:
+        problems.append(f"runs made by other code than this checkout's ({here}): {dict(s['code_versions'])}")
+    if set(s["data"]) - {data}:
+        problems.append(f"runs made on other data than this checkout's ({data}): {dict(s['data'])}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=ROOT / "results")
+    ap.add_argument("--write", type=Path, help="also write the table (markdown) to this file")
+    ap.add_argument("--check", action="store_true", help="exit 1 unless the study is complete and of one code version")
+    args = ap.parse_args(argv)
+    s = status(args.results)
+    text = render(s)
+    print(text)
+    if args.write:
+        args.write.write_text("# Progress of the study\n\nWritten by tools/study_status.py.\n\n" + text)
+    if args.check:
+        problems = check(s, args.results)
+        for p in problems:
+            print(f"not publishable: {p}", file=sys.stderr)
+        return 1 if problems else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
