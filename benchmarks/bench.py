@@ -53,6 +53,7 @@ from benchmarks.train_ours import worker_ours  # noqa: E402
 from benchmarks.train_trainer import worker_trainer  # noqa: E402
 
 PUBLISHED = ROOT / "benchmarks" / "RESULTS.md"
+RESULTS_JSON = ROOT / "benchmarks" / "results.json"
 WORKER_FNS = {"ours": worker_ours, "trainer": worker_trainer, "eval": worker_eval, "matmul": worker_matmul}
 
 
@@ -115,6 +116,8 @@ def main(argv=None) -> None:
         Path(args.worker_out).write_text(json.dumps(result))
         return
 
+    # the trainer comparison holds the numerics equal: fp32 in both arms, whatever precision runs default to here
+    os.environ["HIAHIA_PRECISION"] = "fp32"
     out = Path(args.out) if args.out else default_out(args.model)
     if args.model != DEFAULT_MODEL and out.resolve() == PUBLISHED.resolve():
         raise SystemExit(f"refusing to write {args.model} numbers to {PUBLISHED} (reserved for {DEFAULT_MODEL}); "
@@ -134,13 +137,18 @@ def main(argv=None) -> None:
     say("[4/4] CPU matmul ceiling")
     mm = run_worker("matmul", args, argv)
     mach["load_avg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    text, md = report(args, command, date, mach, ours, ref, ev, mm)
+    text, md, figures = report(args, command, date, mach, ours, ref, ev, mm)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     old = out.read_text() if out.exists() else ""
     if "<!-- ray_vs_local -->" in old:  # benchmarks/ray_vs_local.py's section is kept
         md = md.rstrip("\n") + "\n\n" + old[old.index("<!-- ray_vs_local -->"):]
     out.write_text(md)
+    if out.resolve() == PUBLISHED.resolve():  # the machine-readable figures, beside run_speed.py's
+        merged = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+        merged["bench"] = dict(figures, cpu=mach["cpu"], date=date)
+        merged.update(figures)
+        RESULTS_JSON.write_text(json.dumps(merged, indent=1) + "\n")
     say(f"done in {time.perf_counter() - t0:.0f} s; wrote {out}")
 
 

@@ -62,7 +62,8 @@ def machine_info() -> dict:
             "peft": peft.__version__, "load_avg_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
-def report(args, command: str, date: str, mach: dict, ours: dict, ref: dict, ev: dict, mm: dict) -> tuple[str, str]:
+def report(args, command: str, date: str, mach: dict, ours: dict, ref: dict, ev: dict, mm: dict
+           ) -> tuple[str, str, dict]:
     """(plain-text table for the terminal, markdown file)."""
     st = ours["stats"]
     same_batches = ours["step_hashes"] == ref["step_hashes"] == st["batch_hashes"]
@@ -191,7 +192,8 @@ def report(args, command: str, date: str, mach: dict, ours: dict, ref: dict, ev:
         f"- ours: {', '.join(f'{x:.4f}' for x in ours['losses'])}",
         f"- Trainer+peft: {', '.join(f'{x:.4f}' for x in ref['losses'])}", "",
     ])
-    return text, md
+    figures = {"train_vs_trainer_peft": speedup, "ceiling_fraction": frac, "eval_vs_one_at_a_time": ev_ratio}
+    return text, md, figures
 
 
 _CFG_VALUES: dict = {}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import sys
@@ -17,14 +16,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import executors, metrics, model_cache, models
+from . import executors, model_cache, models
 from .ablation import ABLATIONS, Ablation, SuiteError, discover, select
 from .config import RunConfig, parse_overrides
 from .knowledge import DEFAULT_DATA, load_knowledge, load_replay
 from .record import RunRecord
-from .verdicts import overall, statement, validation_turns, verdicts  # noqa: F401 (re-exported)
-from .results import (RESULTS, clean_stale_temps, load_run, lock_path, locked, try_lock, unlock, write_atomic,
-                      write_json_atomic, write_run)
+from .summary import link_runs, output_folder, refresh_summary, report_folder, save_summary
+from .results import RESULTS, clean_stale_temps, load_run, lock_path, try_lock, unlock, write_run
 
 # ---- plan and execution -------------------------------------------------------------------------
 
@@ -166,62 +164,6 @@ def execute(plan: list[dict], knowledge, results: Path, device: str, cache, forc
     return records
 
 
-def tidy_rows(plan: list[dict], records: dict[str, RunRecord]) -> list[dict]:
-    rows = []
-    for p in plan:
-        rec = records.get(p["key"])
-        status = rec.status if rec else "missing"
-        for m in metrics.METRICS:
-            value = rec.metrics.get(m) if rec and rec.ok else None
-            rows.append({"ablation": p["ablation"], "regime": p["regime"], "arm": p["arm"], "seed": p["seed"],
-                         "key": p["key"], "status": status, "metric": m, "value": value})
-    return rows
-
-
-def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict) -> dict:
-    """Merge this invocation's plan into results/plan.json and rewrite the CSV and verdicts."""
-    with locked(results / "plan.lock"):  # another invocation may be merging its own plan right now
-        return _save_summary(results, ablations, plan, records)
-
-
-def _save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict) -> dict:
-    import pandas as pd
-
-    plan_file = results / "plan.json"
-    old = json.loads(plan_file.read_text()) if plan_file.exists() else {"rows": [], "ablations": {}}
-    names = {a.name for a in ablations}
-    rows = [r for r in old["rows"] if r["ablation"] not in names]
-    rows += [{k: (v.to_dict() if k == "config" else v) for k, v in r.items()} for r in plan]
-    metas = {k: v for k, v in old["ablations"].items() if k not in names}
-    metas.update({a.name: a.meta() for a in ablations})
-    write_json_atomic(plan_file, {"rows": rows, "ablations": metas})
-    all_records = {r["key"]: records.get(r["key"]) or load_run(results, r["key"]) for r in rows}
-    all_records = {k: v for k, v in all_records.items() if v}
-    all_abs = [Ablation.from_definition(name, m) for name, m in metas.items()]
-    v = verdicts(all_abs, rows, all_records)
-    summary = {}
-    for a in all_abs:
-        verdict, regime = overall(a, v[a.name])
-        summary[a.name] = {"verdict": verdict, "regime": regime, "statement": statement(a, v[a.name]),
-                           "comparisons": v[a.name],
-                           "validation": validation_turns([r for r in rows if r["ablation"] == a.name], all_records)}
-    write_json_atomic(results / "verdicts.json", summary)
-    write_atomic(results / "summary.csv", pd.DataFrame(tidy_rows(rows, all_records)).to_csv(index=False))
-    return summary
-
-
-def refresh_summary(results: Path, available: dict[str, Ablation]) -> dict:
-    """Recompute verdicts and the CSV from stored runs, with the current ablation definitions."""
-    with locked(results / "plan.lock"):
-        plan = json.loads((results / "plan.json").read_text())
-        metas = plan["ablations"]
-        for name in metas:
-            if name in available:
-                metas[name] = available[name].meta()
-        write_json_atomic(results / "plan.json", plan)
-        return _save_summary(results, [], [], {})
-
-
 # ---- command line -----------------------------------------------------------------------------
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_RUNS_FAILED, EXIT_RUNS_PENDING = 0, 2, 3, 4
@@ -246,13 +188,19 @@ def parser() -> argparse.ArgumentParser:
     models.add_precision_argument(p)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="knowledge file in the schema of data/hiahia.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a baseline RunConfig field")
-    p.add_argument("--results", default=str(RESULTS), help="results folder (default results/)")
+    p.add_argument("--results", default=str(RESULTS), help=(
+        "results folder (default results/, the published study: only a run of the whole published plan writes its "
+        "plan, verdicts, summary and report there; any other run reuses and adds its runs but writes those into "
+        "results/partial/<name>/). With another folder, everything goes inside it, the report into DIR/report"))
+    p.add_argument("--report", metavar="DIR", help="where the report goes (default: report/ for the published study, "
+                                                   "else the results folder's report/)")
     p.add_argument("--cache-dir", help=f"model cache (default ${model_cache.CACHE_ENV} or ~/.cache/hiahia-lora)")
     p.add_argument("--force", action="store_true", help="rerun even cached runs")
     p.add_argument("--wait", type=float, default=3600.0, metavar="SECONDS",
                    help="how long to wait at the end for runs another invocation is training (default 3600)")
     p.add_argument("--list", action="store_true", help="list the ablations and their arms, then exit")
-    p.add_argument("--report-only", action="store_true", help="re-render the report from results/ without training")
+    p.add_argument("--report-only", action="store_true", help="re-render the report from the results folder without "
+                                                              "training")
     p.add_argument("--no-report", action="store_true", help="do not render the report at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     executors.add_arguments(p)
@@ -314,7 +262,7 @@ def _main(args) -> int:
         check_results_folder(results, need_plan=True)
         clean_stale_temps(results)
         refresh_summary(results, available)
-        return _render(results)
+        return _render(results, report_folder(args, results))
     declared_pairs = list(dict.fromkeys(p for ab in available.values() for p in ab.pairs))
     if args.pair is not None and args.pair not in declared_pairs:
         raise SuiteError(f"unknown --pair {args.pair!r}; valid: {', '.join(declared_pairs)}")
@@ -337,22 +285,31 @@ def _main(args) -> int:
 
     plan = build_plan(chosen, baseline, args.seeds, args.pair, context_of)
     check_results_folder(results)
+    out = output_folder(args, results, plan,
+                        lambda: build_plan(list(available.values()), RunConfig(), None, None, context_of))
     resolve_models(plan, results, args.force, baseline, args.cache_dir, executor.resolve)
-    # everything is checked: from here on, results/ is written
-    (results / "runs").mkdir(parents=True, exist_ok=True)
-    for folder in (results, results / "runs"):
+    # everything is checked: from here on, the results folder is written
+    for folder in (results / "runs", out):
+        folder.mkdir(parents=True, exist_ok=True)
+    for folder in (results, results / "runs", out):
         clean_stale_temps(folder)
+    if out != results:
+        log = logging.getLogger("run_all")
+        log.info("a partial run: the published files stay as they are; plan, verdicts, summary and report go to %s",
+                 out)
     start = time.perf_counter()
-    save_summary(results, chosen, plan, {})  # the plan is on disk first: partial results can be rendered
+    save_summary(out, chosen, plan, {}, results)  # the plan is on disk first: partial results can be rendered
     records = execute(plan, knowledge, results, args.device, args.cache_dir, args.force, not args.quiet, context_of,
                       baseline, args.wait, executor)
-    summary = save_summary(results, chosen, plan, records)
+    if out != results:
+        link_runs(results, out, records)
+    summary = save_summary(out, chosen, plan, records, results)
     print(f"\nfinished in {time.perf_counter() - start:.0f} s")
     for ab in chosen:
         s = summary[ab.name]
         print(f"  {ab.name:24s} {s['verdict']:15s} (regime: {s['regime'] or '-'})")
     if not args.no_report:
-        _render(results)
+        _render(out, report_folder(args, out))
     return _final_status(plan, records, results)
 
 
@@ -370,12 +327,12 @@ def _final_status(plan: list[dict], records: dict, results: Path) -> int:
     return EXIT_RUNS_FAILED if failed else EXIT_RUNS_PENDING if pending else EXIT_OK
 
 
-def _render(results: Path) -> int:
+def _render(results: Path, report: Path) -> int:
     try:
         from .report import render
     except ImportError:
         print("report module not available; results are in", results)
         return EXIT_OK
-    out = render(results)
+    out = render(results, report)
     print(f"report written to {out}")
     return EXIT_OK

@@ -87,7 +87,7 @@ def test_overrun_counts_writing_past_the_end_of_turn(tiny):
 
 
 def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
-    from core.suite import statement, validation_turns
+    from core.verdicts import statement, validation_turns
 
     ab = discover()["no_val_selection"]
     per_regime = {r: {"final_epoch": {"heldout_recall": {"verdict": "not reproduced"}}} for r in ab.regimes}

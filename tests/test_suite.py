@@ -206,7 +206,7 @@ def test_bad_ablation_definitions_name_file_and_field(tmp_path, extra, message):
 
 
 def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
-    from core.suite import overall, verdicts
+    from core.verdicts import overall, verdicts
 
     ab = discover()["no_masking"]
     assert ab.primary_comparisons() == [(r, "unmasked") for r in ab.regimes] and len(ab.regimes) >= 2

@@ -3,7 +3,7 @@
 #
 #     tools/study.sh [LOG]        (LOG default: ../study-logs/study.log, outside the checkout)
 #
-# Starts `python run_all.py --no-report` (all ablations, the seeds each ablation.yaml declares; cached runs are
+# Starts `python run_all.py --precision bf16 --no-report` (all ablations, the seeds each ablation.yaml declares; cached runs are
 # reused, so a killed study resumes where it stopped) and, every COMMIT_EVERY seconds and once at the end,
 # commits results/runs/, results/plan.json and results/PROGRESS.md (tools/study_status.py: stored / missing
 # per ablation and the time left). Only those paths are committed, so other work in the checkout is untouched.
@@ -24,7 +24,9 @@ commit_runs() {
 }
 
 echo "study started $(date -u +%FT%TZ) at $(git rev-parse --short HEAD)" >>"$LOG"
-python run_all.py --no-report >>"$LOG" 2>&1 &
+# one precision for the whole study, whatever CPU a session lands on (auto would pick fp32 where bf16 is not in
+# hardware, and the keys would change midway)
+python run_all.py --precision bf16 --no-report >>"$LOG" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid"; commit_runs; exit 130' INT TERM
 while kill -0 "$pid" 2>/dev/null; do

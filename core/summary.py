@@ -1,0 +1,149 @@
+"""The study's summary files (plan.json, verdicts.json, summary.csv) and where an invocation writes them.
+
+The published study (results/, report/) is written only by a run of the whole published plan; any other run
+writes its summary files and report into results/partial/<name>/ or into its own --results folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from . import metrics
+from .ablation import ABLATIONS, Ablation, discover
+from .knowledge import DEFAULT_DATA
+from .record import RunRecord
+from .results import RESULTS, load_run, locked, write_atomic, write_json_atomic
+from .verdicts import overall, statement, validation_turns, verdicts
+
+
+def tidy_rows(plan: list[dict], records: dict[str, RunRecord]) -> list[dict]:
+    rows = []
+    for p in plan:
+        rec = records.get(p["key"])
+        status = rec.status if rec else "missing"
+        for m in metrics.METRICS:
+            value = rec.metrics.get(m) if rec and rec.ok else None
+            rows.append({"ablation": p["ablation"], "regime": p["regime"], "arm": p["arm"], "seed": p["seed"],
+                         "key": p["key"], "status": status, "metric": m, "value": value})
+    return rows
+
+
+def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict,
+                 runs: Path | None = None) -> dict:
+    """Merge this invocation's plan into results/plan.json and rewrite the CSV and verdicts. runs: the folder
+    whose runs/ holds the stored runs (default: results itself; a partial run's folder reads the shared one)."""
+    with locked(results / "plan.lock"):  # another invocation may be merging its own plan right now
+        return _save_summary(results, ablations, plan, records, runs or results)
+
+
+def canonical_order(rows: list[dict], metas: dict) -> tuple[list[dict], dict]:
+    """Plan rows and ablation definitions in the order the ablations are listed (ablation.yaml `order`, then name),
+    each ablation's rows in plan order: the files come out the same however the plan was put together."""
+    rank = {name: i for i, name in enumerate(discover(ABLATIONS))}
+    last = len(rank)
+    by_name = sorted(metas, key=lambda n: (rank.get(n, last), n))
+    position = {n: i for i, n in enumerate(by_name)}
+    ordered = sorted(enumerate(rows), key=lambda ir: (position.get(ir[1]["ablation"], last), ir[0]))
+    return [r for _, r in ordered], {n: metas[n] for n in by_name}
+
+
+def _save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict, runs: Path) -> dict:
+    import pandas as pd
+
+    plan_file = results / "plan.json"
+    old = json.loads(plan_file.read_text()) if plan_file.exists() else {"rows": [], "ablations": {}}
+    names = {a.name for a in ablations}
+    rows = [r for r in old["rows"] if r["ablation"] not in names]
+    rows += [{k: (v.to_dict() if k == "config" else v) for k, v in r.items()} for r in plan]
+    metas = {k: v for k, v in old["ablations"].items() if k not in names}
+    metas.update({a.name: a.meta() for a in ablations})
+    rows, metas = canonical_order(rows, metas)
+    write_json_atomic(plan_file, {"rows": rows, "ablations": metas})
+    all_records = {r["key"]: records.get(r["key"]) or load_run(runs, r["key"]) for r in rows}
+    all_records = {k: v for k, v in all_records.items() if v}
+    all_abs = [Ablation.from_definition(name, m) for name, m in metas.items()]
+    v = verdicts(all_abs, rows, all_records)
+    summary = {}
+    for a in all_abs:
+        verdict, regime = overall(a, v[a.name])
+        summary[a.name] = {"verdict": verdict, "regime": regime, "statement": statement(a, v[a.name]),
+                           "comparisons": v[a.name],
+                           "validation": validation_turns([r for r in rows if r["ablation"] == a.name], all_records)}
+    write_json_atomic(results / "verdicts.json", summary)
+    write_atomic(results / "summary.csv", pd.DataFrame(tidy_rows(rows, all_records)).to_csv(index=False))
+    return summary
+
+
+def refresh_summary(results: Path, available: dict[str, Ablation]) -> dict:
+    """Recompute verdicts and the CSV from stored runs, with the current ablation definitions."""
+    with locked(results / "plan.lock"):
+        plan = json.loads((results / "plan.json").read_text())
+        metas = plan["ablations"]
+        for name in metas:
+            if name in available:
+                metas[name] = available[name].meta()
+        write_json_atomic(results / "plan.json", plan)
+        return _save_summary(results, [], [], {}, results)
+
+
+# ---- where an invocation writes ----------------------------------------------------------------
+
+PARTIAL = "partial"  # results/partial/<name>/: plan, verdicts, summary and report of a run that is not the study
+
+
+def is_published(results: Path) -> bool:
+    return results.resolve() == RESULTS.resolve()
+
+
+def output_folder(args, results: Path, plan: list[dict], full_plan) -> Path:
+    """Where this invocation writes its plan, verdicts, summary (and, by default, its report): the results folder
+    itself, unless that is the published study and this run is not the whole published plan (every ablation, its
+    declared seeds, the baseline and data as shipped), which goes to results/partial/<name>/ instead.
+    full_plan(): the rows of that whole published plan."""
+    if not is_published(results):
+        return results
+    def rows(p: list[dict]) -> set[tuple]:
+        return {(r["ablation"], r["regime"], r["arm"], r["seed"], r["key"]) for r in p}
+
+    full = Path(args.data).resolve() == DEFAULT_DATA.resolve() and rows(plan) == rows(full_plan())
+    return results if full else results / PARTIAL / partial_name(args)
+
+
+def partial_name(args) -> str:
+    """A folder name saying what the partial run chose, e.g. wrong_layer_path-seeds1 or all-set-lr=0.0001."""
+    parts = ["+".join(n.strip() for n in args.only.split(",") if n.strip()) if args.only else "all"]
+    parts += [f"seeds{args.seeds}"] if args.seeds is not None else []
+    parts += [f"model-{args.model}"] if args.model else []
+    parts += [f"pair-{args.pair}"] if args.pair else []
+    parts += [f"set-{s}" for s in args.set]
+    parts += [f"data-{Path(args.data).stem}"] if Path(args.data).resolve() != DEFAULT_DATA.resolve() else []
+    name = re.sub(r"[^A-Za-z0-9._+=-]+", "_", "-".join(parts))
+    return name if len(name) <= 80 else f"{name[:60]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def link_runs(store: Path, out: Path, records: dict) -> None:
+    """Make a partial run's folder readable on its own (the report reads <folder>/runs): hard links to the shared
+    stored runs (copies where links are impossible)."""
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    for key in records:
+        src, dst = store / "runs" / f"{key}.json", out / "runs" / f"{key}.json"
+        if not src.is_file():
+            continue
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+
+
+def report_folder(args, results: Path) -> Path:
+    """--report, else report/ for the published study and <results>/report for any other folder."""
+    if args.report:
+        return Path(args.report)
+    from .report import REPORT
+
+    return REPORT if is_published(results) else results / "report"

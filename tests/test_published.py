@@ -1,0 +1,100 @@
+"""The published study (results/, report/) changes only when the whole published plan runs into it (tiny study)."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from core import report, summary, suite
+from core.suite import main
+
+# a published study small enough for a test: two ablations of the tiny random model, one seed each
+ABLATION = """title: {name}
+order: {order}
+factor: lora_r
+symptom: a test study
+signature: heldout_recall
+expected: decrease
+min_effect: 0.1
+control: a
+primary: [b]
+seeds: 1
+regimes:
+  tiny: {{model: tiny-qwen2, epochs: 1, max_new_tokens: 4, paraphrases: 1}}
+arms:
+  a: {{}}
+  b: {{lora_r: 4}}
+"""
+TIMESTAMP = re.compile(rb"report generated [^<]*")  # the one line a regeneration may change (time and commit)
+
+
+@pytest.fixture()
+def study(tmp_path, monkeypatch):
+    """A repository-like folder: ablations/, and the published results/ and report/ the suite writes."""
+    root = tmp_path / "repo"
+    for order, name in enumerate(("beta", "alpha"), start=1):  # listed in `order`, not by name
+        (root / "ablations" / name).mkdir(parents=True)
+        (root / "ablations" / name / "ablation.yaml").write_text(ABLATION.format(name=name, order=order))
+    monkeypatch.setattr(suite, "ABLATIONS", root / "ablations")
+    monkeypatch.setattr(summary, "ABLATIONS", root / "ablations")
+    monkeypatch.setattr(summary, "RESULTS", root / "results")
+    monkeypatch.setattr(report, "REPORT", root / "report")
+    monkeypatch.setattr(suite, "RESULTS", root / "results")
+    parser = suite.parser
+
+    def default_results():  # --results defaults to the published folder, as it does for results/
+        p = parser()
+        p.set_defaults(results=str(root / "results"))
+        return p
+
+    monkeypatch.setattr(suite, "parser", default_results)
+    return root
+
+
+def published_files(root: Path) -> dict[str, bytes]:
+    """Every file of the published study except the shared run store, which partial runs may add to."""
+    files = [p for folder in ("results", "report") for p in (root / folder).rglob("*") if p.is_file()]
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in files
+            if "partial" not in p.parts and "runs" not in p.parts and not p.name.endswith(".lock")}
+
+
+def test_partial_runs_and_other_results_folders_leave_the_published_files_byte_identical(study, tmp_path):
+    assert main(["--quiet"]) == 0
+    before = published_files(study)
+    assert {"results/plan.json", "results/verdicts.json", "results/summary.csv", "report/index.html"} <= set(before)
+    stored = {p.name: p.read_bytes() for p in (study / "results" / "runs").glob("*.json")}
+
+    assert main(["--only", "alpha", "--quiet"]) == 0  # a partial run of cached runs
+    assert main(["--set", "lora_alpha=8", "--quiet"]) == 0  # a partial run that trains new runs
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["--only", "beta", "--results", str(elsewhere), "--quiet"]) == 0
+    assert main(["--report-only", "--results", str(elsewhere)]) == 0
+
+    assert published_files(study) == before
+    assert {p.name: p.read_bytes() for p in (study / "results" / "runs").glob("*.json") if p.name in stored} == stored
+    alpha = study / "results" / "partial" / "alpha"
+    assert [r["ablation"] for r in json.loads((alpha / "plan.json").read_text())["rows"]] == ["alpha", "alpha"]
+    assert (alpha / "report" / "index.html").is_file() and (alpha / "verdicts.json").is_file()
+    assert len(list((alpha / "runs").glob("*.json"))) == 3  # its two arms and the untrained reference, readable
+    assert (study / "results" / "partial" / "all-set-lora_alpha=8" / "summary.csv").is_file()
+    assert (elsewhere / "report" / "index.html").is_file() and (elsewhere / "plan.json").is_file()
+    assert not (elsewhere / "partial").exists()
+
+
+def test_report_goes_where_report_says(study, tmp_path):
+    assert main(["--only", "alpha", "--quiet", "--report", str(tmp_path / "pages")]) == 0
+    assert (tmp_path / "pages" / "index.html").is_file()
+    assert not (study / "report").exists() and not (study / "results" / "partial" / "alpha" / "report").exists()
+
+
+def test_regenerating_the_published_study_changes_only_the_report_generation_line(study):
+    assert main(["--quiet"]) == 0
+    first = published_files(study)
+    rows = json.loads((study / "results" / "plan.json").read_text())["rows"]
+    assert [r["ablation"] for r in rows] == ["beta", "beta", "alpha", "alpha"]  # the ablations' own order
+    assert main(["--quiet"]) == 0  # everything cached
+    assert main(["--report-only"]) == 0
+    again = published_files(study)
+    assert set(again) == set(first)
+    changed = sorted(name for name in first if first[name] != again[name])
+    assert all(TIMESTAMP.sub(b"", first[n]) == TIMESTAMP.sub(b"", again[n]) for n in changed), changed
