@@ -21,7 +21,7 @@ from markupsafe import Markup
 
 from . import figures
 from .figures import fmt
-from .report_data import ReportError, load_results, status
+from .report_data import ReportError, load_results, status, study_totals
 from .report_evidence import evidence_files, results_href
 from .report_findings import findings
 from .report_sections import ablation_section, model_table, summary_row, untrained_section
@@ -72,7 +72,7 @@ def metadata_section(rows: list[dict], metas: dict, runs: dict) -> dict:
         "seeds": sorted({r["seed"] for r in rows}),
         "environments": [{"env": json.loads(e), "runs": n} for e, n in envs.most_common()],
         "durations": durations, "totals": {k: f"{v:.1f}" for k, v in totals.items()},
-        "counts": Counter(status(runs.get(k)) for k in keys),
+        "counts": study_totals(rows, runs),
         "report_packages": packages, "python": sys.version.split()[0],
         "code_version": git_commit(),  # the commit the page is rendered at; each run records its own code
         "data_sha256": sorted({r.data_sha256 for r in ok if r.data_sha256}),

@@ -46,6 +46,23 @@ def load_results(results_dir: Path) -> tuple[list[dict], dict[str, dict], dict, 
     return plan["rows"], metas, verdicts, runs
 
 
+def study_totals(rows: list[dict], runs: dict) -> dict:
+    """How many planned run records are finished, failed or missing, how many trainings the finished ones took,
+    and their summed stored time (a training shared by two selection arms counted once): the report's header and
+    the README's generated numbers both read this."""
+    keys = list(dict.fromkeys([r["key"] for r in rows] + [r["untrained_key"] for r in rows if r.get("untrained_key")]))
+    counts = {"ok": 0, "failed": 0, "missing": 0}
+    for k in keys:
+        counts[status(runs.get(k))] += 1
+    done = [runs[k] for k in keys if status(runs.get(k)) == "ok"]
+    trained = [rec for rec in done if rec.config.get("epochs")]
+    counted = [rec for rec in done if not (rec.shared_training and rec.config.get("selection") != "best")]
+    return {"planned": len(keys), **counts,
+            "trainings": len({tuple(sorted((k, str(v)) for k, v in rec.config.items() if k != "selection"))
+                              for rec in trained}),
+            "seconds": sum((rec.timings or {}).get("total", 0.0) for rec in counted)}
+
+
 def status(rec: RunRecord | None) -> str:
     if rec is None:
         return "missing"

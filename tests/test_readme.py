@@ -1,0 +1,31 @@
+"""The README's study numbers are generated from the committed results, so README and report agree."""
+import json
+import shutil
+from pathlib import Path
+
+from core import readme
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "report" / "results"
+
+
+def test_the_readme_numbers_are_those_of_the_committed_results():
+    assert readme.main(["--check"]) == 0, "run `python -m core.readme` after the results change"
+
+
+def test_a_changed_verdict_makes_the_check_fail_until_the_block_is_regenerated(tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    page = tmp_path / "README.md"
+    page.write_text(f"# t\n\nbefore\n\n{readme.BEGIN}\nstale numbers\n{readme.END}\n\nafter\n")
+    args = ["--results", str(results), "--readme", str(page)]
+    assert readme.main([*args, "--check"]) == 1
+    assert readme.main(args) == 0 and readme.main([*args, "--check"]) == 0
+    text = page.read_text()
+    assert text.startswith("# t\n\nbefore\n\n") and text.endswith(f"{readme.END}\n\nafter\n")
+    assert "stale numbers" not in text and "planned run records finished" in text
+    verdicts = json.loads((results / "verdicts.json").read_text())
+    name = next(iter(verdicts))
+    verdicts[name]["verdict"] = "reproduced" if verdicts[name]["verdict"] != "reproduced" else "not reproduced"
+    (results / "verdicts.json").write_text(json.dumps(verdicts))
+    assert readme.main([*args, "--check"]) == 1
+    assert "differ" in capsys.readouterr().err
