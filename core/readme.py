@@ -35,7 +35,8 @@ def block(results: Path = RESULTS) -> str:
     lines = [
         f"Runs: {t['ok']} of {t['planned']} planned run records finished ({t['trainings']} trainings"
         + (f"; {t['failed']} failed" if t["failed"] else "") + "); their stored "
-        f"times add up to {seconds:,.0f} s ({seconds / 3600:.1f} h) of CPU. Seeds per ablation: "
+        f"wall times add up to {seconds:,.0f} s ({seconds / 3600:.1f} h; a run slowed or paused by other work "
+        f"records the longer time). Seeds per ablation: "
         + ", ".join(f"{name} {n}" for name, n in seeds.items()) + ".", "",
         "| ablation | verdict | regimes behind it | signature metric | effect [interval] | smallest detectable |",
         "|---|---|---|---|---|---:|",

@@ -5,7 +5,7 @@
 
 Reads the plan the suite wrote first (results/plan.json) and the stored runs (results/runs/<key>.json), and
 prints, per ablation, how many planned runs are stored, failed or missing, the code versions and data hashes
-the stored runs were made with, and an estimate of the time left (mean run time so far x runs left).
+the stored runs were made with, and an estimate of the time left (median run time so far x trainings left).
 
 --check exits 1 unless every planned run is stored, finished ok, and was made by the code and data in this
 checkout: one code version (core/version.py: a hash of what decides results, not the commit) and the current
@@ -55,8 +55,9 @@ def status(results: Path) -> dict:
     trainings = {json.dumps(dict(r["config"], selection=None), sort_keys=True) for r in trained}
     missing_trainings = {json.dumps(dict(row["config"], selection=None), sort_keys=True)
                          for row in rows if records[row["key"]] is None}
-    seconds = [r.get("timings", {}).get("total") for r in trained if r.get("timings", {}).get("total")]
-    mean_s = sum(seconds) / len(seconds) if seconds else None
+    seconds = sorted(r.get("timings", {}).get("total") for r in trained if r.get("timings", {}).get("total"))
+    # the median: a run paused or slowed by other work on the machine records a much longer time
+    mean_s = seconds[len(seconds) // 2] if seconds else None
     return {
         "keys": len(records), "stored": len(found), "ablations": per_ablation,
         "failed": sorted(k for k, r in found.items() if r.get("status") != "ok"),
