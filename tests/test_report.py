@@ -218,15 +218,16 @@ def test_stored_runs_keep_their_format_through_the_typed_record():
 
 
 def test_first_edition_runs_without_the_newer_fields_still_load_and_render(tmp_path):
-    # results/ holds the first edition's runs: no replay, replay_dropped, model_card, turn_overrun or identity groups
-    paths = sorted((ROOT / "results" / "runs").glob("*.json"))
+    # the first edition's runs: no replay, replay_dropped, model_card, turn_overrun or identity groups
+    first = ROOT / "tests" / "fixtures" / "first_edition" / "results"
+    paths = sorted((first / "runs").glob("*.json"))
     assert paths
     for path in paths:
         stored = json.loads(path.read_text())
         record = RunRecord.from_json(stored)
         assert {k: v for k, v in record.to_json().items() if k in stored} == stored, path.name  # nothing lost
         assert record.replay_dropped == [] and record.model_card == {}
-    html = site(report.render(ROOT / "results", tmp_path / "report"))
+    html = site(report.render(first, tmp_path / "report"))
     assert "not recorded (runs stored before records had a model card)" in html
     assert "Dotted line: the epoch with the lowest validation loss" in html and "Confound." in html
 

@@ -58,7 +58,7 @@ def test_the_forest_plot_has_a_row_per_primary_comparison_or_per_regime_and_arm_
     assert all(r["declared"] for r in forest) and len(forest) == len(metas)
     assert all(len(r["per_seed"]) == 1 for r in forest if r["diff"] is not None)  # the fixture's one seed
 
-    rows, metas, verdicts, runs = load_results(ROOT / "results")  # first edition: no `primary` anywhere
+    rows, metas, verdicts, runs = load_results(ROOT / "tests" / "fixtures" / "first_edition" / "results")  # no `primary`
     first = forest_rows(metas, verdicts, rows, runs)
     assert [r["label"] for r in first if r["ablation"] == "no_masking"] == ["no_masking / baseline",
                                                                           "no_masking / original_budget"]
@@ -181,7 +181,7 @@ def test_the_arm_table_shows_the_signature_first_and_folds_the_secondary_metrics
 
 
 def test_findings_of_the_first_edition_results_cover_every_ablation():
-    rows, metas, verdicts, runs = load_results(ROOT / "results")
+    rows, metas, verdicts, runs = load_results(ROOT / "tests" / "fixtures" / "first_edition" / "results")
     found = findings(metas, verdicts, rows, runs)
     listed = [o["name"] for group in found["outcomes"].values() for o in group]
     assert sorted(listed) == sorted(metas) and [r["name"] for r in found["ranking"]].count("no_masking") == 1
