@@ -46,10 +46,15 @@ def load_results(results_dir: Path) -> tuple[list[dict], dict[str, dict], dict, 
     return plan["rows"], metas, verdicts, runs
 
 
+def _training(config: dict) -> tuple:
+    """What identifies one training: the config without its checkpoint selection (two selection arms share one)."""
+    return tuple(sorted((k, str(v)) for k, v in config.items() if k != "selection"))
+
+
 def study_totals(rows: list[dict], runs: dict) -> dict:
-    """How many planned run records are finished, failed or missing, how many trainings the finished ones took,
-    and their summed stored time (a training shared by two selection arms counted once): the report's header and
-    the README's generated numbers both read this."""
+    """How many planned run records are finished, failed or missing, how many trainings the finished ones took and
+    how many are still to run, and their summed stored time (a training shared by two selection arms counted
+    once): the report's header, the README's generated numbers and tools/study_status.py all read this."""
     keys = list(dict.fromkeys([r["key"] for r in rows] + [r["untrained_key"] for r in rows if r.get("untrained_key")]))
     counts = {"ok": 0, "failed": 0, "missing": 0}
     for k in keys:
@@ -58,8 +63,8 @@ def study_totals(rows: list[dict], runs: dict) -> dict:
     trained = [rec for rec in done if rec.config.get("epochs")]
     counted = [rec for rec in done if not (rec.shared_training and rec.config.get("selection") != "best")]
     return {"planned": len(keys), **counts,
-            "trainings": len({tuple(sorted((k, str(v)) for k, v in rec.config.items() if k != "selection"))
-                              for rec in trained}),
+            "trainings": len({_training(rec.config) for rec in trained}),
+            "trainings_left": len({_training(r["config"]) for r in rows if runs.get(r["key"]) is None}),
             "seconds": sum((rec.timings or {}).get("total", 0.0) for rec in counted)}
 
 

@@ -13,7 +13,7 @@ from core import figures, report
 from core.record import RunRecord
 from core.report_data import load_results
 from core.report_evidence import reproduce_command
-from core.report_findings import findings, forest_rows, forgetting
+from core.report_findings import findings, forest_rows, forgetting, goal
 from core.report_samples import sample_tables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +83,39 @@ def test_the_forgetting_price_is_the_recipe_s_retention_of_what_the_untrained_mo
     assert price["recipe"]["mean"] == 0.75 and price["recipe_runs"] == 1
     assert price["untrained"][0]["kept"] == 4 and price["untrained"][0]["probes"] == 4
     assert price["worst"][0]["label"] == "a / baseline / recipe" and price["best"][0]["label"] == "a / baseline / slow"
+
+
+def _scored_run(recall_hits: list[bool], retention_hits: list[bool], seed: int = 0) -> RunRecord:
+    run = _retention_run(retention_hits, 4, seed)
+    run.samples += [{"set": "test", "id": f"f{i}", "question": f"t{i}", "hit": hit} for i, hit in enumerate(recall_hits)]
+    run.metrics["heldout_recall"] = sum(recall_hits) / len(recall_hits)
+    return run
+
+
+def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_the_best_that_learned():
+    metas = {"a": {"name": "a", "arms": {"recipe": {}, "replay": {"replay": 40}, "slow": {"lr": 1e-4}},
+                   "regimes": {"baseline": {}}},
+             "b": {"name": "b", "arms": {"recipe": {}}, "regimes": {"baseline": {}}}}
+    rows = [{"ablation": ab, "regime": "baseline", "arm": arm, "seed": sd, "key": f"{arm}{sd}", "untrained_key": "u",
+             "config": {"epochs": 4}} for ab, arms in (("a", ("recipe", "replay", "slow")), ("b", ("recipe",)))
+            for arm in arms for sd in (0, 1)]
+    ten = [True] * 10
+    runs = {f"{arm}{sd}": _scored_run(recall, retention, sd) for arm, recall, retention in (
+        ("recipe", ten, [True] * 5 + [False] * 5),  # learned, forgot half
+        ("replay", ten[:9] + [False], ten[:8] + [False] * 2),  # learned, kept 0.8
+        ("slow", [False] * 10, ten)) for sd in (0, 1)}  # kept everything, learned nothing
+    g = goal(metas, rows, runs)
+    assert g["arms"] == 3, "b / baseline / recipe is the same two runs as a / baseline / recipe: listed once"
+    assert g["reached"] == [] and g["learned"] == 2
+    assert g["closest"]["label"] == "a / baseline / replay" and g["closest"]["shortfall"] == pytest.approx(0.1)
+    assert g["best_learned"] is g["closest"]
+    from core.readme import goal_sentence
+    assert "reached by 0 of 3 trained arms; closest: a / baseline / replay (recall 0.90" in goal_sentence(g)
+    runs["replay0"] = runs["replay1"] = _scored_run(ten, ten[:9] + [False])
+    g = goal(metas, rows, runs)
+    assert [a["label"] for a in g["reached"]] == ["a / baseline / replay"] and g["closest"]["shortfall"] == 0.0
+    assert goal_sentence(g).startswith("Goal (retention >= 0.9 at heldout_recall >= 0.9, arm means): reached by 1 "
+                                       "of 3 trained arms: a / baseline / replay (recall 1.00")
 
 
 @pytest.fixture
@@ -186,3 +219,4 @@ def test_findings_of_the_first_edition_results_cover_every_ablation():
     listed = [o["name"] for group in found["outcomes"].values() for o in group]
     assert sorted(listed) == sorted(metas) and [r["name"] for r in found["ranking"]].count("no_masking") == 1
     assert found["forgetting"]["recipe"]["mean"] is not None and found["forgetting"]["untrained"]
+    assert found["goal"]["closest"] and not found["goal"]["reached"]
