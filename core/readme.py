@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .report_data import load_results, study_totals
+from .report_data import load_results, status, study_totals
 from .report_findings import findings
 from .results import RESULTS, write_atomic
 
@@ -45,14 +45,20 @@ def block(results: Path = RESULTS) -> str:
     rows, metas, verdicts, runs = load_results(results)
     t = study_totals(rows, runs)
     seconds = t["seconds"]
-    seeds = {name: len({r["seed"] for r in rows if r["ablation"] == name}) for name in metas}
+    planned = {name: {r["seed"] for r in rows if r["ablation"] == name} for name in metas}
+    # a seed counts once every planned run of it (all arms and regimes of the ablation) is finished
+    done = {name: {sd for sd in seeds if all(status(runs.get(r["key"])) == "ok" for r in rows
+                                             if r["ablation"] == name and r["seed"] == sd)}
+            for name, seeds in planned.items()}
     f = findings(metas, verdicts, rows, runs)
     lines = [
         f"Runs: {t['ok']} of {t['planned']} planned run records finished ({t['trainings']} trainings"
         + (f"; {t['failed']} failed" if t["failed"] else "") + "); their stored "
         f"wall times add up to {seconds:,.0f} s ({seconds / 3600:.1f} h; a run slowed or paused by other work "
-        f"records the longer time). Seeds per ablation: "
-        + ", ".join(f"{name} {n}" for name, n in seeds.items()) + ".", "",
+        f"records the longer time). Seeds per ablation"
+        + (": " if all(done[n] == planned[n] for n in planned) else " (finished of planned): ")
+        + ", ".join(f"{n} {len(planned[n])}" if done[n] == planned[n] else f"{n} {len(done[n])} of {len(planned[n])}"
+                    for n in planned) + ".", "",
         "| ablation | verdict | regimes behind it | signature metric | effect [interval] | smallest detectable |",
         "|---|---|---|---|---|---:|",
     ]

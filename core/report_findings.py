@@ -38,8 +38,9 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> li
                         "metric": ab["signature"],
                         "expected": ab.get("expected"), "min_effect": cmp.get("min_effect", ab.get("min_effect", 0.1)),
                         "diff": cmp.get("diff"), "low": cmp.get("low"), "high": cmp.get("high"),
-                        "level": cmp.get("level"), "verdict": cmp.get("verdict") or "inconclusive",
-                        "class": verdict_class(cmp.get("verdict") or "inconclusive"),
+                        # no stored comparison (verdicts not computed yet): no verdict, rather than a made-up one
+                        "level": cmp.get("level"), "verdict": cmp.get("verdict") or ("inconclusive" if cmp else None),
+                        "class": verdict_class(cmp.get("verdict") or ("inconclusive" if cmp else None)),
                         "mde": cmp.get("mde"), "reason": cmp.get("reason") or "", "declared": declared,
                         "per_seed": [t - c for c, t in cmp["per_seed"].values() if c is not None and t is not None]
                         if cmp.get("per_seed") else seed_differences(own, runs, regime, arm, ab["control"],

@@ -29,3 +29,14 @@ def test_a_changed_verdict_makes_the_check_fail_until_the_block_is_regenerated(t
     (results / "verdicts.json").write_text(json.dumps(verdicts))
     assert readme.main([*args, "--check"]) == 1
     assert "differ" in capsys.readouterr().err
+
+
+def test_seeds_count_only_when_every_planned_run_of_them_is_finished(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    rows = json.loads((results / "plan.json").read_text())["rows"]
+    name = rows[0]["ablation"]
+    seeds = sorted({r["seed"] for r in rows if r["ablation"] == name})
+    assert f"Seeds per ablation: {name} {len(seeds)}," in readme.block(results)
+    (results / "runs" / f"{rows[0]['key']}.json").unlink()  # one arm of one seed gone: that seed is not finished
+    assert f"Seeds per ablation (finished of planned): {name} {len(seeds) - 1} of {len(seeds)}," in readme.block(results)
