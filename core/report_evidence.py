@@ -70,9 +70,19 @@ def _baseline_overrides(ab: dict, rows: list[dict]) -> dict:
     return {k: values[0] for k, values in seen.items() if len(values) == 1 and values[0] != default[k]}
 
 
-def reproduce_command(ab: dict, rows: list[dict]) -> str:
+def precision_options(records: list) -> list[str]:
+    """--device and --precision as the finished runs record them (environment.precision, e.g. cpu-bfloat16-mixed),
+    so a rerun computes as they did whatever its hardware would pick by default; none when the runs disagree."""
+    tags = {rec.environment.get("precision") for rec in records if rec is not None and rec.ok} - {None}
+    if len(tags) != 1:
+        return []
+    device, _, compute = tags.pop().partition("-")
+    return (["--device", device] if device != "cpu" else []) + ["--precision", "fp32" if compute == "fp32" else "bf16"]
+
+
+def reproduce_command(ab: dict, rows: list[dict], runs: dict | None = None) -> str:
     """`python run_all.py --only <name> --results results-<name>`, plus the --seeds, --pair and --set options that
-    the planned rows show the study used."""
+    the planned rows show the study used, and the device and precision its stored runs record."""
     parts = ["python", "run_all.py", "--only", ab["name"]]
     planned = {r["arm"]: set() for r in rows}
     for r in rows:
@@ -85,6 +95,7 @@ def reproduce_command(ab: dict, rows: list[dict]) -> str:
         parts += ["--pair", pair]
     for k, v in sorted(_baseline_overrides(ab, rows).items()):
         parts += ["--set", f"{k}={_shown(v)}"]
+    parts += precision_options([(runs or {}).get(r["key"]) for r in rows])
     return " ".join(parts + ["--results", f"results-{ab['name']}"])
 
 

@@ -104,7 +104,7 @@ def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_
             "mark_best": "selection" in (ab.get("show") or []),
             "verdict": verdict.get("verdict"), "class": verdict_class(verdict.get("verdict")),
             "statement": verdict.get("statement") or "", "primary": [f"{g}/{a}" for g, a in primary],
-            "declared": declared, "levels": levels, "command": reproduce_command(ab, rows),
+            "declared": declared, "levels": levels, "command": reproduce_command(ab, rows, runs),
             "data_note": data_note(sorted({rec.data_sha256 for r in rows if status(rec := runs.get(r["key"])) == "ok"
                                            and rec.data_sha256})),
             "problems": sum(status(runs.get(r["key"])) != "ok" for r in rows),

@@ -12,7 +12,7 @@ import pytest
 from core import figures, report
 from core.record import RunRecord
 from core.report_data import load_results
-from core.report_evidence import reproduce_command
+from core.report_evidence import precision_options, reproduce_command
 from core.report_findings import findings, forest_rows, forgetting, goal
 from core.report_samples import sample_tables
 
@@ -195,10 +195,15 @@ def test_every_link_and_image_on_every_page_resolves_and_nothing_is_written_outs
 
 
 def test_each_ablation_page_gives_the_command_that_reruns_it_into_its_own_folder(tmp_path):
-    rows, metas, _, _ = load_results(FIXTURE)
-    command = reproduce_command(metas["base_vs_chat"], [r for r in rows if r["ablation"] == "base_vs_chat"])
+    rows, metas, _, runs = load_results(FIXTURE)
+    command = reproduce_command(metas["base_vs_chat"], [r for r in rows if r["ablation"] == "base_vs_chat"], runs)
     assert command == ("python run_all.py --only base_vs_chat --seeds 1 --pair tiny --set batch_size=32 --set epochs=2 "
-                       "--set max_new_tokens=4 --set paraphrases=1 --results results-base_vs_chat")
+                       "--set max_new_tokens=4 --set paraphrases=1 --precision fp32 --results results-base_vs_chat")
+    bf16 = [RunRecord(config={}, status="ok", environment={"precision": "cpu-bfloat16-mixed"})] * 2
+    assert precision_options(bf16) == ["--precision", "bf16"]
+    assert precision_options([RunRecord(config={}, status="ok", environment={"precision": "cuda-bfloat16-mixed"})]) == \
+        ["--device", "cuda", "--precision", "bf16"]
+    assert precision_options(bf16 + [RunRecord(config={}, status="ok", environment={"precision": "cpu-fp32"})]) == []
     page = (report.render(FIXTURE, tmp_path / "report").parent / "base_vs_chat.html").read_text()
     shown = page[page.index('<pre class="command">'):]
     assert re.sub(r"<[^>]+>", "", shown[:shown.index("</pre>")]) == command
