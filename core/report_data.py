@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .ablation import Ablation
+from .ablation import Ablation, listing_order
 from .record import RunRecord
 from .results import arm_summary, run_path
 
@@ -30,8 +30,7 @@ def load_results(results_dir: Path) -> tuple[list[dict], dict[str, dict], dict, 
     if not plan or "rows" not in plan:
         raise ReportError(f"{results_dir / 'plan.json'} is missing or unreadable: run `python run_all.py` first "
                           f"(or pass --results DIR with a finished run)")
-    metas = {name: dict(meta, name=name) for name, meta in plan.get("ablations", {}).items()}
-    metas = dict(sorted(metas.items(), key=lambda kv: (kv[1].get("order", 100), kv[0])))
+    metas = listing_order({name: dict(meta, name=name) for name, meta in plan.get("ablations", {}).items()})
     verdicts = _read_json(results_dir / "verdicts.json") or {}
     keys = [r["key"] for r in plan["rows"]] + [r["untrained_key"] for r in plan["rows"] if r.get("untrained_key")]
     runs = {}
