@@ -5,7 +5,7 @@
 
 The block holds what the report's header and findings box say, in markdown: how many runs and trainings,
 their summed time, the seeds per ablation, per ablation the verdict, the regimes behind it, the signature
-effect with its interval and the smallest detectable effect, the forgetting price, and how close any arm comes
+effect with its interval and the smallest detectable effect, the ablations ranked by effect size, the forgetting price, and how close any arm comes
 to the brief's goal. A test keeps it equal to the committed results, so
 README and report cannot disagree.
 """
@@ -68,6 +68,12 @@ def block(results: Path = RESULTS) -> str:
             mde = "-" if item["mde"] is None else f"{item['mde']:.2f}"
             lines.append(f"| {item['name']} | {verdict} | {where} | `{item['metric']}` ({item['expected'] or '-'}) | "
                          f"{item['effect'] or '-'} | {mde} |")
+    ranked = [b for b in f["ranking"] if b["row"]]
+    if ranked:
+        lines += ["", "Ranked by effect: each ablation's largest signature effect in the direction of its symptom "
+                      "(treatment - control, sign flipped where the symptom is a decrease), largest first:", ""]
+        lines += [f"{i}. {b['name']}: {b['size']:+.2f} (`{b['metric']}` {b['row']['effect']}, {b['row']['where']}; "
+                  f"{b['row']['verdict'] or 'no verdict'})" for i, b in enumerate(ranked, start=1)]
     forget = f["forgetting"]
     if forget["recipe"] and forget["recipe"]["mean"] is not None:
         r = forget["recipe"]

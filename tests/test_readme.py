@@ -40,3 +40,11 @@ def test_seeds_count_only_when_every_planned_run_of_them_is_finished(tmp_path):
     assert f"Seeds per ablation: {name} {len(seeds)}," in readme.block(results)
     (results / "runs" / f"{rows[0]['key']}.json").unlink()  # one arm of one seed gone: that seed is not finished
     assert f"Seeds per ablation (finished of planned): {name} {len(seeds) - 1} of {len(seeds)}," in readme.block(results)
+
+
+def test_the_block_ranks_the_ablations_by_effect_and_names_the_arm_closest_to_the_goal():
+    text = readme.block(Path(__file__).resolve().parent / "fixtures" / "first_edition" / "results")
+    ranked = text[text.index("Ranked by effect"):text.index("Forgetting price")]
+    assert ranked.index("1. no_masking: +0.01 (`prompt_echo` +0.01 [+0.01, +0.01], original_budget; not reproduced)") \
+        < ranked.index("2. base_vs_chat") < ranked.index("3. no_val_selection: +0.01 (`heldout_recall` -0.01")
+    assert "reached by 0 of 8 trained arms; closest: no_val_selection / overfit / best_by_validation" in text
