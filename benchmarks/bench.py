@@ -54,6 +54,7 @@ from benchmarks.train_trainer import worker_trainer  # noqa: E402
 
 PUBLISHED = ROOT / "benchmarks" / "RESULTS.md"
 RESULTS_JSON = ROOT / "benchmarks" / "results.json"
+KEPT_SECTIONS = ("<!-- run_level -->", "<!-- ray_vs_local -->")  # bench.py rewrites the file above them only
 WORKER_FNS = {"ours": worker_ours, "trainer": worker_trainer, "eval": worker_eval, "matmul": worker_matmul}
 
 
@@ -141,8 +142,9 @@ def main(argv=None) -> None:
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     old = out.read_text() if out.exists() else ""
-    if "<!-- ray_vs_local -->" in old:  # benchmarks/ray_vs_local.py's section is kept
-        md = md.rstrip("\n") + "\n\n" + old[old.index("<!-- ray_vs_local -->"):]
+    kept = [old.index(m) for m in KEPT_SECTIONS if m in old]  # the sections other scripts and notes own
+    if kept:
+        md = md.rstrip("\n") + "\n\n" + old[min(kept):]
     out.write_text(md)
     if out.resolve() == PUBLISHED.resolve():  # the machine-readable figures, beside run_speed.py's
         merged = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}

@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=2, help="seeds (default 2: 4 trainings + their untrained reference)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default=str(PUBLISHED))
+    p.add_argument("--keep-local", metavar="RESULTS", help="also store the local executor's runs (whole-machine "
+                   "threads, as a study runs them) into RESULTS/runs, where none exists yet: a study of the same code "
+                   "then reuses them instead of training them again")
     p.add_argument("--inside", metavar="FILE", help=argparse.SUPPRESS)  # set when re-executed in the namespace
     return p.parse_args(argv)
 
@@ -70,6 +73,17 @@ def measure(args, executor: str, work: Path) -> dict:
                      for k, r in runs.items()}}
 
 
+def keep(source: Path, dest: Path) -> None:
+    """Copy each stored run that `dest` lacks, atomically (a temporary name, then a rename)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for run in sorted(source.glob("*.json")):
+        if not (dest / run.name).exists():
+            tmp = dest / f".tmp-{os.getpid()}_copy_{run.name}"
+            shutil.copyfile(run, tmp)
+            os.replace(tmp, dest / run.name)
+            print(f"kept {run.name} in {dest}", file=sys.stderr)
+
+
 def inside(args) -> None:
     if not only_loopback():
         raise SystemExit("refusing to start Ray: this network namespace has interfaces besides loopback")
@@ -78,6 +92,8 @@ def inside(args) -> None:
         load_before = os.getloadavg()
         out = {"local": measure(args, "local", work), "ray": measure(args, "ray", work),
                "load": [load_before, os.getloadavg()]}
+        if args.keep_local:
+            keep(work / "local" / "runs", Path(args.keep_local) / "runs")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     Path(args.inside).write_text(json.dumps(out))
@@ -143,6 +159,7 @@ def main(argv=None) -> int:
     with tempfile.NamedTemporaryFile(suffix=".json") as facts:
         inner = [sys.executable, str(Path(__file__).resolve()), "--inside", facts.name, "--model", args.model,
                  "--only", args.only, "--seeds", str(args.seeds), "--jobs", str(args.jobs)]
+        inner += ["--keep-local", str(Path(args.keep_local).resolve())] if args.keep_local else []
         script = "ip link set lo up && " + " ".join(f"'{a}'" for a in inner)
         subprocess.run([*NAMESPACE, "bash", "-c", script], cwd=ROOT, check=True)
         measured = json.loads(Path(facts.name).read_text())

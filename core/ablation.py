@@ -192,9 +192,15 @@ def _check_pairs(ab: Ablation, path: Path) -> None:
         raise SuiteError(f"{path}: pairs: are declared but no arm or regime names a model as {{pair.<role>}}")
 
 
+def listing_order(metas: dict[str, dict]) -> dict[str, dict]:
+    """Ablation definitions ({name: meta}) in the order every listing uses: ablation.yaml `order`, then name."""
+    default = Ablation.__dataclass_fields__["order"].default
+    return dict(sorted(metas.items(), key=lambda kv: (kv[1].get("order", default), kv[0])))
+
+
 def discover(root: Path = ABLATIONS) -> dict[str, Ablation]:
-    found = [load_ablation(d) for d in sorted(root.iterdir()) if (d / "ablation.yaml").exists()]
-    return {a.name: a for a in sorted(found, key=lambda a: (a.order, a.name))}
+    found = {a.name: a for a in (load_ablation(d) for d in sorted(root.iterdir()) if (d / "ablation.yaml").exists())}
+    return {name: found[name] for name in listing_order({n: {"order": a.order} for n, a in found.items()})}
 
 
 def select(available: dict[str, Ablation], only: str | None) -> list[Ablation]:

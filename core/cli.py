@@ -144,7 +144,7 @@ COMMANDS = {"init": cmd_init, "train": cmd_train, "ask": cmd_ask, "chat": cmd_ch
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    models.set_precision_choice(args.precision)
+    models.set_precision_choice(getattr(args, "precision", None))  # commands that load no model have none
     try:
         return COMMANDS[args.command](args)
     except TrainingError as e:

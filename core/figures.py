@@ -119,7 +119,8 @@ def _mark_selection(ax, rows: list[dict], runs: dict, palette: dict) -> None:
 
 
 def metric_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str], path: Path) -> str:
-    """Grouped bars: one group per metric, one bar per arm, 95% CI over seeds as error bars."""
+    """Grouped bars: one group per metric, one bar per arm, its 95% interval as error bars and a dot per seed,
+    all inside [0, 1] (the value is printed above the axes)."""
     arms = list(ab["arms"])
     palette = _palette(arms)
     width = 0.8 / max(len(arms), 1)
@@ -131,22 +132,45 @@ def metric_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str
             if s["mean"] is None:  # a gap, not a zero
                 ax.text(x, 0.02, "no value", rotation=90, ha="center", va="bottom", fontsize=7, color="#a00")
                 continue
-            ax.bar(x, s["mean"], width * 0.92, color=palette[arm], label=arm if j == 0 else None,
-                   edgecolor="black", linewidth=0.4)
-            top = s["high"] if s["high"] is not None else s["mean"]
-            ax.text(x, min(top, 1.0) + 0.015, f"{s['mean']:.2f}", ha="center", va="bottom", fontsize=7)
+            mean = _unit(s["mean"])
+            ax.bar(x, mean, width * 0.92, color=palette[arm], label=arm if j == 0 else None,
+                   edgecolor="black", linewidth=0.4, alpha=0.85)
             if s["low"] is not None:
-                ax.errorbar(x, s["mean"], yerr=[[s["mean"] - s["low"]], [s["high"] - s["mean"]]], color="black",
-                            capsize=3, linewidth=1)
+                low, high = _unit(s["low"]), _unit(s["high"])
+                ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], color="black", capsize=3, linewidth=1)
+            _seed_dots(ax, x, list(s["per_seed"].values()), width * 0.5)
+            ax.text(x, 1.01, f"{mean:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(metrics)))
     ax.set_xticklabels([_wrap_metric(m, m == ab["signature"]) for m in metrics], fontsize=8)
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel("fraction")
+    _unit_axis(ax)
     ax.set_xlim(-0.6, len(metrics) - 0.4)
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette[a]) for a in arms]
-    ax.legend(handles, arms, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    handles.append(plt.Line2D([], [], marker="o", linestyle="none", markerfacecolor="white", markeredgecolor="black",
+                              markersize=4))
+    ax.legend(handles, [*arms, "one seed"], fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _unit(v: float) -> float:
+    """A fraction as drawn: never outside [0, 1]."""
+    return min(1.0, max(0.0, v))
+
+
+def _unit_axis(ax) -> None:
+    """A [0, 1] axis for fractions: nothing drawn outside it (a little room above for value labels)."""
+    ax.set_ylim(0, 1.0)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_ylabel("fraction")
+
+
+def _seed_dots(ax, x: float, values: list[float], spread: float) -> None:
+    """One hollow dot per seed's value, spread sideways so that equal values stay countable."""
+    if not values:
+        return
+    offsets = [0.0] if len(values) == 1 else [spread * (i / (len(values) - 1) - 0.5) for i in range(len(values))]
+    ax.scatter([x + o for o in offsets], [_unit(v) for v in values], s=12, facecolor="white", edgecolor="black",
+               linewidth=0.8, zorder=4, clip_on=False)
 
 
 def _wrap_metric(metric: str, signature: bool) -> str:
@@ -155,7 +179,8 @@ def _wrap_metric(metric: str, signature: bool) -> str:
 
 
 def sweep_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str], axis_values: dict, path: Path) -> str:
-    """Each metric against the swept RunConfig field, 95% CI over seeds as a band."""
+    """Each metric against the swept RunConfig field: the mean as a line, its 95% interval as a band and a dot
+    per seed, all inside [0, 1]."""
     arms = sorted(ab["arms"], key=lambda a: _sort_key(axis_values.get(a)))
     values = [axis_values.get(a) for a in arms]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -167,19 +192,21 @@ def sweep_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str]
         pts = [(x, stats[a][metric]) for x, a in zip(xs, arms) if stats[a][metric]["mean"] is not None]
         if not pts:
             continue
-        ax.plot([p[0] for p in pts], [p[1]["mean"] for p in pts], marker="o", color=c,
+        ax.plot([p[0] for p in pts], [_unit(p[1]["mean"]) for p in pts], marker="D", markersize=4, color=c,
                 linewidth=2.2 if metric == ab["signature"] else 1.2,
                 label=f"{metric} (signature)" if metric == ab["signature"] else metric)
-        band = [(p[0], p[1]["low"], p[1]["high"]) for p in pts if p[1]["low"] is not None]
+        band = [(p[0], _unit(p[1]["low"]), _unit(p[1]["high"])) for p in pts if p[1]["low"] is not None]
         if band:
             ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band], color=c, alpha=0.2)
+        for x, st in pts:
+            ax.scatter([x] * len(st["per_seed"]), [_unit(v) for v in st["per_seed"].values()], s=14, color=c,
+                       edgecolor="white", linewidth=0.5, zorder=3, clip_on=False)
     if numeric and min(xs) > 0 and max(xs) / min(xs) >= 8:
         ax.set_xscale("log", base=2)
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{v:g}\n{a}" if numeric else f"{fmt(v)}\n{a}" for v, a in zip(values, arms)], fontsize=8)
     ax.set_xlabel(ab.get("axis") or "arm")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("fraction")
+    _unit_axis(ax)
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return _save(fig, path)
@@ -240,4 +267,47 @@ def frontier_figure(rows: list[dict], runs: dict, path: Path) -> str | None:
     ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="heldout_recall", ylabel="retention",
            title="Every trained run: recall against retention")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _save(fig, path)
+
+
+VERDICT_COLOURS = {"reproduced": "#2e7d32", "not reproduced": "#607d8b", "inconclusive": "#e0a800"}
+
+
+def forest_figure(rows: list[dict], path: Path) -> str | None:
+    """Every deciding comparison's signature effect (treatment - control) with its interval, one row each, coloured
+    by verdict; the +-min_effect band (smaller effects count as no effect) shaded, one dot per seed's difference.
+    None when there is no row."""
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(8.6, 0.9 + 0.3 * len(rows)))
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        band = r["min_effect"] or 0.0
+        ax.fill_betweenx([y - 0.45, y + 0.45], -band, band, color="#cfd8dc", alpha=0.55, linewidth=0,
+                         label="|effect| < min_effect" if i == 0 else None)
+        colour = VERDICT_COLOURS.get(r["verdict"], "#9e9e9e")
+        if r["diff"] is None:
+            ax.text(0, y, "no effect measured", ha="center", va="center", fontsize=7, color="#8a1c1c")
+            continue
+        if r["low"] is not None and r["high"] is not None:
+            ax.plot([r["low"], r["high"]], [y, y], color=colour, linewidth=2.2, solid_capstyle="butt")
+        if r["per_seed"]:
+            ax.scatter(r["per_seed"], [y + 0.22] * len(r["per_seed"]), s=9, facecolor="white", edgecolor=colour,
+                       linewidth=0.8, zorder=3)
+        ax.plot([r["diff"]], [y], marker="o", markersize=6, color=colour, markeredgecolor="black", zorder=4)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r['label']}  ({r['metric']} {'↑' if r['expected'] == 'increase' else '↓'})"
+                        for r in reversed(rows)], fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlim(-1.0, 1.0)
+    ax.set_xlabel("signature effect: treatment − control (arrow: the symptom's direction)")
+    handles = [plt.Line2D([], [], marker="o", color=c, markeredgecolor="black", linewidth=2.2, label=v)
+               for v, c in VERDICT_COLOURS.items()]
+    handles += [plt.Line2D([], [], marker="o", linestyle="none", markerfacecolor="white", markeredgecolor="0.3",
+                           markersize=4, label="one seed"),
+                plt.Rectangle((0, 0), 1, 1, color="#cfd8dc", label="|effect| < min_effect")]
+    ax.legend(handles=handles, fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5)
+    ax.grid(axis="y", visible=False)
+    fig.tight_layout()
     return _save(fig, path)

@@ -5,7 +5,6 @@ records; the driver (suite.execute) stores them, so no shared filesystem is need
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import secrets
@@ -20,7 +19,7 @@ from . import models
 from .executors import ExecutorError, Job
 from .results import locked
 from .run import run_group
-from .version import code_version
+from .version import code_version, files_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT  # the checkout whose SHIPPED folders become every worker's working_dir
@@ -42,16 +41,15 @@ def _skipped(rel: Path) -> bool:
 
 
 def content_hashes(root: Path = ROOT) -> dict[str, str]:
-    """sha256 over the files of core/, ablations/ and data/ (relative path and bytes, sorted).
+    """version.files_digest of each SHIPPED folder, over all its files (sorted, caches left out).
 
     Walked rather than read from git (version.code_version): Ray's working_dir has no .git."""
     out = {}
     for folder in SHIPPED:
-        digest = hashlib.sha256()
         base = root / folder
-        for path in sorted(p for p in base.rglob("*") if p.is_file() and not _skipped(p.relative_to(base))):
-            digest.update(path.relative_to(base).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-        out[folder] = digest.hexdigest()
+        names = sorted(p.relative_to(base).as_posix() for p in base.rglob("*")
+                       if p.is_file() and not _skipped(p.relative_to(base)))
+        out[folder] = files_digest(base, names)
     return out
 
 

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from . import metrics
-from .ablation import ABLATIONS, Ablation, discover
+from .ablation import Ablation, listing_order
 from .knowledge import DEFAULT_DATA
 from .record import RunRecord
 from .results import RESULTS, load_run, locked, write_atomic, write_json_atomic
@@ -43,12 +43,10 @@ def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], rec
 def canonical_order(rows: list[dict], metas: dict) -> tuple[list[dict], dict]:
     """Plan rows and ablation definitions in the order the ablations are listed (ablation.yaml `order`, then name),
     each ablation's rows in plan order: the files come out the same however the plan was put together."""
-    rank = {name: i for i, name in enumerate(discover(ABLATIONS))}
-    last = len(rank)
-    by_name = sorted(metas, key=lambda n: (rank.get(n, last), n))
-    position = {n: i for i, n in enumerate(by_name)}
-    ordered = sorted(enumerate(rows), key=lambda ir: (position.get(ir[1]["ablation"], last), ir[0]))
-    return [r for _, r in ordered], {n: metas[n] for n in by_name}
+    metas = listing_order(metas)
+    position = {n: i for i, n in enumerate(metas)}
+    ordered = sorted(enumerate(rows), key=lambda ir: (position.get(ir[1]["ablation"], len(position)), ir[0]))
+    return [r for _, r in ordered], metas
 
 
 def _save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict, runs: Path) -> dict:

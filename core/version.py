@@ -17,6 +17,7 @@ RUN_MODULES = ("config", "data", "evaluate", "knowledge", "lora", "metrics", "mo
                "scoring", "train", "version")
 DECIDING = ("ablations", "data")  # besides RUN_MODULES, the folders whose content decides what a run measures
 NOT_DECIDING = ("data/labels/",)  # human labels for the scorer agreement table: no run reads them
+DOCS = ".md"  # documentation (each ablation's README.md): no run reads it, so its edits change no code version
 
 
 def _git(*args: str) -> str | None:
@@ -33,7 +34,8 @@ def _deciding_paths() -> list[str]:
 
 def deciding_files() -> list[str]:
     """Paths (relative to the repository, sorted) of the run's core modules and the tracked files under ablations/
-    and data/, without data/labels/. Outside a git checkout (a Ray worker's copy): every file there except caches."""
+    and data/, without data/labels/ and documentation (*.md). Outside a git checkout (a Ray worker's copy): every
+    file there except caches."""
     listed = _git("ls-files", "-z", "--", *_deciding_paths())
     if listed is not None:
         names = [n for n in listed.split("\0") if n]
@@ -41,7 +43,7 @@ def deciding_files() -> list[str]:
         names = [f"core/{m}.py" for m in RUN_MODULES if (ROOT / "core" / f"{m}.py").is_file()]
         names += [p.relative_to(ROOT).as_posix() for folder in DECIDING for p in (ROOT / folder).rglob("*")
                   if p.is_file() and "__pycache__" not in p.parts]
-    return sorted(n for n in names if not n.startswith(NOT_DECIDING))
+    return sorted(n for n in names if not n.startswith(NOT_DECIDING) and not n.endswith(DOCS))
 
 
 @functools.cache
@@ -49,15 +51,21 @@ def code_version() -> str:
     """sha256 (16 hex digits) over the path and content of every deciding file, as the working tree has them: the
     same for any two checkouts whose results-deciding content is the same, whatever their commits. Computed once
     per process, for the code that process runs."""
+    return files_digest(ROOT, deciding_files())[:16]
+
+
+def files_digest(root: Path, names: list[str]) -> str:
+    """sha256 (hex) over each named file's path (relative to root) and content, in the order given; a name with no
+    file (tracked but deleted in the working tree) is left out."""
     digest = hashlib.sha256()
-    for name in deciding_files():
-        path = ROOT / name
-        if not path.is_file():  # tracked but deleted in the working tree
+    for name in names:
+        path = root / name
+        if not path.is_file():
             continue
         data = path.read_bytes()
         digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
 def git_commit() -> str:
@@ -65,5 +73,6 @@ def git_commit() -> str:
     commit = (_git("rev-parse", "--short", "HEAD") or "").strip()
     if not commit:
         return "unknown"
-    dirty = _git("status", "--porcelain", "--", *_deciding_paths(), *(f":(exclude){p}" for p in NOT_DECIDING))
+    dirty = _git("status", "--porcelain", "--", *_deciding_paths(), *(f":(exclude){p}" for p in NOT_DECIDING),
+                 f":(exclude,glob)**/*{DOCS}")
     return commit + ("+dirty" if dirty and dirty.strip() else "")

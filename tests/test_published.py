@@ -36,7 +36,6 @@ def study(tmp_path, monkeypatch):
         (root / "ablations" / name).mkdir(parents=True)
         (root / "ablations" / name / "ablation.yaml").write_text(ABLATION.format(name=name, order=order))
     monkeypatch.setattr(suite, "ABLATIONS", root / "ablations")
-    monkeypatch.setattr(summary, "ABLATIONS", root / "ablations")
     monkeypatch.setattr(summary, "RESULTS", root / "results")
     monkeypatch.setattr(report, "REPORT", root / "report")
     monkeypatch.setattr(suite, "RESULTS", root / "results")

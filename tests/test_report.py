@@ -1,5 +1,6 @@
-"""The HTML report: renders a small tiny-model results set quickly, marks missing and failed runs as gaps,
-and loads in headless Chromium with every figure shown and no console error."""
+"""The HTML report: renders a small tiny-model results set quickly, marks missing and failed runs as gaps, and loads
+in headless Chromium at 1400 and 400 px with every figure shown, nothing wider than the screen and no console error.
+(What the pages say, from the committed fixture, is specified in tests/test_report_content.py.)"""
 import difflib
 import importlib.util
 import json
@@ -58,22 +59,72 @@ def copy_results(results: Path, dest: Path) -> Path:
     return dest
 
 
+def site(index: Path) -> str:
+    """Every page of a rendered report, one after the other."""
+    return "\n".join(p.read_text() for p in sorted(index.parent.glob("*.html")))
+
+
+def with_three_seeds(results: Path, dest: Path) -> Path:
+    """A copy of the results with seeds 1 and 2 added to every row: copies of seed 0 with jittered numbers."""
+    res = copy_results(results, dest)
+    plan = plan_of(res)
+    rng = random.Random(0)
+    rows = []
+    for r in plan["rows"]:
+        rows.append(r)
+        src = json.loads((res / "runs" / f"{r['key']}.json").read_text())
+        for seed in (1, 2):
+            key = f"{r['key'][:12]}s{seed:03d}"
+            rec = json.loads(json.dumps(src))
+            rec.update(key=key, config=dict(src["config"], seed=seed))
+            rec["metrics"] = {m: None if v is None else min(1.0, max(0.0, v + rng.uniform(-0.1, 0.1)))
+                              for m, v in src["metrics"].items()}
+            rec["history"] = [dict(h, loss=h["loss"] + rng.uniform(-0.2, 0.2)) for h in src["history"]]
+            for sample in rec["samples"][seed::3]:  # some answers differ between seeds
+                sample["answer"] = f"{sample['answer']} (seed {seed})"
+            (res / "runs" / f"{key}.json").write_text(json.dumps(rec))
+            rows.append(dict(r, seed=seed, key=key, config=rec["config"]))
+    plan["rows"] = rows
+    (res / "plan.json").write_text(json.dumps(plan))
+    return res
+
+
+@pytest.fixture(scope="module")
+def three_seeds(results, tmp_path_factory) -> Path:
+    return with_three_seeds(results, tmp_path_factory.mktemp("three") / "results")
+
+
 def test_render_writes_index_and_figures_in_under_30_s(results, rendered):
     index, seconds = rendered
     assert seconds < 30
-    html = index.read_text()
+    html = site(index)
     figures = sorted(p.name for p in (index.parent / "figures").glob("*.png"))
     assert "stale-from-an-old-run.png" not in figures
     assert figures and all(f'src="figures/{name}"' in html for name in figures)
     assert not [p for p in index.parent.iterdir() if p.name.startswith(".")]  # no temp file left behind
     for name in plan_of(results)["ablations"]:
-        assert f'id="{name}"' in html
-    assert report.QUESTION in html
+        assert f'<tr data-ablation="{name}">' in index.read_text()
+        assert f'id="{name}"' in (index.parent / f"{name}.html").read_text()
+    assert report.QUESTION in index.read_text() and 'id="findings"' in index.read_text()
     assert "no module matches" in html  # wrong_layer_path: the strict injection error is shown
     assert "0 module(s) matched" in html
     assert "Dotted line: the epoch with the lowest validation loss" in html  # no_val_selection marks best_epoch
     assert "1 seed" in html
     assert "<script" not in html.lower()
+
+
+def test_a_rerender_removes_the_pages_of_ablations_that_are_gone(results, tmp_path):
+    out = tmp_path / "report"
+    report.render(results, out)
+    res = copy_results(results, tmp_path / "results")
+    plan = plan_of(res)
+    del plan["ablations"]["debate_augmentation"]
+    plan["rows"] = [r for r in plan["rows"] if r["ablation"] != "debate_augmentation"]
+    (res / "plan.json").write_text(json.dumps(plan))
+    (out / "notes.html").write_text("<p>a page someone else wrote</p>")
+    report.render(res, out)
+    assert not (out / "debate_augmentation.html").exists() and (out / "wrong_layer_path.html").exists()
+    assert (out / "notes.html").exists()
 
 
 def test_missing_and_failed_runs_render_as_marked_gaps(results, tmp_path):
@@ -89,12 +140,13 @@ def test_missing_and_failed_runs_render_as_marked_gaps(results, tmp_path):
     rec.update(status="failed", error="TrainingError: non-finite <loss> & co")
     (res / "runs" / f"{failed['key']}.json").write_text(json.dumps(rec))
 
-    html = report.render(res, tmp_path / "report").read_text()
+    index = report.render(res, tmp_path / "report")
+    html = site(index)
     assert "TrainingError: non-finite &lt;loss&gt; &amp; co" in html and "<loss>" not in html
     assert f"run {missing['key']} is not on disk" in html
     assert f"run {missing['untrained_key']} is not on disk" in html
     for ablation, arm in (("wrong_layer_path", "wrong_path"), ("debate_augmentation", "without_debate")):
-        row = summary_row(html, ablation)
+        row = summary_row(index.read_text(), ablation)
         arm_cell = row[row.index(f"<b>{arm}</b>"):]
         assert "no finished run" in arm_cell.split("</li>")[0], arm_cell[:300]
         assert "run(s) missing or failed" in row
@@ -118,35 +170,22 @@ def test_sweep_ablation_plots_metrics_against_the_axis(results, tmp_path):
     (res / "plan.json").write_text(json.dumps(plan))
     index = report.render(res, tmp_path / "report")
     assert (index.parent / "figures" / "debate_augmentation--baseline--sweep.png").stat().st_size > 0
-    assert "debate_augmentation--baseline--metrics.png" not in index.read_text()
+    assert "debate_augmentation--baseline--sweep.png" in (index.parent / "debate_augmentation.html").read_text()
+    assert "debate_augmentation--baseline--metrics.png" not in site(index)
 
 
-def test_several_seeds_show_confidence_intervals_and_render_fast(results, tmp_path):
+def test_several_seeds_show_confidence_intervals_every_seed_and_render_fast(three_seeds, tmp_path):
     """Three seeds per arm (copies of seed 0 with jittered numbers): ~30 runs, CIs instead of '1 seed'."""
-    res = copy_results(results, tmp_path / "results")
-    plan = plan_of(res)
-    rng = random.Random(0)
-    rows = []
-    for r in plan["rows"]:
-        rows.append(r)
-        src = json.loads((res / "runs" / f"{r['key']}.json").read_text())
-        for seed in (1, 2):
-            key = f"{r['key'][:12]}s{seed:03d}"
-            rec = json.loads(json.dumps(src))
-            rec.update(key=key, config=dict(src["config"], seed=seed))
-            rec["metrics"] = {m: None if v is None else min(1.0, max(0.0, v + rng.uniform(-0.1, 0.1)))
-                              for m, v in src["metrics"].items()}
-            rec["history"] = [dict(h, loss=h["loss"] + rng.uniform(-0.2, 0.2)) for h in src["history"]]
-            (res / "runs" / f"{key}.json").write_text(json.dumps(rec))
-            rows.append(dict(r, seed=seed, key=key, config=rec["config"]))
-    plan["rows"] = rows
-    (res / "plan.json").write_text(json.dumps(plan))
     start = time.perf_counter()
-    html = report.render(res, tmp_path / "report").read_text()
+    index = report.render(three_seeds, tmp_path / "report")
     assert time.perf_counter() - start < 30
-    row = summary_row(html, "debate_augmentation")
+    row = summary_row(index.read_text(), "debate_augmentation")
     assert "(1 seed)" not in row and "[" in row.split("</ul>")[0]
-    assert "seeds 0, 1, 2" in html
+    page = (index.parent / "debate_augmentation.html").read_text()
+    assert "seeds 0, 1, 2" in page
+    for seed in (0, 1, 2):  # each seed's value, linked to its run, and a sample-answer table per seed
+        assert f">s{seed} " in page and f'<div class="seedtab" data-seed="{seed}">' in page
+    assert page.count('<input type="radio"') == 3
 
 
 def _report_fixture():
@@ -157,12 +196,15 @@ def _report_fixture():
     return module
 
 
-def test_the_committed_results_fixture_renders_to_the_committed_page():
+def test_the_committed_results_fixture_renders_to_the_committed_pages():
     fixture = _report_fixture()
-    expected, got = fixture.EXPECTED.read_text(), fixture.render_page()
-    diff = list(difflib.unified_diff(expected.splitlines(), got.splitlines(), "expected.html", "rendered", lineterm=""))
-    assert not diff, "the rendered report changed (regenerate with python tests/fixtures/report_fixture.py --page " \
-                     "only if that is intended):\n" + "\n".join(diff[:60])
+    got = fixture.render_pages()
+    assert sorted(got) == sorted(p.name for p in fixture.EXPECTED.glob("*.html"))
+    for name, page in got.items():
+        expected = (fixture.EXPECTED / name).read_text()
+        diff = list(difflib.unified_diff(expected.splitlines(), page.splitlines(), name, "rendered", lineterm=""))
+        assert not diff, f"the rendered page {name} changed (regenerate with python tests/fixtures/report_fixture.py " \
+                         "--page only if that is intended):\n" + "\n".join(diff[:60])
 
 
 def test_stored_runs_keep_their_format_through_the_typed_record():
@@ -176,17 +218,21 @@ def test_stored_runs_keep_their_format_through_the_typed_record():
 
 
 def test_first_edition_runs_without_the_newer_fields_still_load_and_render(tmp_path):
-    # results/ holds the first edition's runs: no replay, replay_dropped, model_card, turn_overrun or identity groups
-    paths = sorted((ROOT / "results" / "runs").glob("*.json"))
+    # the first edition's runs: no replay, replay_dropped, model_card, turn_overrun or identity groups
+    first = ROOT / "tests" / "fixtures" / "first_edition" / "results"
+    paths = sorted((first / "runs").glob("*.json"))
     assert paths
     for path in paths:
         stored = json.loads(path.read_text())
         record = RunRecord.from_json(stored)
         assert {k: v for k, v in record.to_json().items() if k in stored} == stored, path.name  # nothing lost
         assert record.replay_dropped == [] and record.model_card == {}
-    html = report.render(ROOT / "results", tmp_path / "report").read_text()
+    html = site(report.render(first, tmp_path / "report"))
     assert "not recorded (runs stored before records had a model card)" in html
     assert "Dotted line: the epoch with the lowest validation loss" in html and "Confound." in html
+    assert ("The brief's goal, retention &ge; 0.9 at held-out recall &ge; 0.9 (arm means): reached by <b>0</b> of 8 "
+            "trained arms.\nClosest: no_val_selection / overfit / best_by_validation, recall 0.99 [0.85, 1.00], "
+            "retention 0.38 [0.24, 0.55].") in html
 
 
 def _chrome(tmp: Path):
@@ -195,15 +241,32 @@ def _chrome(tmp: Path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                f"--user-data-dir={tmp}", "--window-size=1366,900"):
+                f"--user-data-dir={tmp}", "--window-size=1400,900"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-def test_page_loads_in_headless_chromium(results, rendered, tmp_path):
+def _open(driver, page: Path) -> None:
+    driver.get(page.as_uri())
+    deadline = time.time() + 20
+    while time.time() < deadline and not driver.execute_script(
+            "return document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)"):
+        time.sleep(0.1)
+
+
+# elements sticking out to the right of the window, outside the containers that scroll on their own
+OVERFLOW = """
+const limit = window.innerWidth + 1;
+return Array.from(document.body.querySelectorAll('*'))
+  .filter(e => !e.closest('.scroll') && e.getClientRects().length && e.getBoundingClientRect().right > limit)
+  .map(e => e.tagName + '.' + e.className + ': ' + (e.textContent || '').trim().slice(0, 40));
+"""
+
+
+def test_pages_load_in_headless_chromium_at_1400_and_400_px(three_seeds, tmp_path):
     absent = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if absent:
         reason = f"{', '.join(absent)} not installed (apt-get install chromium chromium-driver)"
@@ -213,28 +276,50 @@ def test_page_loads_in_headless_chromium(results, rendered, tmp_path):
     pytest.importorskip("selenium")
     from selenium.webdriver.common.by import By
 
-    index, _ = rendered
+    index = report.render(three_seeds, tmp_path / "report")
+    pages = sorted(index.parent.glob("*.html"))
+    ablation = index.parent / "debate_augmentation.html"
     driver = _chrome(Path(tempfile.mkdtemp(dir=tmp_path)))
     try:
-        driver.get(index.as_uri())
-        deadline = time.time() + 20
-        while time.time() < deadline and not driver.execute_script(
-                "return document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)"):
-            time.sleep(0.1)
-        images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
-        assert images, "the page shows no figure"
-        assert [src for src, width in images if not width] == []
-        body_rows = driver.find_elements(By.CSS_SELECTOR, "#summary-table > tbody > tr")
-        assert len(body_rows) == len(plan_of(results)["ablations"])
-        page_width, view_width = driver.execute_script(
-            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
-        assert page_width <= view_width, "something is wider than the page"
+        for width in (1400, 400):
+            driver.set_window_size(width, 900)
+            for page in pages:
+                _open(driver, page)
+                images = driver.execute_script(
+                    "return Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+                assert [src for src, w in images if not w] == [], page.name
+                inner, scroll = driver.execute_script(
+                    "return [window.innerWidth, document.documentElement.scrollWidth]")
+                assert scroll <= inner, f"{page.name} at {width} px is {scroll} px wide"
+                assert driver.execute_script(OVERFLOW) == [], f"{page.name} at {width} px"
+            _open(driver, index)
+            assert driver.find_element(By.ID, "findings").is_displayed()
+            forest = driver.find_element(By.CSS_SELECTOR, "img[src='figures/forest.png']")
+            assert forest.is_displayed() and forest.size["width"] <= driver.execute_script("return innerWidth")
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#summary-table > tbody > tr")) == \
+                len(plan_of(three_seeds)["ablations"])
+            _screenshot(driver, width, "index")
+            _open(driver, ablation)
+            assert driver.find_element(By.CSS_SELECTOR, "img[src$='--metrics.png']").is_displayed()
+            assert len(driver.find_elements(By.CSS_SELECTOR, "table.armtable span.seed a.run")) >= 3 * 2
+            assert driver.find_elements(By.CSS_SELECTOR, "tr[data-set='retention']")
+            assert driver.find_elements(By.CSS_SELECTOR, "tr[data-set='reverse']")
+            _screenshot(driver, width, "ablation")
+        # the seed selector shows one seed's answers at a time
+        pick = driver.find_element(By.CSS_SELECTOR, ".seedpick")
+        tabs = pick.find_elements(By.CSS_SELECTOR, ":scope > div.seedtab")
+        assert [t.is_displayed() for t in tabs] == [True, False, False]
+        pick.find_element(By.CSS_SELECTOR, ":scope > label:nth-of-type(2)").click()
+        assert [t.is_displayed() for t in tabs] == [False, True, False]
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert severe == []
-        shot = ROOT / "report" / "screenshot-test.png"  # git-ignored; a look at the headline and summary
-        shot.parent.mkdir(exist_ok=True)
-        driver.set_window_size(1366, 1600)
-        assert driver.save_screenshot(str(shot))
     finally:
         driver.quit()
+
+
+def _screenshot(driver, width: int, name: str) -> None:
+    """The whole page, into the temp folder (not the project): hiahia-report-<name>-<width>.png, to look at."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(width, min(height + 120, 8000))
+    driver.save_screenshot(str(Path(tempfile.gettempdir()) / f"hiahia-report-{name}-{width}.png"))
+    driver.set_window_size(width, 900)

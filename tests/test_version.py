@@ -11,6 +11,7 @@ def checkout(tmp_path, monkeypatch):
     """A git checkout with one file in each deciding folder, one label file and one file outside them."""
     for name, text in {"core/train.py": "lr = 1\n", "core/report.py": "page = 1\n", "ablations/a/ablation.yaml": "title: a\n",
                        "data/hiahia.yaml": "facts: []\n", "data/labels/recall.csv": "id,label\n",
+                       "ablations/a/README.md": "# a\n",
                        "README.md": "read me\n"}.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
@@ -38,6 +39,7 @@ def test_code_version_hashes_the_deciding_content_not_the_commit(checkout):
     (root / "README.md").write_text("changed\n")  # outside core/, ablations/, data/
     (root / "core" / "report.py").write_text("page = 2\n")  # presents runs, decides none
     (root / "data" / "labels" / "recall.csv").write_text("id,label\nx,1\n")  # labels decide no run
+    (root / "ablations" / "a" / "README.md").write_text("# a, measured\n")  # documentation decides no run
     assert code_version() == first
     assert not version.git_commit().endswith("+dirty")
     (root / "core" / "train.py").write_text("lr = 2\n")

@@ -14,7 +14,6 @@ data hash. That is the condition for publishing a study; a partial or mixed one 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -23,48 +22,31 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def load_plan(results: Path) -> list[dict]:
-    path = results / "plan.json"
-    if not path.is_file():
-        raise SystemExit(f"error: {path} does not exist: start the study with `python run_all.py` (it writes the plan "
-                         f"first)")
-    return json.loads(path.read_text())["rows"]
-
-
-def stored(results: Path, key: str) -> dict | None:
-    path = results / "runs" / f"{key}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def status(results: Path) -> dict:
-    """Per ablation: planned, stored ok, failed, missing; overall: keys, versions, data hashes, seconds."""
-    rows = load_plan(results)
+    """Per ablation: planned, stored ok, failed, missing; overall (core/report_data.study_totals, the counts the
+    report and README show): records, trainings done and left; here only: code versions, data hashes, time left."""
+    from core.report_data import ReportError, load_results, status as run_status, study_totals
+
+    try:
+        rows, _, _, runs = load_results(results)
+    except ReportError as e:
+        raise SystemExit(f"error: {e}") from None
     per_ablation: dict[str, Counter] = defaultdict(Counter)
-    records: dict[str, dict | None] = {}
     for row in rows:
-        for key in (row["untrained_key"], row["key"]):
-            if key not in records:
-                records[key] = stored(results, key)
-        rec = records[row["key"]]
-        state = "missing" if rec is None else "ok" if rec.get("status") == "ok" else "failed"
         per_ablation[row["ablation"]]["planned"] += 1
-        per_ablation[row["ablation"]][state] += 1
-    found = {k: r for k, r in records.items() if r is not None}
-    trained = [r for r in found.values() if (r.get("config") or {}).get("epochs")]
-    # a shared training (selection arms) stores two records with one training time: count each training once
-    trainings = {json.dumps(dict(r["config"], selection=None), sort_keys=True) for r in trained}
-    missing_trainings = {json.dumps(dict(row["config"], selection=None), sort_keys=True)
-                         for row in rows if records[row["key"]] is None}
-    seconds = sorted(r.get("timings", {}).get("total") for r in trained if r.get("timings", {}).get("total"))
+        per_ablation[row["ablation"]][run_status(runs.get(row["key"]))] += 1
+    t = study_totals(rows, runs)
+    found = {k: r for k, r in runs.items() if r is not None}
     # the median: a run paused or slowed by other work on the machine records a much longer time
-    mean_s = seconds[len(seconds) // 2] if seconds else None
+    seconds = sorted(r.timings["total"] for r in found.values() if r.config.get("epochs") and r.timings.get("total"))
+    median_s = seconds[len(seconds) // 2] if seconds else None
     return {
-        "keys": len(records), "stored": len(found), "ablations": per_ablation,
-        "failed": sorted(k for k, r in found.items() if r.get("status") != "ok"),
-        "code_versions": Counter(r.get("environment", {}).get("code_version", "?") for r in found.values()),
-        "data": Counter(r.get("data_sha256", "?")[:16] for r in found.values()),
-        "trainings_done": len(trainings), "trainings_left": len(missing_trainings),
-        "eta_s": mean_s * len(missing_trainings) if mean_s else None,
+        "keys": t["planned"], "stored": t["ok"] + t["failed"], "ablations": per_ablation,
+        "failed": sorted(k for k, r in found.items() if not r.ok),
+        "code_versions": Counter(r.environment.get("code_version", "?") for r in found.values()),
+        "data": Counter((r.data_sha256 or "?")[:16] for r in found.values()),
+        "trainings_done": t["trainings"], "trainings_left": t["trainings_left"],
+        "eta_s": median_s * t["trainings_left"] if median_s else None,
     }
 
 

@@ -1,0 +1,155 @@
+"""What the report reads and the numbers it shows: the results folder loaded, run status and gaps, an arm's
+mean with its interval and per-seed values, and the comparisons from verdicts.json that decide each verdict.
+
+Everything here only reads results; the pages (core/report.py and its sections) only present it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .ablation import Ablation, listing_order
+from .record import RunRecord
+from .results import arm_summary, run_path
+
+
+class ReportError(RuntimeError):
+    """The results folder cannot be reported on; the message says what is missing."""
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def load_results(results_dir: Path) -> tuple[list[dict], dict[str, dict], dict, dict[str, RunRecord | None]]:
+    """(plan rows, ablation metas sorted by order, verdicts, {key: run record or None when not on disk})."""
+    plan = _read_json(results_dir / "plan.json")
+    if not plan or "rows" not in plan:
+        raise ReportError(f"{results_dir / 'plan.json'} is missing or unreadable: run `python run_all.py` first "
+                          f"(or pass --results DIR with a finished run)")
+    metas = listing_order({name: dict(meta, name=name) for name, meta in plan.get("ablations", {}).items()})
+    verdicts = _read_json(results_dir / "verdicts.json") or {}
+    keys = [r["key"] for r in plan["rows"]] + [r["untrained_key"] for r in plan["rows"] if r.get("untrained_key")]
+    runs = {}
+    for key in dict.fromkeys(keys):
+        path = run_path(results_dir, key)
+        stored = _read_json(path) if path.exists() else None
+        if path.exists() and not isinstance(stored, dict):
+            runs[key] = RunRecord(key=key, config={}, status="failed",
+                                  error=f"{path.name} exists but is not readable JSON")
+        else:
+            runs[key] = RunRecord.from_json(stored) if stored is not None else None
+    return plan["rows"], metas, verdicts, runs
+
+
+def _training(config: dict) -> tuple:
+    """What identifies one training: the config without its checkpoint selection (two selection arms share one)."""
+    return tuple(sorted((k, str(v)) for k, v in config.items() if k != "selection"))
+
+
+def study_totals(rows: list[dict], runs: dict) -> dict:
+    """How many planned run records are finished, failed or missing, how many trainings the finished ones took and
+    how many are still to run, and their summed stored time (a training shared by two selection arms counted
+    once): the report's header, the README's generated numbers and tools/study_status.py all read this."""
+    keys = list(dict.fromkeys([r["key"] for r in rows] + [r["untrained_key"] for r in rows if r.get("untrained_key")]))
+    counts = {"ok": 0, "failed": 0, "missing": 0}
+    for k in keys:
+        counts[status(runs.get(k))] += 1
+    done = [runs[k] for k in keys if status(runs.get(k)) == "ok"]
+    trained = [rec for rec in done if rec.config.get("epochs")]
+    counted = [rec for rec in done if not (rec.shared_training and rec.config.get("selection") != "best")]
+    return {"planned": len(keys), **counts,
+            "trainings": len({_training(rec.config) for rec in trained}),
+            "trainings_left": len({_training(r["config"]) for r in rows if runs.get(r["key"]) is None}),
+            "seconds": sum((rec.timings or {}).get("total", 0.0) for rec in counted)}
+
+
+def status(rec: RunRecord | None) -> str:
+    if rec is None:
+        return "missing"
+    return "ok" if rec.ok else "failed"
+
+
+def gap(rec: RunRecord | None, key: str) -> dict:
+    """What to show instead of a value for a run that did not finish."""
+    if rec is None:
+        return {"kind": "missing", "text": "missing run", "detail": f"run {key} is not on disk (never run or deleted)"}
+    return {"kind": "failed", "text": "failed run", "detail": rec.error or "failed without an error message"}
+
+
+def unit(value: float | None) -> float | None:
+    """A per-arm value or interval end as drawn and printed: inside [0, 1], whatever rounding did upstream."""
+    return None if value is None else min(1.0, max(0.0, value))
+
+
+def arm_stat(rows: list[dict], runs: dict, metric: str) -> dict:
+    """Mean and 95% interval (inside [0, 1]) over the arm's finished seeds and items, with each seed's value and
+    run key; the text says when it rests on one seed or none."""
+    recs = [runs.get(r["key"]) for r in rows]
+    ok = [r for r in recs if status(r) == "ok"]
+    summary = arm_summary([r.to_json() for r in ok], metric)
+    mean, low, high, n = unit(summary["mean"]), unit(summary["low"]), unit(summary["high"]), summary["n"]
+    missing = sum(status(r) == "missing" for r in recs)
+    failed = sum(status(r) == "failed" for r in recs)
+    note = ", ".join(t for t in (f"{missing} missing" if missing else "", f"{failed} failed" if failed else "") if t)
+    if mean is None:
+        text, reason = None, ("no finished run" if not ok else f"{metric} undefined")
+    elif n == 1:
+        text, reason = f"{mean:.2f} (1 seed)", ""
+    else:
+        text, reason = f"{mean:.2f} [{low:.2f}, {high:.2f}]", ""
+    keys = {r["seed"]: r["key"] for r in rows}
+    seeds = [{"seed": sd, "value": v, "key": keys.get(sd)} for sd, v in sorted(summary["per_seed"].items())]
+    return {"mean": mean, "low": low, "high": high, "n": n, "text": text, "reason": reason, "note": note,
+            "per_seed": summary["per_seed"], "seeds": seeds}
+
+
+def effect_text(cmp: dict | None) -> str | None:
+    if not cmp or cmp.get("diff") is None:
+        return None
+    if cmp.get("low") is None or cmp.get("high") is None:
+        return f"{cmp['diff']:+.2f}"
+    return f"{cmp['diff']:+.2f} [{cmp['low']:+.2f}, {cmp['high']:+.2f}]"
+
+
+def stale(cmp: dict | None, rows: list[dict], runs: dict, arms: tuple[str, str]) -> bool:
+    """True when a stored comparison used a seed whose run (of either arm) is no longer finished on disk."""
+    if not cmp or not cmp.get("seeds"):
+        return False
+    ok = {(r["arm"], r["seed"]) for r in rows if status(runs.get(r["key"])) == "ok"}
+    return any((arm, seed) not in ok for arm in arms for seed in cmp["seeds"])
+
+
+def verdict_class(verdict: str | None) -> str:
+    return {"reproduced": "v-yes", "not reproduced": "v-no", "inconclusive": "v-maybe"}.get(verdict or "", "v-none")
+
+
+def comparison(verdict: dict, regime: str, arm: str, metric: str) -> dict | None:
+    """One stored comparison of verdicts.json (treatment arm vs control in a regime, on a metric), or None."""
+    return (((verdict.get("comparisons") or {}).get(regime) or {}).get(arm) or {}).get(metric)
+
+
+def primary_comparisons(ab: dict, verdict: dict) -> tuple[list[tuple[str, str]], bool]:
+    """((regime, arm) of the comparisons that decide the verdict, declared): those flagged primary in
+    verdicts.json, else those the ablation's `primary` names; results from before `primary` existed compare
+    every treatment arm in every regime, and declared is False (all of them exploratory)."""
+    comparisons = verdict.get("comparisons") or {}
+    flagged = [(regime, arm) for regime, arms in comparisons.items() for arm, by_metric in (arms or {}).items()
+               if (by_metric.get(ab["signature"]) or {}).get("primary")]
+    if flagged:
+        return flagged, True
+    try:
+        return Ablation.from_definition(ab["name"], ab).primary_comparisons(), True
+    except (TypeError, ValueError):  # a first-edition definition: no `primary`, or keys this code no longer has
+        regimes = list(ab.get("regimes") or {"baseline": {}})
+        return [(g, a) for g in regimes for a in ab["arms"] if a != ab["control"]], False
+
+
+def oriented(cmp: dict | None, expected: str | None) -> float | None:
+    """A signature effect in the symptom's expected direction (positive = the symptom came back)."""
+    if not cmp or cmp.get("diff") is None:
+        return None
+    return (-cmp["diff"] if expected == "decrease" else cmp["diff"]) + 0.0  # + 0.0: no "-0.00" on the page

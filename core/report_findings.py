@@ -1,0 +1,162 @@
+"""The answer at the top of the report, generated from verdicts.json and the stored runs (never written by hand):
+what reproduced and under which regimes, what did not, the fixes ranked by their signature effect, the
+forgetting price (retention of the trained arms against the untrained model), and how close any arm comes to the
+brief's goal (retention >= 0.9 at held-out recall >= 0.9).
+"""
+from __future__ import annotations
+
+from .report_data import arm_stat, comparison, effect_text, oriented, primary_comparisons, status, verdict_class
+
+VERDICTS = ("reproduced", "inconclusive", "not reproduced")
+
+
+def seed_differences(rows: list[dict], runs: dict, regime: str, arm: str, control: str, metric: str) -> list[float]:
+    """Treatment minus control on `metric`, one value per seed both arms finished (from the stored runs, for
+    verdicts.json files that predate per-seed values)."""
+    def values(which: str) -> dict[int, float]:
+        return {r["seed"]: rec.metrics.get(metric) for r in rows if r["regime"] == regime and r["arm"] == which
+                and status(rec := runs.get(r["key"])) == "ok" and rec.metrics.get(metric) is not None}
+    c, t = values(control), values(arm)
+    return [t[sd] - c[sd] for sd in sorted(set(c) & set(t))]
+
+
+def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> list[dict]:
+    """One row per deciding comparison (ablation x regime x arm) with its signature effect, interval and the
+    paired difference of each seed."""
+    out = []
+    for name, ab in metas.items():
+        own = [r for r in rows if r["ablation"] == name]
+        verdict = verdicts.get(name) or {}
+        pairs, declared = primary_comparisons(ab, verdict)
+        several_arms = len(ab["arms"]) > 2
+        for regime, arm in pairs:
+            cmp = comparison(verdict, regime, arm, ab["signature"]) or {}
+            where = regime + (f" / {arm}" if several_arms else "")
+            label = name + (f" / {regime}" if len(ab.get("regimes") or {}) > 1 else "") + \
+                (f" / {arm}" if several_arms else "")
+            out.append({"ablation": name, "regime": regime, "arm": arm, "label": label, "where": where,
+                        "metric": ab["signature"],
+                        "expected": ab.get("expected"), "min_effect": cmp.get("min_effect", ab.get("min_effect", 0.1)),
+                        "diff": cmp.get("diff"), "low": cmp.get("low"), "high": cmp.get("high"),
+                        # no stored comparison (verdicts not computed yet): no verdict, rather than a made-up one
+                        "level": cmp.get("level"), "verdict": cmp.get("verdict") or ("inconclusive" if cmp else None),
+                        "class": verdict_class(cmp.get("verdict") or ("inconclusive" if cmp else None)),
+                        "mde": cmp.get("mde"), "reason": cmp.get("reason") or "", "declared": declared,
+                        "per_seed": [t - c for c, t in cmp["per_seed"].values() if c is not None and t is not None]
+                        if cmp.get("per_seed") else seed_differences(own, runs, regime, arm, ab["control"],
+                                                                    ab["signature"]),
+                        "oriented": oriented(cmp, ab.get("expected")), "effect": effect_text(cmp)})
+    return out
+
+
+def _where(rows: list[dict], verdict: str) -> list[str]:
+    return [r["where"] for r in rows if r["verdict"] == verdict]
+
+
+def outcomes(metas: dict, verdicts: dict, forest: list[dict]) -> dict[str, list[dict]]:
+    """The ablations grouped by verdict, each naming the regimes (or regime/arm) behind every verdict it got."""
+    out: dict[str, list[dict]] = {v: [] for v in (*VERDICTS, "no verdict")}
+    for name, ab in metas.items():
+        verdict = (verdicts.get(name) or {}).get("verdict")
+        rows = [r for r in forest if r["ablation"] == name]
+        decisive = max((r for r in rows if r["verdict"] == verdict and r["oriented"] is not None),
+                       key=lambda r: r["oriented"], default=None)
+        out[verdict if verdict in VERDICTS else "no verdict"].append({
+            "name": name, "title": ab.get("title", name), "metric": ab["signature"], "expected": ab.get("expected"),
+            "where": {v: _where(rows, v) for v in VERDICTS if _where(rows, v)},
+            "effect": decisive["effect"] if decisive else None, "mde": decisive["mde"] if decisive else None,
+            "confounded": bool(ab.get("confounded"))})
+    return out
+
+
+def ranking(metas: dict, forest: list[dict]) -> list[dict]:
+    """Each ablation's largest signature effect in the symptom's direction, largest first: how much each fix
+    matters. Ablations without a measured effect come last."""
+    best = []
+    for name, ab in metas.items():
+        rows = [r for r in forest if r["ablation"] == name and r["oriented"] is not None]
+        top = max(rows, key=lambda r: r["oriented"], default=None)
+        best.append({"name": name, "title": ab.get("title", name), "metric": ab["signature"],
+                     "expected": ab.get("expected"), "row": top,
+                     "size": top["oriented"] if top else None})
+    return sorted(best, key=lambda b: (b["size"] is None, -(b["size"] or 0.0)))
+
+
+def _recipe_rows(metas: dict, rows: list[dict]) -> list[dict]:
+    """Trained rows run with the baseline recipe itself: an arm and a regime that override nothing."""
+    out, keys = [], set()
+    for r in rows:
+        ab = metas.get(r["ablation"]) or {}
+        unchanged = (ab.get("arms") or {}).get(r["arm"]) == {} and \
+            (ab.get("regimes") or {"baseline": {}}).get(r["regime"]) == {}
+        if unchanged and r["key"] not in keys and r["config"].get("epochs"):
+            keys.add(r["key"])
+            out.append(r)
+    return out
+
+
+GOAL = 0.9  # the brief: retention >= 0.9 at heldout_recall >= 0.9
+
+
+def trained_arms(metas: dict, rows: list[dict]):
+    """(label, ablation, rows) for each trained arm (ablation x regime x arm); an arm made of the very runs another
+    arm already listed (the shared baseline recipe) is listed once."""
+    seen = set()
+    for name, ab in metas.items():
+        for regime in ab.get("regimes") or {"baseline": {}}:
+            for arm in ab["arms"]:
+                arm_rows = [r for r in rows if r["ablation"] == name and r["regime"] == regime and r["arm"] == arm
+                            and r["config"].get("epochs")]
+                keys = frozenset(r["key"] for r in arm_rows)
+                if arm_rows and keys not in seen:
+                    seen.add(keys)
+                    yield f"{name} / {regime} / {arm}", name, arm_rows
+
+
+def forgetting(metas: dict, rows: list[dict], runs: dict) -> dict:
+    """Retention (the share of general-knowledge probes the untrained model answered that the trained one still
+    answers; 1 for the untrained model by definition) of the baseline recipe and of the trained arms."""
+    untrained = []
+    for key in dict.fromkeys(r["untrained_key"] for r in rows if r.get("untrained_key")):
+        rec = runs.get(key)
+        if status(rec) == "ok":
+            ret = [s for s in rec.samples if s["set"] == "retention"]
+            untrained.append({"model": rec.config.get("model", "?"), "format": rec.resolved_format,
+                              "raw": rec.metrics.get("retention_raw"), "kept": sum(bool(s.get("kept", s.get("hit")))
+                                                                                   for s in ret), "probes": len(ret)})
+    recipe = _recipe_rows(metas, rows)
+    arms = []
+    for label, name, arm_rows in trained_arms(metas, rows):
+        s = arm_stat(arm_rows, runs, "retention")
+        if s["mean"] is not None:
+            arms.append({"label": label, "ablation": name, **s})
+    arms.sort(key=lambda a: a["mean"])
+    return {"untrained": untrained,
+            "recipe": arm_stat(recipe, runs, "retention") if recipe else None,
+            "recipe_raw": arm_stat(recipe, runs, "retention_raw") if recipe else None,
+            "recipe_runs": len(recipe), "worst": arms[:1], "best": arms[-1:], "arms": len(arms)}
+
+
+def goal(metas: dict, rows: list[dict], runs: dict) -> dict:
+    """How close any trained arm comes to the brief's goal, on its means over seeds: which arms reach both
+    retention and held-out recall >= GOAL, the closest one (smallest shortfall on the worse of the two), and the
+    best retention among the arms that learned the facts (recall >= GOAL)."""
+    arms = []
+    for label, name, arm_rows in trained_arms(metas, rows):
+        recall, retention = arm_stat(arm_rows, runs, "heldout_recall"), arm_stat(arm_rows, runs, "retention")
+        if recall["mean"] is not None and retention["mean"] is not None:
+            arms.append({"label": label, "ablation": name, "recall": recall, "retention": retention,
+                         "shortfall": max(GOAL - recall["mean"], GOAL - retention["mean"], 0.0)})
+    arms.sort(key=lambda a: (a["shortfall"], -a["recall"]["mean"] - a["retention"]["mean"]))
+    learned = [a for a in arms if a["recall"]["mean"] >= GOAL]
+    return {"goal": GOAL, "arms": len(arms), "reached": [a for a in arms if a["shortfall"] == 0.0],
+            "closest": arms[0] if arms else None, "learned": len(learned),
+            "best_learned": max(learned, key=lambda a: a["retention"]["mean"], default=None)}
+
+
+def findings(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> dict:
+    forest = forest_rows(metas, verdicts, rows, runs)
+    levels = sorted({r["level"] for r in forest if r["level"]})
+    return {"forest": forest, "outcomes": outcomes(metas, verdicts, forest), "ranking": ranking(metas, forest),
+            "forgetting": forgetting(metas, rows, runs), "goal": goal(metas, rows, runs), "levels": levels,
+            "declared": all(r["declared"] for r in forest), "ablations": len(metas)}

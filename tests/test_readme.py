@@ -1,0 +1,50 @@
+"""The README's study numbers are generated from the committed results, so README and report agree."""
+import json
+import shutil
+from pathlib import Path
+
+from core import readme
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "report" / "results"
+
+
+def test_the_readme_numbers_are_those_of_the_committed_results():
+    assert readme.main(["--check"]) == 0, "run `python -m core.readme` after the results change"
+
+
+def test_a_changed_verdict_makes_the_check_fail_until_the_block_is_regenerated(tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    page = tmp_path / "README.md"
+    page.write_text(f"# t\n\nbefore\n\n{readme.BEGIN}\nstale numbers\n{readme.END}\n\nafter\n")
+    args = ["--results", str(results), "--readme", str(page)]
+    assert readme.main([*args, "--check"]) == 1
+    assert readme.main(args) == 0 and readme.main([*args, "--check"]) == 0
+    text = page.read_text()
+    assert text.startswith("# t\n\nbefore\n\n") and text.endswith(f"{readme.END}\n\nafter\n")
+    assert "stale numbers" not in text and "planned run records finished" in text
+    verdicts = json.loads((results / "verdicts.json").read_text())
+    name = next(iter(verdicts))
+    verdicts[name]["verdict"] = "reproduced" if verdicts[name]["verdict"] != "reproduced" else "not reproduced"
+    (results / "verdicts.json").write_text(json.dumps(verdicts))
+    assert readme.main([*args, "--check"]) == 1
+    assert "differ" in capsys.readouterr().err
+
+
+def test_seeds_count_only_when_every_planned_run_of_them_is_finished(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    rows = json.loads((results / "plan.json").read_text())["rows"]
+    name = rows[0]["ablation"]
+    seeds = sorted({r["seed"] for r in rows if r["ablation"] == name})
+    assert f"Seeds per ablation: {name} {len(seeds)}," in readme.block(results)
+    (results / "runs" / f"{rows[0]['key']}.json").unlink()  # one arm of one seed gone: that seed is not finished
+    assert f"Seeds per ablation (finished of planned): {name} {len(seeds) - 1} of {len(seeds)}," in readme.block(results)
+
+
+def test_the_block_ranks_the_ablations_by_effect_and_names_the_arm_closest_to_the_goal():
+    text = readme.block(Path(__file__).resolve().parent / "fixtures" / "first_edition" / "results")
+    ranked = text[text.index("Ranked by effect"):text.index("Forgetting price")]
+    assert ranked.index("1. no_masking: +0.01 (`prompt_echo` +0.01 [+0.01, +0.01], original_budget; not reproduced)") \
+        < ranked.index("2. base_vs_chat") < ranked.index("3. no_val_selection: +0.01 (`heldout_recall` -0.01")
+    assert "reached by 0 of 8 trained arms; closest: no_val_selection / overfit / best_by_validation" in text

@@ -1,0 +1,227 @@
+"""What the report's pages say, from the committed fixture results (tests/fixtures/report/results, no training) and
+small hand-made records: findings generated from verdicts.json, a forest row per deciding comparison, figures that
+stay inside [0, 1] with a dot per seed, sample answers that differ first, links that resolve, the rerun command."""
+import json
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from core import figures, report
+from core.record import RunRecord
+from core.report_data import load_results
+from core.report_evidence import precision_options, reproduce_command
+from core.report_findings import findings, forest_rows, forgetting, goal
+from core.report_samples import sample_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "report" / "results"
+
+
+def fixture_copy(dest: Path) -> Path:
+    shutil.copytree(FIXTURE, dest)
+    return dest
+
+
+def findings_box(index: Path) -> str:
+    html = index.read_text()
+    start = html.index('<section class="findings" id="findings">')
+    return html[start:html.index("</section>", start)]
+
+
+def test_findings_say_what_reproduced_where_and_rank_the_fixes_from_verdicts_json(tmp_path):
+    res = fixture_copy(tmp_path / "results")
+    verdicts = json.loads((res / "verdicts.json").read_text())
+    wrong = verdicts["wrong_layer_path"]
+    wrong["verdict"] = "reproduced"
+    wrong["comparisons"]["baseline"]["wrong_path"]["heldout_recall"].update(
+        verdict="reproduced", diff=-0.6, low=-0.8, high=-0.4)
+    (res / "verdicts.json").write_text(json.dumps(verdicts))
+
+    box = findings_box(report.render(res, tmp_path / "report"))
+    reproduced = box[box.index('data-verdict="reproduced"'):box.index('data-verdict="not reproduced"')]
+    assert "wrong_layer_path.html" in reproduced and "under baseline" in reproduced
+    assert "-0.60 [-0.80, -0.40]" in reproduced
+    not_reproduced = box[box.index('data-verdict="not reproduced"'):]
+    assert "no_val_selection.html" in not_reproduced.split("</div>")[0]
+    ranking = box[box.index('<ol class="rank">'):box.index("</ol>")]
+    assert ranking.index("wrong_layer_path") < min(ranking.index(n) for n in ("no_val_selection", "weight_decay"))
+    assert "The forgetting price" in box
+
+
+def test_the_forest_plot_has_a_row_per_primary_comparison_or_per_regime_and_arm_without_one():
+    rows, metas, verdicts, runs = load_results(FIXTURE)
+    forest = forest_rows(metas, verdicts, rows, runs)
+    assert [r["label"] for r in forest if r["ablation"] == "weight_decay"] == ["weight_decay / wd_0.1"]  # primary
+    assert all(r["declared"] for r in forest) and len(forest) == len(metas)
+    assert all(len(r["per_seed"]) == 1 for r in forest if r["diff"] is not None)  # the fixture's one seed
+
+    rows, metas, verdicts, runs = load_results(ROOT / "tests" / "fixtures" / "first_edition" / "results")  # no `primary`
+    first = forest_rows(metas, verdicts, rows, runs)
+    assert [r["label"] for r in first if r["ablation"] == "no_masking"] == ["no_masking / baseline",
+                                                                          "no_masking / original_budget"]
+    assert not any(r["declared"] for r in first)
+    assert all(len(r["per_seed"]) == 3 for r in first if r["ablation"] == "no_masking")  # seeds from the runs
+
+
+def _retention_run(kept_hits: list[bool], epochs: int, seed: int = 0) -> RunRecord:
+    samples = [{"set": "retention", "id": f"p{i}", "question": f"q{i}", "expected": "a", "answer": "a" if hit else "b",
+                "hit": hit, "kept": True} for i, hit in enumerate(kept_hits)]
+    return RunRecord(config={"seed": seed, "epochs": epochs, "eval_prompt": "train", "model": "m"}, status="ok",
+                     metrics={"retention": sum(kept_hits) / len(kept_hits), "retention_raw": 0.5}, samples=samples)
+
+
+def test_the_forgetting_price_is_the_recipe_s_retention_of_what_the_untrained_model_knew():
+    metas = {"a": {"name": "a", "arms": {"recipe": {}, "slow": {"lr": 1e-4}}, "regimes": {"baseline": {}}}}
+    rows = [{"ablation": "a", "regime": "baseline", "arm": arm, "seed": 0, "key": arm, "untrained_key": "u",
+             "config": {"epochs": 4}} for arm in ("recipe", "slow")]
+    runs = {"recipe": _retention_run([True, True, True, False], 4), "slow": _retention_run([True] * 4, 4),
+            "u": _retention_run([True, True, True, True], 0)}
+    price = forgetting(metas, rows, runs)
+    assert price["recipe"]["mean"] == 0.75 and price["recipe_runs"] == 1
+    assert price["untrained"][0]["kept"] == 4 and price["untrained"][0]["probes"] == 4
+    assert price["worst"][0]["label"] == "a / baseline / recipe" and price["best"][0]["label"] == "a / baseline / slow"
+
+
+def _scored_run(recall_hits: list[bool], retention_hits: list[bool], seed: int = 0) -> RunRecord:
+    run = _retention_run(retention_hits, 4, seed)
+    run.samples += [{"set": "test", "id": f"f{i}", "question": f"t{i}", "hit": hit} for i, hit in enumerate(recall_hits)]
+    run.metrics["heldout_recall"] = sum(recall_hits) / len(recall_hits)
+    return run
+
+
+def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_the_best_that_learned():
+    metas = {"a": {"name": "a", "arms": {"recipe": {}, "replay": {"replay": 40}, "slow": {"lr": 1e-4}},
+                   "regimes": {"baseline": {}}},
+             "b": {"name": "b", "arms": {"recipe": {}}, "regimes": {"baseline": {}}}}
+    rows = [{"ablation": ab, "regime": "baseline", "arm": arm, "seed": sd, "key": f"{arm}{sd}", "untrained_key": "u",
+             "config": {"epochs": 4}} for ab, arms in (("a", ("recipe", "replay", "slow")), ("b", ("recipe",)))
+            for arm in arms for sd in (0, 1)]
+    ten = [True] * 10
+    runs = {f"{arm}{sd}": _scored_run(recall, retention, sd) for arm, recall, retention in (
+        ("recipe", ten, [True] * 5 + [False] * 5),  # learned, forgot half
+        ("replay", ten[:9] + [False], ten[:8] + [False] * 2),  # learned, kept 0.8
+        ("slow", [False] * 10, ten)) for sd in (0, 1)}  # kept everything, learned nothing
+    g = goal(metas, rows, runs)
+    assert g["arms"] == 3, "b / baseline / recipe is the same two runs as a / baseline / recipe: listed once"
+    assert g["reached"] == [] and g["learned"] == 2
+    assert g["closest"]["label"] == "a / baseline / replay" and g["closest"]["shortfall"] == pytest.approx(0.1)
+    assert g["best_learned"] is g["closest"]
+    from core.readme import goal_sentence
+    assert "reached by 0 of 3 trained arms; closest: a / baseline / replay (recall 0.90" in goal_sentence(g)
+    runs["replay0"] = runs["replay1"] = _scored_run(ten, ten[:9] + [False])
+    g = goal(metas, rows, runs)
+    assert [a["label"] for a in g["reached"]] == ["a / baseline / replay"] and g["closest"]["shortfall"] == 0.0
+    assert goal_sentence(g).startswith("Goal (retention >= 0.9 at heldout_recall >= 0.9, arm means): reached by 1 "
+                                       "of 3 trained arms: a / baseline / replay (recall 1.00")
+
+
+@pytest.fixture
+def captured(monkeypatch) -> list:
+    """The figures the next calls draw, kept open instead of written."""
+    figs = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: figs.append(fig) or f"figures/{path.name}")
+    yield figs
+    figures.close_all()
+
+
+def _drawn_y(ax) -> list[float]:
+    ys = [y for line in ax.get_lines() for y in line.get_ydata()]
+    ys += [y for p in ax.patches for y in (p.get_y(), p.get_y() + p.get_height())]
+    for c in ax.collections:
+        offsets = c.get_offsets()
+        ys += [y for _, y in offsets] if len(offsets) else []
+        if type(c).__name__ != "PathCollection":  # markers' paths are in points, the rest in data
+            ys += [y for path in c.get_paths() for _, y in path.vertices]
+    return ys
+
+
+def test_per_arm_figures_stay_inside_0_1_with_a_dot_per_seed(captured, tmp_path):
+    out_of_range = {"mean": 0.98, "low": -0.1, "high": 1.2, "per_seed": {0: 1.0, 1: 0.9, 2: 1.05}}
+    ab = {"arms": {"a": {}, "b": {"lr": 1.0}}, "signature": "heldout_recall", "axis": "lr"}
+    stats = {arm: {"heldout_recall": out_of_range, "retention": dict(out_of_range, mean=0.02, low=-0.3)}
+             for arm in ab["arms"]}
+    figures.metric_figure(ab, stats, ["heldout_recall", "retention"], tmp_path / "bars.png")
+    figures.sweep_figure(ab, stats, ["heldout_recall", "retention"], {"a": 0.1, "b": 1.0}, tmp_path / "sweep.png")
+    for fig in captured:
+        ax = fig.axes[0]
+        assert ax.get_ylim() == (0.0, 1.0)
+        ys = _drawn_y(ax)
+        assert ys and min(ys) >= 0.0 and max(ys) <= 1.0
+        dots = sum(len(c.get_offsets()) for c in ax.collections if type(c).__name__ == "PathCollection")
+        assert dots == 2 * 2 * 3  # arms x metrics x seeds
+
+
+def _answers(run_answers: dict[tuple, str], seed: int) -> RunRecord:
+    samples = [{"set": st, "id": i, "question": f"{st} {i}?", "expected": "x", "answer": a, "hit": a == "x",
+                "kept": True} for (st, i), a in run_answers.items()]
+    return RunRecord(config={"seed": seed}, status="ok", samples=samples)
+
+
+def test_sample_answers_put_differing_rows_first_mark_identical_ones_and_cover_every_set():
+    same = {("test", "f1"): "x", ("reverse", "r1"): "hiahia", ("identity", "i1"): "a person",
+            ("retention", "p1"): "paris"}
+    control = {**same, ("test", "f2"): "x", ("retention", "p2"): "tokyo"}
+    treated = {**same, ("test", "f2"): "y", ("retention", "p2"): "osaka"}
+    columns = [(seed, [("control", {"seed": seed, "key": f"c{seed}"}, _answers(control, seed)),
+                       ("treated", {"seed": seed, "key": f"t{seed}"}, _answers(treated, seed))]) for seed in (0, 1)]
+    tables = sample_tables(columns)["tables"]
+    assert [t["seed"] for t in tables] == [0, 1]
+    rows = tables[0]["rows"]
+    assert [(r["set"], r["id"], r["same"]) for r in rows[:2]] == [("test", "f2", False), ("retention", "p2", False)]
+    assert all(r["same"] for r in rows[2:]) and {r["set"] for r in rows} == {"test", "reverse", "identity", "retention"}
+    assert tables[0]["hidden"] == 4 and tables[0]["hidden_sets"] == "1 test, 1 reverse, 1 identity, 1 retention"
+
+
+def test_every_link_and_image_on_every_page_resolves_and_nothing_is_written_outside_the_report(tmp_path):
+    res = fixture_copy(tmp_path / "study" / "results")
+    (res / "summary.csv").write_text("ablation,metric,value\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    index = report.render(res, tmp_path / "site" / "deep")
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert [p for p in after if p not in before and p.parts[0] != "site"] == []
+    checked = 0
+    for page in index.parent.glob("*.html"):
+        for target in re.findall(r'(?:href|src)="([^"]+)"', page.read_text()):
+            if target.startswith(("http://", "https://", "data:", "#")):
+                continue
+            path = (page.parent / unquote(target.split("#")[0])).resolve()
+            assert path.exists(), f"{page.name} links to {target}, which does not exist"
+            checked += 1
+    assert checked > 50
+    assert 'href="../../study/results/summary.csv"' in index.read_text()
+
+
+def test_each_ablation_page_gives_the_command_that_reruns_it_into_its_own_folder(tmp_path):
+    rows, metas, _, runs = load_results(FIXTURE)
+    command = reproduce_command(metas["base_vs_chat"], [r for r in rows if r["ablation"] == "base_vs_chat"], runs)
+    assert command == ("python run_all.py --only base_vs_chat --seeds 1 --pair tiny --set batch_size=32 --set epochs=2 "
+                       "--set max_new_tokens=4 --set paraphrases=1 --precision fp32 --results results-base_vs_chat")
+    bf16 = [RunRecord(config={}, status="ok", environment={"precision": "cpu-bfloat16-mixed"})] * 2
+    assert precision_options(bf16) == ["--precision", "bf16"]
+    assert precision_options([RunRecord(config={}, status="ok", environment={"precision": "cuda-bfloat16-mixed"})]) == \
+        ["--device", "cuda", "--precision", "bf16"]
+    assert precision_options(bf16 + [RunRecord(config={}, status="ok", environment={"precision": "cpu-fp32"})]) == []
+    page = (report.render(FIXTURE, tmp_path / "report").parent / "base_vs_chat.html").read_text()
+    shown = page[page.index('<pre class="command">'):]
+    assert re.sub(r"<[^>]+>", "", shown[:shown.index("</pre>")]) == command
+
+
+def test_the_arm_table_shows_the_signature_first_and_folds_the_secondary_metrics(tmp_path):
+    page = (report.render(FIXTURE, tmp_path / "report").parent / "weight_decay.html").read_text()
+    table = page[page.index('<table class="armtable">'):]
+    assert table.index("identity_hallucination") < table.index('<details class="secondary">')
+    folded = table[table.index('<details class="secondary">'):table.index("</details>")]
+    assert all(m in folded for m in ("heldout_recall", "retention", "reverse_recall"))
+    assert "wd_0.1" in table.split("</table>")[0] and "primary" in table.split("</table>")[0]
+
+
+def test_findings_of_the_first_edition_results_cover_every_ablation():
+    rows, metas, verdicts, runs = load_results(ROOT / "tests" / "fixtures" / "first_edition" / "results")
+    found = findings(metas, verdicts, rows, runs)
+    listed = [o["name"] for group in found["outcomes"].values() for o in group]
+    assert sorted(listed) == sorted(metas) and [r["name"] for r in found["ranking"]].count("no_masking") == 1
+    assert found["forgetting"]["recipe"]["mean"] is not None and found["forgetting"]["untrained"]
+    assert found["goal"]["closest"] and not found["goal"]["reached"]

@@ -1,0 +1,48 @@
+"""tools/study_status.py: a study is publishable only when every planned run is stored, ok, and of this code and data."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from core.knowledge import load_knowledge
+from core.version import code_version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_study(folder: Path, versions: list[str | None], data: str) -> None:
+    """A plan of len(versions) trained rows sharing one untrained reference; None: that run is not stored."""
+    rows = [{"ablation": "a", "regime": "baseline", "arm": f"arm{i}", "seed": 0, "key": f"k{i}", "untrained_key": "u",
+             "config": {"epochs": 1, "lr": i}} for i in range(len(versions))]
+    (folder / "runs").mkdir(parents=True)
+    (folder / "plan.json").write_text(json.dumps({"rows": rows, "ablations": {}}))
+    for key, version, epochs in [("u", versions[0], 0)] + [(f"k{i}", v, 1) for i, v in enumerate(versions)]:
+        if version is not None:
+            (folder / "runs" / f"{key}.json").write_text(json.dumps({
+                "status": "ok", "config": {"epochs": epochs, "lr": key}, "data_sha256": data,
+                "environment": {"code_version": version}, "timings": {"total": 100.0}}))
+
+
+def check(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "tools/study_status.py", "--results", str(folder), "--check"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_complete_study_of_this_code_and_data_is_publishable_and_a_mixed_or_partial_one_is_not(tmp_path):
+    here, data = code_version(), load_knowledge().sha256
+    write_study(tmp_path / "complete", [here, here], data)
+    done = check(tmp_path / "complete")
+    assert done.returncode == 0, done.stderr
+    assert "3 of 3 planned run records stored (2 trainings done, 0 left" in done.stdout
+
+    write_study(tmp_path / "mixed", [here, "0123456789abcdef"], data)
+    mixed = check(tmp_path / "mixed")
+    assert mixed.returncode == 1 and "runs made by other code than this checkout's" in mixed.stderr
+
+    write_study(tmp_path / "partial", [here, None], data)
+    partial = check(tmp_path / "partial")
+    assert partial.returncode == 1 and "1 planned run(s) not stored" in partial.stderr
+    assert "1 left: about 0.0 h" in partial.stdout
+
+    write_study(tmp_path / "olddata", [here, here], "7785002891605fd2")
+    assert "runs made on other data" in check(tmp_path / "olddata").stderr
