@@ -158,6 +158,14 @@ def locked(path: Path, timeout: float = 300.0, poll: float = 0.2):
         unlock(path)
 
 
+def precision_flags(tag: str) -> list[str]:
+    """The run_all options that compute as a stored run's environment.precision says (cpu-bfloat16-mixed ->
+    --precision bf16; cuda-bfloat16-mixed -> --device cuda --precision bf16): a run in another precision or on
+    another device plans other keys, so these are what reuses or reproduces it."""
+    device, _, compute = tag.partition("-")
+    return (["--device", device] if device != "cpu" else []) + ["--precision", "fp32" if compute == "fp32" else "bf16"]
+
+
 def lock_path(root: Path, key: str) -> Path:
     return root / "runs" / f"{key}.lock"
 
