@@ -1,7 +1,7 @@
 """Stored runs (one JSON per config key, written atomically), the tidy CSV, and per-ablation verdicts.
 
-A verdict compares the signature metric between two arms, paired by seed: with >= 2 seeds a
-t-interval over the seed differences; with 1 seed a paired bootstrap over evaluation items.
+A comparison pairs two arms' per-item scores by seed and by evaluation item; its interval treats seeds and
+items as crossed random effects (core/stats.py), so it carries training noise and the finite probe set.
 """
 from __future__ import annotations
 
