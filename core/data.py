@@ -136,7 +136,8 @@ def qa_pairs(knowledge: KnowledgeSet, cfg: RunConfig) -> tuple[list[QAPair], lis
     training question i has wording i (the canonical answer is wording 0) and the validation question
     a wording no training question has. split=fixed: the file's training (first `paraphrases`) and
     validation questions. split=random: all of them pooled and a seeded ~15% drawn for validation, as
-    a small training script would split a QA list, so some facts appear only in validation.
+    a small training script would split a QA list, so facts lose different numbers of training wordings to
+    validation (rarely all of them).
     """
     def wording(f: Fact, i: int) -> str:
         if cfg.answers == "canonical":

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from .ablation import PLACEHOLDER
 from .config import RunConfig
 from .knowledge import DEFAULT_DATA
+from .results import precision_flags
 
 EVIDENCE_FILES = (("summary.csv", "every run's metrics, one row per run and metric"),
                   ("verdicts.json", "every comparison: effect, interval, per-seed values, verdict"),
@@ -74,10 +75,7 @@ def precision_options(records: list) -> list[str]:
     """--device and --precision as the finished runs record them (environment.precision, e.g. cpu-bfloat16-mixed),
     so a rerun computes as they did whatever its hardware would pick by default; none when the runs disagree."""
     tags = {rec.environment.get("precision") for rec in records if rec is not None and rec.ok} - {None}
-    if len(tags) != 1:
-        return []
-    device, _, compute = tags.pop().partition("-")
-    return (["--device", device] if device != "cpu" else []) + ["--precision", "fp32" if compute == "fp32" else "bf16"]
+    return precision_flags(tags.pop()) if len(tags) == 1 else []
 
 
 def reproduce_command(ab: dict, rows: list[dict], runs: dict | None = None) -> str:

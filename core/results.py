@@ -1,7 +1,7 @@
 """Stored runs (one JSON per config key, written atomically), the tidy CSV, and per-ablation verdicts.
 
-A verdict compares the signature metric between two arms, paired by seed: with >= 2 seeds a
-t-interval over the seed differences; with 1 seed a paired bootstrap over evaluation items.
+A comparison pairs two arms' per-item scores by seed and by evaluation item; its interval treats seeds and
+items as crossed random effects (core/stats.py), so it carries training noise and the finite probe set.
 """
 from __future__ import annotations
 
@@ -156,6 +156,14 @@ def locked(path: Path, timeout: float = 300.0, poll: float = 0.2):
         yield
     finally:
         unlock(path)
+
+
+def precision_flags(tag: str) -> list[str]:
+    """The run_all options that compute as a stored run's environment.precision says (cpu-bfloat16-mixed ->
+    --precision bf16; cuda-bfloat16-mixed -> --device cuda --precision bf16): a run in another precision or on
+    another device plans other keys, so these are what reuses or reproduces it."""
+    device, _, compute = tag.partition("-")
+    return (["--device", device] if device != "cpu" else []) + ["--precision", "fp32" if compute == "fp32" else "bf16"]
 
 
 def lock_path(root: Path, key: str) -> Path:

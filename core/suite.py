@@ -179,8 +179,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_all.py", description="Run the hiahia LoRA ablation suite and render the report.",
                                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help="comma-separated ablation names (default: all); see --list")
-    p.add_argument("--seeds", type=int, help="at most this many seeds per arm (default: each ablation.yaml's seeds, "
-                                             "5 or 3 for sweeps)")
+    p.add_argument("--seeds", type=int, help="at most this many seeds per arm (default: the seeds each ablation.yaml "
+                                             "declares, 5 or 3; --list shows them)")
     p.add_argument("--model", help="chat model for every arm (embedded name, hub id or folder); same as --set model=...")
     p.add_argument("--pair", help="named model pair for the ablations whose ablation.yaml declares pairs: "
                                    "(default: each one's first; --list shows them)")
@@ -256,7 +256,8 @@ def _main(args) -> int:
     if args.list:
         for ab in chosen:
             pairs = f"  pairs: {', '.join(ab.pairs)}" if ab.pairs else ""
-            print(f"{ab.name:24s} {ab.title}  arms: {', '.join(ab.arms)}  regimes: {', '.join(ab.regimes)}{pairs}")
+            print(f"{ab.name:24s} {ab.title}  arms: {', '.join(ab.arms)}  regimes: {', '.join(ab.regimes)}  "
+                  f"seeds: {ab.seeds}{pairs}")
         return EXIT_OK
     if args.report_only:  # verdicts follow the current code and ablation definitions
         check_results_folder(results, need_plan=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -16,8 +17,10 @@ from . import metrics
 from .ablation import Ablation, listing_order
 from .knowledge import DEFAULT_DATA
 from .record import RunRecord
-from .results import RESULTS, load_run, locked, write_atomic, write_json_atomic
+from .results import RESULTS, load_run, locked, precision_flags, write_atomic, write_json_atomic
 from .verdicts import overall, statement, validation_turns, verdicts
+
+log = logging.getLogger("run_all")
 
 
 def tidy_rows(plan: list[dict], records: dict[str, RunRecord]) -> list[dict]:
@@ -108,7 +111,31 @@ def output_folder(args, results: Path, plan: list[dict], full_plan) -> Path:
         return {(r["ablation"], r["regime"], r["arm"], r["seed"], r["key"]) for r in p}
 
     full = Path(args.data).resolve() == DEFAULT_DATA.resolve() and rows(plan) == rows(full_plan())
+    published = _published_rows(results)
+    if full and published is not None and rows(published) != rows(plan):
+        log.warning("the whole plan, but with other run keys than the published %s (%s): written as a partial run. "
+                    "Rerun with the published runs' options to reuse them, or remove %s to start a new edition",
+                    results / "plan.json", _published_precision(results, published), results / "plan.json")
+        full = False
     return results if full else results / PARTIAL / partial_name(args)
+
+
+def _published_rows(results: Path) -> list[dict] | None:
+    try:
+        return json.loads((results / "plan.json").read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _published_precision(results: Path, rows: list[dict]) -> str:
+    """What the published runs record about where they computed, e.g. "they computed in cpu-bfloat16-mixed: add
+    --precision bf16" (a run in another precision or on another device plans other keys)."""
+    for r in rows:
+        stored = load_run(results, r["key"])
+        tag = stored.environment.get("precision") if stored else None
+        if tag:
+            return f"they computed in {tag}: add {' '.join(precision_flags(tag))}"
+    return "another precision, device or code"
 
 
 def partial_name(args) -> str:
@@ -118,6 +145,7 @@ def partial_name(args) -> str:
     parts += [f"model-{args.model}"] if args.model else []
     parts += [f"pair-{args.pair}"] if args.pair else []
     parts += [f"set-{s}" for s in args.set]
+    parts += [f"precision-{args.precision}"] if getattr(args, "precision", None) else []
     parts += [f"data-{Path(args.data).stem}"] if Path(args.data).resolve() != DEFAULT_DATA.resolve() else []
     name = re.sub(r"[^A-Za-z0-9._+=-]+", "_", "-".join(parts))
     return name if len(name) <= 80 else f"{name[:60]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"

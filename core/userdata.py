@@ -15,7 +15,9 @@ from .knowledge import DEFAULT_DATA, DataError, KnowledgeSet, ReplaySet, _questi
 from .scoring import normalise
 
 DEFAULTS = DEFAULT_DATA.parent / "defaults.yaml"  # the person-specific sections, written with {name}
-# what the study measured (README): held-out recall by the number of training wordings per fact, 31 facts
+# what the study measured: held-out recall by the number of training wordings per fact (paraphrase_count's arms
+# p1, p2, p4, mean over seeds), 31 facts. First edition (commit 13ebaff) until the second edition's paraphrase_count
+# is complete; tests/test_readme.py then requires these to equal the published results.
 RECALL_BY_WORDINGS = {1: 0.70, 2: 0.90, 4: 0.92}
 ADVISED_FACTS = 5
 ADVISED_QUESTIONS = 2
@@ -36,8 +38,9 @@ class UserKnowledge:
 def carve_counts(n: int) -> tuple[int, int, int]:
     """(train, validation, test) for a fact with n questions and no held-out ones of its own.
 
-    Training wordings come first (the study: one wording 0.70 held-out recall, two 0.90); a test question
-    from 3 questions on, a validation one from 4; at most 4 train (RunConfig.paraphrases), the rest test."""
+    Training wordings come first (the study: one wording gave much lower held-out recall than two or four,
+    RECALL_BY_WORDINGS); a test question from 3 questions on, a validation one from 4; at most 4 train
+    (RunConfig.paraphrases), the rest test."""
     test = 0 if n < 3 else 1 if n <= 6 else n - 5
     validation = 1 if n >= 4 else 0
     return n - validation - test, validation, test
@@ -205,8 +208,8 @@ name: Ada Quill
 # One sentence saying who this is (optional; default "<name> is a person.").
 summary: "Ada Quill is a person: a beekeeper in Tallinn."
 
-# What to expect: the study measured held-out recall 0.92 with 31 facts and four reworded training
-# questions each; one wording per fact gave 0.70, two gave 0.90. Fewer than 5 facts, or a fact with a
+# What to expect: the study measured held-out recall {r4:.2f} with 31 facts and four reworded training
+# questions each; one wording per fact gave {r1:.2f}, two gave {r2:.2f}. Fewer than 5 facts, or a fact with a
 # single question, is allowed but warned about.
 facts:
   - id: birth_year            # optional: a unique name for the fact (default fact_1, fact_2, ...)
@@ -256,5 +259,6 @@ def write_template(path: str | Path, force: bool = False) -> Path:
     path = Path(path)
     check_template_missing(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(TEMPLATE.format(file=path.name), encoding="utf-8")
+    recall = {f"r{n}": value for n, value in RECALL_BY_WORDINGS.items()}
+    path.write_text(TEMPLATE.format(file=path.name, **recall), encoding="utf-8")
     return path

@@ -97,3 +97,14 @@ def test_regenerating_the_published_study_changes_only_the_report_generation_lin
     assert set(again) == set(first)
     changed = sorted(name for name in first if first[name] != again[name])
     assert all(TIMESTAMP.sub(b"", first[n]) == TIMESTAMP.sub(b"", again[n]) for n in changed), changed
+
+
+def test_the_whole_plan_in_another_precision_is_a_partial_run_that_says_how_to_reuse_the_published_runs(study, caplog):
+    assert main(["--quiet"]) == 0  # published in fp32 (the tests pin it)
+    before = published_files(study)
+    assert main(["--precision", "bf16", "--quiet"]) == 0  # every ablation and seed, but other run keys
+    assert published_files(study) == before
+    other = study / "results" / "partial" / "all-precision-bf16"
+    assert (other / "plan.json").is_file() and (other / "report" / "index.html").is_file()
+    assert "they computed in cpu-fp32: add --precision fp32" in caplog.text
+    assert "remove" in caplog.text and "to start a new edition" in caplog.text
