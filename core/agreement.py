@@ -34,15 +34,29 @@ class KindAgreement:
         return self.agree / self.n if self.n else 0.0
 
 
+def _labels(path: Path) -> dict[int, dict]:
+    with open(path, newline="") as f:
+        return {int(r["row"]): r for r in csv.DictReader(f)}
+
+
 def load_labelled(folder: Path = LABELS) -> list[dict]:
     """The labelled items: items.jsonl (what the scorers need) joined with labels.csv on `row`."""
     items = {int(d["row"]): d for d in map(json.loads, (folder / "items.jsonl").read_text().splitlines())}
-    with open(folder / "labels.csv", newline="") as f:
-        labels = {int(r["row"]): r for r in csv.DictReader(f)}
+    labels = _labels(folder / "labels.csv")
     missing = sorted(set(items) - set(labels))
     if missing:
         raise ValueError(f"{folder / 'labels.csv'}: rows {missing[:5]} have no label; label every row of sheet.csv")
     return [dict(items[r], label=int(labels[r]["label"]), note=labels[r].get("note", "")) for r in sorted(items)]
+
+
+def labeller_agreement(folder: Path) -> dict | None:
+    """How often two independent labellers (labels_a.csv, labels_b.csv) agreed before their disagreements were
+    settled in labels.csv: the ceiling a scorer can be held to. None without both files."""
+    if not ((folder / "labels_a.csv").exists() and (folder / "labels_b.csv").exists()):
+        return None
+    a, b = _labels(folder / "labels_a.csv"), _labels(folder / "labels_b.csv")
+    pairs = [(int(a[r]["label"]), int(b[r]["label"])) for r in sorted(set(a) & set(b))]
+    return {"n": len(pairs), "agree": sum(x == y for x, y in pairs), "kappa": cohen_kappa(pairs)}
 
 
 def score(item: dict, vocab) -> bool:
@@ -66,12 +80,19 @@ def cohen_kappa(pairs: list[tuple[int, int]]) -> float | None:
     return None if expected == 1 else (observed - expected) / (1 - expected)
 
 
-def agreement(items: list[dict] | None = None, data_file: Path = DEFAULT_DATA) -> dict[str, KindAgreement]:
-    items = load_labelled() if items is None else items
+def agreement(items: list[dict] | None = None, data_file: Path = DEFAULT_DATA,
+              folder: Path = LABELS) -> dict[str, KindAgreement]:
+    """Per kind (and per identity probe group, for answers that record one: identity@refuted, @unrefuted,
+    @open), how often the current scorer agrees with the labels."""
+    items = load_labelled(folder) if items is None else items
     vocab = load_knowledge(data_file).identity
+    groups = sorted({i.get("group") for i in items if i["kind"] == "identity" and i.get("group")})
     out = {}
-    for kind in KINDS:
-        rows = [i for i in items if i["kind"] == kind]
+    for kind in [*KINDS, *(f"identity@{g}" for g in groups)]:
+        base, _, group = kind.partition("@")
+        rows = [i for i in items if i["kind"] == base and (not group or i.get("group") == group)]
+        if not rows and group:
+            continue
         pairs = [(i["label"], int(score(i, vocab))) for i in rows]
         wrong = [dict(row=i["row"], label=i["label"], scorer=s, question=i["question"], answer=i["answer"])
                  for i, (_, s) in zip(rows, pairs) if i["label"] != s]
@@ -83,26 +104,48 @@ def markdown(table: dict[str, KindAgreement]) -> str:
     lines = ["| kind | label 1 means | n | agreement | Cohen's kappa | disagreements |", "| --- | --- | --- | --- | --- | --- |"]
     for a in table.values():
         kappa = f"{a.kappa:.2f}" if a.kappa is not None else "-"
-        lines.append(f"| {a.kind} | {MEANING[a.kind]} | {a.n} | {a.accuracy:.1%} | {kappa} | {len(a.disagreements)} |")
+        lines.append(f"| {a.kind} | {MEANING[a.kind.partition('@')[0]]} | {a.n} | {a.accuracy:.1%} | {kappa} | "
+                     f"{len(a.disagreements)} |")
     return "\n".join(lines)
 
 
-def report_text(table: dict[str, KindAgreement]) -> str:
+def report_text(table: dict[str, KindAgreement], folder: Path = LABELS) -> str:
+    where = folder.relative_to(LABELS.parent.parent).as_posix() if folder.is_relative_to(LABELS.parent.parent) \
+        else folder.as_posix()
     parts = ["# Scorer agreement with human labels", "",
-             "Written by `python -m core.agreement` from data/labels/items.jsonl and labels.csv (labels by reading "
-             "against RUBRIC.md). Do not edit by hand; tests/test_scoring.py checks it is current.", "",
-             markdown(table), "", "## Disagreeing rows", ""]
+             f"Written by `python -m core.agreement` from {where}/items.jsonl and labels.csv (labels by reading "
+             "against data/labels/RUBRIC.md). Do not edit by hand; tests/test_scoring.py checks it is current.", ""]
+    between = labeller_agreement(folder)
+    if between:
+        kappa = "-" if between["kappa"] is None else f"{between['kappa']:.2f}"
+        parts += [f"Two labellers, each reading every row alone (labels_a.csv, labels_b.csv), agreed on "
+                  f"{between['agree']} of {between['n']} rows ({between['agree'] / between['n']:.1%}, Cohen's kappa "
+                  f"{kappa}); labels.csv settles the rest by a third reading (its note says how).", ""]
+    parts += [markdown({k: a for k, a in table.items() if "@" not in k}), ""]
+    groups = {k: a for k, a in table.items() if "@" in k}
+    if groups:
+        parts += ["Identity answers by probe group:", "", markdown(groups), ""]
+    parts += ["## Disagreeing rows", ""]
     for a in table.values():
+        if "@" in a.kind:
+            continue
         for d in a.disagreements:
             parts.append(f"- {a.kind} row {d['row']}: label {d['label']}, scorer {d['scorer']}. "
                          f"Q: {d['question']!r} A: {d['answer']!r}")
     return "\n".join(parts) + "\n"
 
 
+BATCHES = (LABELS, LABELS / "edition2")  # the first edition's answers; the second edition's
+
+
 def main() -> None:
-    table = agreement()
-    (LABELS / "AGREEMENT.md").write_text(report_text(table))
-    print(markdown(table))
+    for folder in BATCHES:
+        if not (folder / "labels.csv").exists():
+            print(f"{folder}: not labelled yet")
+            continue
+        table = agreement(folder=folder)
+        (folder / "AGREEMENT.md").write_text(report_text(table, folder))
+        print(f"{folder}:\n{markdown(table)}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,12 +30,26 @@ def resolve_format(cfg: RunConfig, tokenizer) -> str:
     return cfg.format
 
 
+def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """The CPU's model name and which bf16 matrix instructions it has (amx_bf16, avx512_bf16: they change how
+    bf16 products are computed, so runs on different CPUs can differ in the last bits); empty where unreadable."""
+    try:
+        lines = Path(cpuinfo).read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    def field(name: str) -> str:
+        return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(name)), "")
+
+    flags = field("flags").split()
+    return {"cpu_model": field("model name"), "cpu_bf16": [f for f in ("amx_bf16", "avx512_bf16") if f in flags]}
+
+
 def environment(device: str) -> dict:
     import transformers
 
     return {
         "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(), **cpu_identity(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
         "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None,
         "code_version": code_version(), "git_commit": git_commit(),

@@ -1,10 +1,13 @@
 """Scoring rules on the hard cases: negation, wrong identities next to person words, off-topic answers,
 yes/no openings, CJK text, answers about the persona instead of the question; agreement with labels."""
+from pathlib import Path
+
 import pytest
 
 from core.knowledge import DataError, load_knowledge
 from core.scoring import IdentityVocabulary, general_answer_correct, identity_correct, keywords_hit
 
+ROOT = Path(__file__).resolve().parent.parent
 VOCAB = IdentityVocabulary(("person", "human", "clock restorer"),
                            ("ai", "ai system", "band", "company", "film", "program", "assistant", "river"))
 
@@ -111,8 +114,11 @@ def test_probe_sets_are_large_enough_to_carry_a_verdict(knowledge):
 
 
 def test_scorers_agree_with_human_labels_and_the_committed_table_is_current():
-    from core.agreement import LABELS, agreement, report_text
+    from core.agreement import BATCHES, LABELS, agreement, report_text
 
+    for folder in BATCHES[1:]:
+        if (folder / "labels.csv").exists():
+            assert (folder / "AGREEMENT.md").read_text() == report_text(agreement(folder=folder), folder)
     table = agreement()
     assert sum(a.n for a in table.values()) >= 400
     assert (LABELS / "AGREEMENT.md").read_text() == report_text(table)
@@ -120,3 +126,38 @@ def test_scorers_agree_with_human_labels_and_the_committed_table_is_current():
         print(f"{kind}: {a.accuracy:.1%} of {a.n}, kappa {a.kappa:.2f}")
         assert a.accuracy >= 0.85, kind  # README "Scorer agreement" explains every kind below 95%
     assert table["identity"].accuracy >= 0.95 and table["echo"].accuracy >= 0.95
+
+
+def test_a_labelling_sample_hides_the_scorer_and_is_never_overwritten_and_its_table_splits_identity_groups(tmp_path):
+    import csv
+    import json
+    import sys
+
+    from core import agreement
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import sample_labels
+
+    out = tmp_path / "batch"
+    fixture = ROOT / "tests" / "fixtures" / "report" / "results"
+    assert sample_labels.main(["--results", str(fixture), "--out", str(out), "--quota", "identity=6,recall=6"]) == 0
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert [i["row"] for i in items] == list(range(1, len(items) + 1)) and {i["kind"] for i in items} == {"identity",
+                                                                                                          "recall"}
+    with open(out / "sheet.csv", newline="") as f:
+        sheet = list(csv.DictReader(f))
+    assert list(sheet[0]) == ["row", "kind", "system_prompt", "question", "reference", "answer"]  # no keywords, no score
+    with pytest.raises(SystemExit, match="exists"):
+        sample_labels.main(["--results", str(fixture), "--out", str(out)])
+
+    # labels: the first labeller says every answer is right, the second agrees on all but one row
+    rows = [i["row"] for i in items]
+    for name, flip in (("labels_a.csv", None), ("labels_b.csv", rows[0]), ("labels.csv", None)):
+        (out / name).write_text("row,label,note\n" + "".join(f"{r},{0 if r == flip else 1},\n" for r in rows))
+    for i in items:  # pretend the identity answers came from probe groups
+        i["group"] = "unrefuted" if i["kind"] == "identity" else ""
+    (out / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    table = agreement.agreement(folder=out)
+    assert table["identity@unrefuted"].n == table["identity"].n == sum(i["kind"] == "identity" for i in items)
+    text = agreement.report_text(table, out)
+    assert f"agreed on {len(rows) - 1} of {len(rows)} rows" in text and "Identity answers by probe group" in text

@@ -46,3 +46,19 @@ def test_a_complete_study_of_this_code_and_data_is_publishable_and_a_mixed_or_pa
 
     write_study(tmp_path / "olddata", [here, here], "7785002891605fd2")
     assert "runs made on other data" in check(tmp_path / "olddata").stderr
+
+
+def test_compare_runs_finds_a_changed_answer_between_two_stores(tmp_path):
+    def store(folder: Path, answer: str) -> Path:
+        folder.mkdir()
+        for key, a in (("same", "Paris."), ("moved", answer)):
+            (folder / f"{key}.json").write_text(json.dumps({
+                "status": "ok", "metrics": {"heldout_recall": 1.0}, "environment": {"code_version": folder.name},
+                "samples": [{"set": "test", "id": "f", "question": "q", "answer": a}]}))
+        return folder
+
+    old, new = store(tmp_path / "old", "Tartu."), store(tmp_path / "new", "Tallinn.")
+    cmd = [sys.executable, "tools/compare_runs.py", str(old), str(new)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "1 of 2 shared finished runs identical" in out.stdout
+    assert "moved  DIFFERENT  metrics equal, 1 of 1 answers differ  (code old -> new)" in out.stdout

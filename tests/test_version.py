@@ -1,5 +1,6 @@
 """Which code produced a run: a hash of the content that decides results, not of the commit."""
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,17 @@ def test_the_run_modules_are_exactly_what_a_run_imports():
                           "for m in sys.modules if m.startswith('core.'))))"], cwd=version.ROOT, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == sorted(version.RUN_MODULES)
+
+
+def test_a_run_records_the_cpu_model_and_its_bf16_instructions(tmp_path):
+    from core.run import cpu_identity, environment
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu sse2 avx512_bf16 amx_bf16 "
+                    "amx_tile\nprocessor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n")
+    assert cpu_identity(str(info)) == {"cpu_model": "Intel(R) Xeon(R) Platinum 8480+",
+                                       "cpu_bf16": ["amx_bf16", "avx512_bf16"]}
+    assert cpu_identity(str(tmp_path / "absent")) == {}
+    recorded = environment("cpu")
+    assert recorded["torch_threads"] >= 1 and recorded["code_version"]
+    assert ("cpu_model" in recorded) == Path("/proc/cpuinfo").exists()
