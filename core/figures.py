@@ -207,7 +207,8 @@ def sweep_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str]
     ax.set_xticklabels([f"{v:g}\n{a}" if numeric else f"{fmt(v)}\n{a}" for v, a in zip(values, arms)], fontsize=8)
     ax.set_xlabel(ab.get("axis") or "arm")
     _unit_axis(ax)
-    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if ax.get_legend_handles_labels()[0]:  # no finished run yet: nothing to label
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return _save(fig, path)
 
