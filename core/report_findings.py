@@ -38,9 +38,10 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> li
                         "metric": ab["signature"],
                         "expected": ab.get("expected"), "min_effect": cmp.get("min_effect", ab.get("min_effect", 0.1)),
                         "diff": cmp.get("diff"), "low": cmp.get("low"), "high": cmp.get("high"),
-                        # no stored comparison (verdicts not computed yet): no verdict, rather than a made-up one
-                        "level": cmp.get("level"), "verdict": cmp.get("verdict") or ("inconclusive" if cmp else None),
-                        "class": verdict_class(cmp.get("verdict") or ("inconclusive" if cmp else None)),
+                        # nothing measured yet (no stored comparison, or no seed with both arms finished): no
+                        # verdict, rather than an "inconclusive" that reads as measured
+                        "level": cmp.get("level"), "verdict": _measured_verdict(cmp),
+                        "class": verdict_class(_measured_verdict(cmp)),
                         "mde": cmp.get("mde"), "reason": cmp.get("reason") or "", "declared": declared,
                         "per_seed": [t - c for c, t in cmp["per_seed"].values() if c is not None and t is not None]
                         if cmp.get("per_seed") else seed_differences(own, runs, regime, arm, ab["control"],
@@ -49,7 +50,16 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> li
     return out
 
 
-def _where(rows: list[dict], verdict: str) -> list[str]:
+def _measured_verdict(cmp: dict) -> str | None:
+    if not cmp.get("seeds"):
+        return None
+    return cmp.get("verdict") or "inconclusive"
+
+
+NOT_YET = "not measured yet"  # a deciding comparison without a seed that has both arms finished
+
+
+def _where(rows: list[dict], verdict: str | None) -> list[str]:
     return [r["where"] for r in rows if r["verdict"] == verdict]
 
 
@@ -57,13 +67,14 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict]) -> dict[str, list[
     """The ablations grouped by verdict, each naming the regimes (or regime/arm) behind every verdict it got."""
     out: dict[str, list[dict]] = {v: [] for v in (*VERDICTS, "no verdict")}
     for name, ab in metas.items():
-        verdict = (verdicts.get(name) or {}).get("verdict")
         rows = [r for r in forest if r["ablation"] == name]
+        # an ablation none of whose deciding comparisons has a finished pair yet has no verdict
+        verdict = (verdicts.get(name) or {}).get("verdict") if any(r["verdict"] for r in rows) else None
         decisive = max((r for r in rows if r["verdict"] == verdict and r["oriented"] is not None),
                        key=lambda r: r["oriented"], default=None)
         out[verdict if verdict in VERDICTS else "no verdict"].append({
             "name": name, "title": ab.get("title", name), "metric": ab["signature"], "expected": ab.get("expected"),
-            "where": {v: _where(rows, v) for v in VERDICTS if _where(rows, v)},
+            "where": {v or NOT_YET: _where(rows, v) for v in (*VERDICTS, None) if _where(rows, v)},
             "effect": decisive["effect"] if decisive else None, "mde": decisive["mde"] if decisive else None,
             "confounded": bool(ab.get("confounded"))})
     return out
@@ -134,7 +145,7 @@ def forgetting(metas: dict, rows: list[dict], runs: dict) -> dict:
     return {"untrained": untrained,
             "recipe": arm_stat(recipe, runs, "retention") if recipe else None,
             "recipe_raw": arm_stat(recipe, runs, "retention_raw") if recipe else None,
-            "recipe_runs": len(recipe), "worst": arms[:1], "best": arms[-1:], "arms": len(arms)}
+            "recipe_runs": sum(status(runs.get(r["key"])) == "ok" for r in recipe), "worst": arms[:1], "best": arms[-1:], "arms": len(arms)}
 
 
 def goal(metas: dict, rows: list[dict], runs: dict) -> dict:

@@ -225,3 +225,19 @@ def test_findings_of_the_first_edition_results_cover_every_ablation():
     assert sorted(listed) == sorted(metas) and [r["name"] for r in found["ranking"]].count("no_masking") == 1
     assert found["forgetting"]["recipe"]["mean"] is not None and found["forgetting"]["untrained"]
     assert found["goal"]["closest"] and not found["goal"]["reached"]
+
+
+def test_an_ablation_with_nothing_measured_yet_has_no_verdict_rather_than_inconclusive(tmp_path):
+    from core.report_findings import NOT_YET
+
+    results = fixture_copy(tmp_path / "results")
+    rows, metas, verdicts, runs = load_results(results)
+    name = "weight_decay"
+    for key in {r["key"] for r in rows if r["ablation"] == name and r["arm"] != metas[name]["control"]}:
+        runs[key] = None  # the treatment arms not run yet, as verdicts.json written mid-study would say
+    stripped = json.loads(json.dumps(verdicts), object_hook=lambda d: dict(d, seeds=[]) if "seeds" in d else d)
+    found = findings(metas, {**verdicts, name: stripped[name]}, rows, runs)
+    pending = [o for o in found["outcomes"]["no verdict"] if o["name"] == name]
+    assert pending and set(pending[0]["where"]) == {NOT_YET}
+    assert all(r["verdict"] is None for r in found["forest"] if r["ablation"] == name)
+    assert any(o["name"] != name for v in ("not reproduced", "inconclusive", "reproduced") for o in found["outcomes"][v])
