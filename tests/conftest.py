@@ -11,6 +11,14 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 # the same numbers on every machine: the tests compute in fp32 unless a test asks for bf16 (whatever the CPU offers)
 os.environ.setdefault("HIAHIA_PRECISION", "fp32")
+PRECISION = os.environ["HIAHIA_PRECISION"]
+
+
+@pytest.fixture(autouse=True)
+def same_precision_for_every_test(monkeypatch):
+    """A test that runs `--precision bf16` sets HIAHIA_PRECISION for its process (as the CLI does for the Ray
+    workers it starts): put the session's choice back after it, so no later test computes in bf16 by accident."""
+    monkeypatch.setenv("HIAHIA_PRECISION", PRECISION)
 
 
 @pytest.fixture(scope="session")
