@@ -5,9 +5,9 @@
 
 The block holds what the report's header and findings box say, in markdown: how many runs and trainings,
 their summed time, the seeds per ablation, per ablation the verdict, the regimes behind it, the signature
-effect with its interval and the smallest detectable effect, the ablations ranked by effect size, the forgetting price, and how close any arm comes
-to the brief's goal. A test keeps it equal to the committed results, so
-README and report cannot disagree.
+effect with its interval and the smallest detectable effect, the ablations ranked by effect size, the
+forgetting price, and how close any arm comes to the brief's goal. A test keeps it equal to the committed
+results, so README and report cannot disagree.
 """
 from __future__ import annotations
 
@@ -31,14 +31,16 @@ def goal_sentence(g: dict) -> str:
 
     head = (f"Goal (retention >= {g['goal']} at heldout_recall >= {g['goal']}, arm means): reached by "
             f"{len(g['reached'])} of {g['arms']} trained arms")
-    head += (": " + "; ".join(arm(a) for a in g["reached"]) + ".") if g["reached"] else f"; closest: {arm(g['closest'])}."
+    head += (": " + "; ".join(arm(a) for a in g["reached"]) + ".") if g["reached"] else \
+        f"; closest: {arm(g['closest'])}."
     if g["reached"]:
         return head
     if not g["best_learned"]:
         return head + f" No arm reaches recall >= {g['goal']}."
     if g["best_learned"] is g["closest"]:
         return head + f" It is also the best retention of the {g['learned']} arms with recall >= {g['goal']}."
-    return head + f" Of the {g['learned']} arms with recall >= {g['goal']}, the best retention is {arm(g['best_learned'])}."
+    return head + (f" Of the {g['learned']} arms with recall >= {g['goal']}, the best retention is "
+                   f"{arm(g['best_learned'])}.")
 
 
 def block(results: Path = RESULTS) -> str:

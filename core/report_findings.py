@@ -124,7 +124,15 @@ def trained_arms(metas: dict, rows: list[dict]):
                     yield f"{name} / {regime} / {arm}", name, arm_rows
 
 
-def forgetting(metas: dict, rows: list[dict], runs: dict) -> dict:
+def arm_stats(metas: dict, rows: list[dict], runs: dict) -> list[dict]:
+    """Each trained arm's retention and held-out recall (arm_stat), computed once for the forgetting price and
+    the goal."""
+    return [{"label": label, "ablation": name, "retention": arm_stat(arm_rows, runs, "retention"),
+             "recall": arm_stat(arm_rows, runs, "heldout_recall")}
+            for label, name, arm_rows in trained_arms(metas, rows)]
+
+
+def forgetting(metas: dict, rows: list[dict], runs: dict, arms: list[dict] | None = None) -> dict:
     """Retention (the share of general-knowledge probes the untrained model answered that the trained one still
     answers; 1 for the untrained model by definition) of the baseline recipe and of the trained arms."""
     untrained = []
@@ -136,28 +144,23 @@ def forgetting(metas: dict, rows: list[dict], runs: dict) -> dict:
                               "raw": rec.metrics.get("retention_raw"), "kept": sum(bool(s.get("kept", s.get("hit")))
                                                                                    for s in ret), "probes": len(ret)})
     recipe = _recipe_rows(metas, rows)
-    arms = []
-    for label, name, arm_rows in trained_arms(metas, rows):
-        s = arm_stat(arm_rows, runs, "retention")
-        if s["mean"] is not None:
-            arms.append({"label": label, "ablation": name, **s})
-    arms.sort(key=lambda a: a["mean"])
+    kept = sorted(({"label": a["label"], "ablation": a["ablation"], **a["retention"]}
+                   for a in (arms if arms is not None else arm_stats(metas, rows, runs))
+                   if a["retention"]["mean"] is not None), key=lambda a: a["mean"])
     return {"untrained": untrained,
             "recipe": arm_stat(recipe, runs, "retention") if recipe else None,
             "recipe_raw": arm_stat(recipe, runs, "retention_raw") if recipe else None,
-            "recipe_runs": sum(status(runs.get(r["key"])) == "ok" for r in recipe), "worst": arms[:1], "best": arms[-1:], "arms": len(arms)}
+            "recipe_runs": sum(status(runs.get(r["key"])) == "ok" for r in recipe),
+            "worst": kept[:1], "best": kept[-1:], "arms": len(kept)}
 
 
-def goal(metas: dict, rows: list[dict], runs: dict) -> dict:
+def goal(metas: dict, rows: list[dict], runs: dict, arms: list[dict] | None = None) -> dict:
     """How close any trained arm comes to the brief's goal, on its means over seeds: which arms reach both
     retention and held-out recall >= GOAL, the closest one (smallest shortfall on the worse of the two), and the
     best retention among the arms that learned the facts (recall >= GOAL)."""
-    arms = []
-    for label, name, arm_rows in trained_arms(metas, rows):
-        recall, retention = arm_stat(arm_rows, runs, "heldout_recall"), arm_stat(arm_rows, runs, "retention")
-        if recall["mean"] is not None and retention["mean"] is not None:
-            arms.append({"label": label, "ablation": name, "recall": recall, "retention": retention,
-                         "shortfall": max(GOAL - recall["mean"], GOAL - retention["mean"], 0.0)})
+    arms = [dict(a, shortfall=max(GOAL - a["recall"]["mean"], GOAL - a["retention"]["mean"], 0.0))
+            for a in (arms if arms is not None else arm_stats(metas, rows, runs))
+            if a["recall"]["mean"] is not None and a["retention"]["mean"] is not None]
     arms.sort(key=lambda a: (a["shortfall"], -a["recall"]["mean"] - a["retention"]["mean"]))
     learned = [a for a in arms if a["recall"]["mean"] >= GOAL]
     return {"goal": GOAL, "arms": len(arms), "reached": [a for a in arms if a["shortfall"] == 0.0],
@@ -167,7 +170,8 @@ def goal(metas: dict, rows: list[dict], runs: dict) -> dict:
 
 def findings(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> dict:
     forest = forest_rows(metas, verdicts, rows, runs)
+    arms = arm_stats(metas, rows, runs)
     levels = sorted({r["level"] for r in forest if r["level"]})
     return {"forest": forest, "outcomes": outcomes(metas, verdicts, forest), "ranking": ranking(metas, forest),
-            "forgetting": forgetting(metas, rows, runs), "goal": goal(metas, rows, runs), "levels": levels,
+            "forgetting": forgetting(metas, rows, runs, arms), "goal": goal(metas, rows, runs, arms), "levels": levels,
             "declared": all(r["declared"] for r in forest), "ablations": len(metas)}
