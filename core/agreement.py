@@ -1,7 +1,8 @@
-"""How often each scorer agrees with human labels (data/labels/): accuracy and Cohen's kappa per kind.
+"""How often each scorer agrees with labels written by reading (data/labels/): accuracy and Cohen's kappa per kind.
 
 The labels were written by reading each stored answer against data/labels/RUBRIC.md, never by running
-a scorer. `python -m core.agreement` rescoring the labelled answers with the current scorers and writes
+a scorer. The readers so far were language-model agents, not people (README: "Scorer agreement"); a person can
+label sheet.csv the same way and compare. `python -m core.agreement` rescores the labelled answers with the current scorers and writes
 data/labels/AGREEMENT.md; the tests and the report read the same numbers.
 """
 from __future__ import annotations
@@ -112,9 +113,10 @@ def markdown(table: dict[str, KindAgreement]) -> str:
 def report_text(table: dict[str, KindAgreement], folder: Path = LABELS) -> str:
     where = folder.relative_to(LABELS.parent.parent).as_posix() if folder.is_relative_to(LABELS.parent.parent) \
         else folder.as_posix()
-    parts = ["# Scorer agreement with human labels", "",
-             f"Written by `python -m core.agreement` from {where}/items.jsonl and labels.csv (labels by reading "
-             "against data/labels/RUBRIC.md). Do not edit by hand; tests/test_scoring.py checks it is current.", ""]
+    parts = ["# Scorer agreement with labels by reading", "",
+             f"Written by `python -m core.agreement` from {where}/items.jsonl and labels.csv (labels written by "
+             "reading each answer against data/labels/RUBRIC.md; the readers were language-model agents, not "
+             "people). Do not edit by hand; tests/test_scoring.py checks it is current.", ""]
     between = labeller_agreement(folder)
     if between:
         kappa = "-" if between["kappa"] is None else f"{between['kappa']:.2f}"

@@ -113,7 +113,7 @@ def test_probe_sets_are_large_enough_to_carry_a_verdict(knowledge):
             assert not any(f" {w} " in f" {debate_text} " for w in p.suggests), p.id
 
 
-def test_scorers_agree_with_human_labels_and_the_committed_table_is_current():
+def test_scorers_agree_with_read_labels_and_the_committed_table_is_current():
     from core.agreement import BATCHES, LABELS, agreement, report_text
 
     for folder in BATCHES[1:]:
