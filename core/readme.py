@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .report_data import load_results, status, study_totals
-from .report_findings import findings
+from .report_findings import NOT_COMPUTED, findings
 from .results import RESULTS, write_atomic
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -82,6 +82,10 @@ def block(results: Path = RESULTS) -> str:
         lines += ["", f"Forgetting price: the baseline recipe keeps {r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}] "
                       f"of the general-knowledge probes its untrained model answered ({forget['recipe_runs']} runs)."]
     lines += ["", goal_sentence(f["goal"])] if f["goal"]["closest"] else []
+    if not verdicts:
+        lines += ["", f"No verdicts yet: they are computed once, from the complete study (`python run_all.py "
+                      f"--precision bf16 --report-only`), so every ablation reads \"{NOT_COMPUTED}\", finished seeds "
+                      f"or not; the per-arm numbers above are the finished runs'."]
     return "\n".join(lines)
 
 

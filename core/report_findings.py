@@ -57,6 +57,9 @@ def _measured_verdict(cmp: dict) -> str | None:
 
 
 NOT_YET = "not measured yet"  # a deciding comparison without a seed that has both arms finished
+# an ablation verdicts.json does not cover: the study computes verdicts once, when it completes (tools/study.sh runs
+# with --no-report), so mid-study a finished seed is not yet a measured comparison
+NOT_COMPUTED = "not computed yet"
 
 
 def _where(rows: list[dict], verdict: str | None) -> list[str]:
@@ -74,7 +77,8 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict]) -> dict[str, list[
                        key=lambda r: r["oriented"], default=None)
         out[verdict if verdict in VERDICTS else "no verdict"].append({
             "name": name, "title": ab.get("title", name), "metric": ab["signature"], "expected": ab.get("expected"),
-            "where": {v or NOT_YET: _where(rows, v) for v in (*VERDICTS, None) if _where(rows, v)},
+            "where": {v or (NOT_YET if name in verdicts else NOT_COMPUTED): _where(rows, v)
+                      for v in (*VERDICTS, None) if _where(rows, v)},
             "effect": decisive["effect"] if decisive else None, "mde": decisive["mde"] if decisive else None,
             "confounded": bool(ab.get("confounded"))})
     return out

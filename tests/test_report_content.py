@@ -241,3 +241,9 @@ def test_an_ablation_with_nothing_measured_yet_has_no_verdict_rather_than_inconc
     assert pending and set(pending[0]["where"]) == {NOT_YET}
     assert all(r["verdict"] is None for r in found["forest"] if r["ablation"] == name)
     assert any(o["name"] != name for v in ("not reproduced", "inconclusive", "reproduced") for o in found["outcomes"][v])
+    # an ablation verdicts.json does not cover (the study computes verdicts only when it completes) says so, rather
+    # than "not measured yet" for seeds that are finished
+    from core.report_findings import NOT_COMPUTED
+    found = findings(metas, {k: v for k, v in verdicts.items() if k != name}, rows, runs)
+    pending = [o for o in found["outcomes"]["no verdict"] if o["name"] == name]
+    assert pending and set(pending[0]["where"]) == {NOT_COMPUTED}
