@@ -2,8 +2,8 @@
 
 The labels were written by reading each stored answer against data/labels/RUBRIC.md, never by running
 a scorer. The readers so far were language-model agents, not people (README: "Scorer agreement"); a person can
-label sheet.csv the same way and compare. `python -m core.agreement` rescores the labelled answers with the current scorers and writes
-data/labels/AGREEMENT.md; the tests and the report read the same numbers.
+label sheet.csv the same way and compare. `python -m core.agreement` rescores the labelled answers with the
+current scorers and writes data/labels/AGREEMENT.md; the tests and the report read the same numbers.
 """
 from __future__ import annotations
 

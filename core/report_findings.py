@@ -136,9 +136,9 @@ def arm_stats(metas: dict, rows: list[dict], runs: dict) -> list[dict]:
             for label, name, arm_rows in trained_arms(metas, rows)]
 
 
-def forgetting(metas: dict, rows: list[dict], runs: dict, arms: list[dict] | None = None) -> dict:
+def forgetting(metas: dict, rows: list[dict], runs: dict, arms: list[dict]) -> dict:
     """Retention (the share of general-knowledge probes the untrained model answered that the trained one still
-    answers; 1 for the untrained model by definition) of the baseline recipe and of the trained arms."""
+    answers; 1 for the untrained model by definition) of the baseline recipe and of the trained arms (arm_stats)."""
     untrained = []
     for key in dict.fromkeys(r["untrained_key"] for r in rows if r.get("untrained_key")):
         rec = runs.get(key)
@@ -149,8 +149,7 @@ def forgetting(metas: dict, rows: list[dict], runs: dict, arms: list[dict] | Non
                                                                                    for s in ret), "probes": len(ret)})
     recipe = _recipe_rows(metas, rows)
     kept = sorted(({"label": a["label"], "ablation": a["ablation"], **a["retention"]}
-                   for a in (arms if arms is not None else arm_stats(metas, rows, runs))
-                   if a["retention"]["mean"] is not None), key=lambda a: a["mean"])
+                   for a in arms if a["retention"]["mean"] is not None), key=lambda a: a["mean"])
     return {"untrained": untrained,
             "recipe": arm_stat(recipe, runs, "retention") if recipe else None,
             "recipe_raw": arm_stat(recipe, runs, "retention_raw") if recipe else None,
@@ -158,13 +157,12 @@ def forgetting(metas: dict, rows: list[dict], runs: dict, arms: list[dict] | Non
             "worst": kept[:1], "best": kept[-1:], "arms": len(kept)}
 
 
-def goal(metas: dict, rows: list[dict], runs: dict, arms: list[dict] | None = None) -> dict:
-    """How close any trained arm comes to the brief's goal, on its means over seeds: which arms reach both
+def goal(arms: list[dict]) -> dict:
+    """How close any trained arm (arm_stats) comes to the brief's goal, on its means over seeds: which arms reach both
     retention and held-out recall >= GOAL, the closest one (smallest shortfall on the worse of the two), and the
     best retention among the arms that learned the facts (recall >= GOAL)."""
     arms = [dict(a, shortfall=max(GOAL - a["recall"]["mean"], GOAL - a["retention"]["mean"], 0.0))
-            for a in (arms if arms is not None else arm_stats(metas, rows, runs))
-            if a["recall"]["mean"] is not None and a["retention"]["mean"] is not None]
+            for a in arms if a["recall"]["mean"] is not None and a["retention"]["mean"] is not None]
     arms.sort(key=lambda a: (a["shortfall"], -a["recall"]["mean"] - a["retention"]["mean"]))
     learned = [a for a in arms if a["recall"]["mean"] >= GOAL]
     return {"goal": GOAL, "arms": len(arms), "reached": [a for a in arms if a["shortfall"] == 0.0],
@@ -177,5 +175,5 @@ def findings(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> dict:
     arms = arm_stats(metas, rows, runs)
     levels = sorted({r["level"] for r in forest if r["level"]})
     return {"forest": forest, "outcomes": outcomes(metas, verdicts, forest), "ranking": ranking(metas, forest),
-            "forgetting": forgetting(metas, rows, runs, arms), "goal": goal(metas, rows, runs, arms), "levels": levels,
+            "forgetting": forgetting(metas, rows, runs, arms), "goal": goal(arms), "levels": levels,
             "declared": all(r["declared"] for r in forest), "ablations": len(metas)}

@@ -13,7 +13,7 @@ from core import figures, report
 from core.record import RunRecord
 from core.report_data import load_results
 from core.report_evidence import precision_options, reproduce_command
-from core.report_findings import findings, forest_rows, forgetting, goal
+from core.report_findings import arm_stats, findings, forest_rows, forgetting, goal
 from core.report_samples import sample_tables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def test_the_forgetting_price_is_the_recipe_s_retention_of_what_the_untrained_mo
              "config": {"epochs": 4}} for arm in ("recipe", "slow")]
     runs = {"recipe": _retention_run([True, True, True, False], 4), "slow": _retention_run([True] * 4, 4),
             "u": _retention_run([True, True, True, True], 0)}
-    price = forgetting(metas, rows, runs)
+    price = forgetting(metas, rows, runs, arm_stats(metas, rows, runs))
     assert price["recipe"]["mean"] == 0.75 and price["recipe_runs"] == 1
     assert price["untrained"][0]["kept"] == 4 and price["untrained"][0]["probes"] == 4
     assert price["worst"][0]["label"] == "a / baseline / recipe" and price["best"][0]["label"] == "a / baseline / slow"
@@ -104,7 +104,7 @@ def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_t
         ("recipe", ten, [True] * 5 + [False] * 5),  # learned, forgot half
         ("replay", ten[:9] + [False], ten[:8] + [False] * 2),  # learned, kept 0.8
         ("slow", [False] * 10, ten)) for sd in (0, 1)}  # kept everything, learned nothing
-    g = goal(metas, rows, runs)
+    g = goal(arm_stats(metas, rows, runs))
     assert g["arms"] == 3, "b / baseline / recipe is the same two runs as a / baseline / recipe: listed once"
     assert g["reached"] == [] and g["learned"] == 2
     assert g["closest"]["label"] == "a / baseline / replay" and g["closest"]["shortfall"] == pytest.approx(0.1)
@@ -112,7 +112,7 @@ def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_t
     from core.readme import goal_sentence
     assert "reached by 0 of 3 trained arms; closest: a / baseline / replay (recall 0.90" in goal_sentence(g)
     runs["replay0"] = runs["replay1"] = _scored_run(ten, ten[:9] + [False])
-    g = goal(metas, rows, runs)
+    g = goal(arm_stats(metas, rows, runs))
     assert [a["label"] for a in g["reached"]] == ["a / baseline / replay"] and g["closest"]["shortfall"] == 0.0
     assert goal_sentence(g).startswith("Goal (retention >= 0.9 at heldout_recall >= 0.9, arm means): reached by 1 "
                                        "of 3 trained arms: a / baseline / replay (recall 1.00")
@@ -240,7 +240,8 @@ def test_an_ablation_with_nothing_measured_yet_has_no_verdict_rather_than_inconc
     pending = [o for o in found["outcomes"]["no verdict"] if o["name"] == name]
     assert pending and set(pending[0]["where"]) == {NOT_YET}
     assert all(r["verdict"] is None for r in found["forest"] if r["ablation"] == name)
-    assert any(o["name"] != name for v in ("not reproduced", "inconclusive", "reproduced") for o in found["outcomes"][v])
+    assert any(o["name"] != name for v in ("not reproduced", "inconclusive", "reproduced")
+               for o in found["outcomes"][v])
     # an ablation verdicts.json does not cover (the study computes verdicts only when it completes) says so, rather
     # than "not measured yet" for seeds that are finished
     from core.report_findings import NOT_COMPUTED
