@@ -85,6 +85,15 @@ def unit(value: float | None) -> float | None:
     return None if value is None else min(1.0, max(0.0, value))
 
 
+def stat_text(stat: dict, digits: int = 2) -> str | None:
+    """An arm_stat's mean and interval as printed; None without a mean; says when it rests on one seed."""
+    if stat["mean"] is None:
+        return None
+    if stat["n"] == 1:
+        return f"{stat['mean']:.{digits}f} (1 seed)"
+    return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
+
+
 def arm_stat(rows: list[dict], runs: dict, metric: str) -> dict:
     """Mean and 95% interval (inside [0, 1]) over the arm's finished seeds and items, with each seed's value and
     run key; the text says when it rests on one seed or none."""
@@ -95,12 +104,8 @@ def arm_stat(rows: list[dict], runs: dict, metric: str) -> dict:
     missing = sum(status(r) == "missing" for r in recs)
     failed = sum(status(r) == "failed" for r in recs)
     note = ", ".join(t for t in (f"{missing} missing" if missing else "", f"{failed} failed" if failed else "") if t)
-    if mean is None:
-        text, reason = None, ("no finished run" if not ok else f"{metric} undefined")
-    elif n == 1:
-        text, reason = f"{mean:.2f} (1 seed)", ""
-    else:
-        text, reason = f"{mean:.2f} [{low:.2f}, {high:.2f}]", ""
+    text = stat_text({"mean": mean, "low": low, "high": high, "n": n})
+    reason = "" if mean is not None else ("no finished run" if not ok else f"{metric} undefined")
     keys = {r["seed"]: r["key"] for r in rows}
     seeds = [{"seed": sd, "value": v, "key": keys.get(sd)} for sd, v in sorted(summary["per_seed"].items())]
     return {"mean": mean, "low": low, "high": high, "n": n, "text": text, "reason": reason, "note": note,

@@ -5,7 +5,8 @@ brief's goal (retention >= 0.9 at held-out recall >= 0.9).
 """
 from __future__ import annotations
 
-from .report_data import arm_stat, comparison, effect_text, oriented, primary_comparisons, status, verdict_class
+from .report_data import (arm_stat, comparison, effect_text, oriented, primary_comparisons, stat_text, status,
+                          verdict_class)
 
 VERDICTS = ("reproduced", "inconclusive", "not reproduced")
 
@@ -157,11 +158,19 @@ def forgetting(metas: dict, rows: list[dict], runs: dict, arms: list[dict]) -> d
             "worst": kept[:1], "best": kept[-1:], "arms": len(kept)}
 
 
+def _against_goal(stat: dict) -> dict:
+    """The stat with a third decimal where two would print a mean under the goal as reaching it (0.897 as 0.90)."""
+    if stat["mean"] < GOAL <= round(stat["mean"], 2):
+        return dict(stat, text=stat_text(stat, digits=3))
+    return stat
+
+
 def goal(arms: list[dict]) -> dict:
     """How close any trained arm (arm_stats) comes to the brief's goal, on its means over seeds: which arms reach both
     retention and held-out recall >= GOAL, the closest one (smallest shortfall on the worse of the two), and the
     best retention among the arms that learned the facts (recall >= GOAL)."""
-    arms = [dict(a, shortfall=max(GOAL - a["recall"]["mean"], GOAL - a["retention"]["mean"], 0.0))
+    arms = [dict(a, recall=_against_goal(a["recall"]), retention=_against_goal(a["retention"]),
+                 shortfall=max(GOAL - a["recall"]["mean"], GOAL - a["retention"]["mean"], 0.0))
             for a in arms if a["recall"]["mean"] is not None and a["retention"]["mean"] is not None]
     arms.sort(key=lambda a: (a["shortfall"], -a["recall"]["mean"] - a["retention"]["mean"]))
     learned = [a for a in arms if a["recall"]["mean"] >= GOAL]

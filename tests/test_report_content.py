@@ -118,6 +118,27 @@ def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_t
                                        "of 3 trained arms: a / baseline / replay (recall 1.00")
 
 
+
+def test_a_mean_just_under_the_goal_is_not_printed_as_reaching_it():
+    from core.readme import goal_sentence
+    from core.report_data import stat_text
+
+    def stat(mean: float, low: float, high: float) -> dict:
+        s = {"mean": mean, "low": low, "high": high, "n": 5}
+        return dict(s, text=stat_text(s))
+
+    arms = [{"label": "a / baseline / near", "ablation": "a", "recall": stat(0.897, 0.85, 0.93),
+             "retention": stat(0.5, 0.4, 0.6)},
+            {"label": "a / baseline / over", "ablation": "a", "recall": stat(0.9, 0.85, 0.95),
+             "retention": stat(0.3, 0.2, 0.4)}]
+    assert arms[0]["recall"]["text"] == "0.90 [0.85, 0.93]", "two decimals alone would read as reaching 0.9"
+    g = goal(arms)
+    assert g["closest"]["label"] == "a / baseline / near" and g["learned"] == 1
+    sentence = goal_sentence(g)
+    assert "closest: a / baseline / near (recall 0.897 [0.850, 0.930], retention 0.50 [0.40, 0.60])" in sentence
+    assert "the best retention is a / baseline / over (recall 0.90 [0.85, 0.95]" in sentence
+    assert arms[0]["recall"]["text"] == "0.90 [0.85, 0.93]", "the arm_stats list itself is left as it was"
+
 @pytest.fixture
 def captured(monkeypatch) -> list:
     """The figures the next calls draw, kept open instead of written."""
