@@ -41,7 +41,7 @@ def read_meta(folder: str | Path) -> dict:
     return meta
 
 
-def load_base(folder: str | Path, device: str = "cpu", cache=None) -> Adapted:
+def load_base(folder: str | Path, device: str | models.Precision = "cpu", cache=None) -> Adapted:
     """The untrained base model of an adapter folder (no adapter yet: see attach)."""
     folder = Path(folder)
     meta = read_meta(folder)
@@ -54,7 +54,7 @@ def attach(adapted: Adapted) -> Adapted:
     return adapted
 
 
-def load_adapted(folder: str | Path, device: str = "cpu", cache=None) -> Adapted:
+def load_adapted(folder: str | Path, device: str | models.Precision = "cpu", cache=None) -> Adapted:
     return attach(load_base(folder, device, cache))
 
 
@@ -211,14 +211,22 @@ def chat(folder: str | Path, input=None, output=None, system: str | None = None,
 
 # ---- export ------------------------------------------------------------------------------------
 
-def export_merged(folder: str | Path, out: str | Path, force: bool = False, cache=None) -> Path:
-    """Base + adapter merged and saved as an ordinary Hugging Face folder (written beside `out`, renamed in)."""
+EXPORT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def export_merged(folder: str | Path, out: str | Path, force: bool = False, cache=None, dtype: str = "fp32") -> Path:
+    """Base + adapter merged and saved as an ordinary Hugging Face folder (written beside `out`, renamed in).
+
+    The merge is done on the CPU in fp32 whatever --precision says: added to bf16 weights, the adapter's change
+    would be rounded to bf16's 8 bits. `dtype` is that of the saved weights: fp32 keeps the merge as computed,
+    bf16 halves the folder and rounds each merged weight once."""
     out = Path(out)
     read_meta(folder)
     check_out(out, force)
-    adapted = load_adapted(folder, "cpu", cache)
+    adapted = load_adapted(folder, models.Precision(torch.device("cpu"), torch.float32, None), cache)
     model = adapted.model
     merge_all(model)
+    model.to(EXPORT_DTYPES[dtype])
     for name, m in lora_modules(model).items():  # put the merged plain Linear layers back in place
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, m.base)

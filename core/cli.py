@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--merged", required=True, metavar="OUT", help="folder to write (must be new or empty)")
     s.add_argument("--force", action="store_true", help="replace an existing non-empty OUT")
+    s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help=(
+        "saved weights (the merge itself is computed in fp32 on the CPU): fp32 (default) keeps it exact, bf16 "
+        "halves the folder and rounds each merged weight"))
     s.add_argument("--cache-dir", help=f"model cache (default ${model_cache.CACHE_ENV} or ~/.cache/hiahia-lora)")
     return p
 
@@ -133,7 +136,7 @@ def cmd_chat(args) -> int:
 def cmd_export(args) -> int:
     from .adapted import export_merged
 
-    out = export_merged(args.dir, args.merged, args.force, args.cache_dir)
+    out = export_merged(args.dir, args.merged, args.force, args.cache_dir, args.dtype)
     print(f"wrote {out}: AutoModelForCausalLM.from_pretrained({str(out)!r}) loads it")
     return EXIT_OK
 

@@ -21,7 +21,8 @@ from .ablation import ABLATIONS, Ablation, SuiteError, discover, select
 from .config import RunConfig, parse_overrides
 from .knowledge import DEFAULT_DATA, load_knowledge, load_replay
 from .record import RunRecord
-from .summary import link_runs, output_folder, refresh_summary, report_folder, save_summary
+from .summary import (IN_PROGRESS, PARTIAL, is_published, link_runs, output_folder, refresh_summary,
+                      report_folder, save_summary, unfinished)
 from .results import RESULTS, clean_stale_temps, load_run, lock_path, try_lock, unlock, write_run
 
 # ---- plan and execution -------------------------------------------------------------------------
@@ -262,8 +263,14 @@ def _main(args) -> int:
     if args.report_only:  # verdicts follow the current code and ablation definitions
         check_results_folder(results, need_plan=True)
         clean_stale_temps(results)
-        refresh_summary(results, available)
-        return _render(results, report_folder(args, results))
+        out = results
+        if is_published(results) and (missing := unfinished(results)):
+            out = results / PARTIAL / IN_PROGRESS
+            logging.getLogger("run_all").warning(
+                "the published study is unfinished (%d planned runs not stored yet): its verdicts are provisional and "
+                "go, with the summary and report, to %s; the published files stay as they are", len(missing), out)
+        refresh_summary(results, available, out)
+        return _render(out, report_folder(args, out))
     declared_pairs = list(dict.fromkeys(p for ab in available.values() for p in ab.pairs))
     if args.pair is not None and args.pair not in declared_pairs:
         raise SuiteError(f"unknown --pair {args.pair!r}; valid: {', '.join(declared_pairs)}")

@@ -79,21 +79,34 @@ def _save_summary(results: Path, ablations: list[Ablation], plan: list[dict], re
     return summary
 
 
-def refresh_summary(results: Path, available: dict[str, Ablation]) -> dict:
-    """Recompute verdicts and the CSV from stored runs, with the current ablation definitions."""
+def refresh_summary(results: Path, available: dict[str, Ablation], out: Path | None = None) -> dict:
+    """Recompute verdicts and the CSV from the runs stored in `results`, with the current ablation definitions,
+    into `out` (default: results itself; another folder gets the plan and hard links to the runs it names)."""
+    out = out or results
     with locked(results / "plan.lock"):
         plan = json.loads((results / "plan.json").read_text())
         metas = plan["ablations"]
         for name in metas:
             if name in available:
                 metas[name] = available[name].meta()
-        write_json_atomic(results / "plan.json", plan)
-        return _save_summary(results, [], [], {}, results)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "plan.json", plan)
+        if out != results:
+            link_runs(results, out, {k: None for r in plan["rows"] for k in (r["key"], r.get("untrained_key")) if k})
+        return _save_summary(out, [], [], {}, results)
+
+
+def unfinished(results: Path) -> list[str]:
+    """The run keys results/plan.json names that have no finished (ok) run stored."""
+    rows = _published_rows(results) or []
+    keys = dict.fromkeys(k for r in rows for k in (r["key"], r.get("untrained_key")) if k)
+    return [k for k in keys if not ((run := load_run(results, k)) and run.ok)]
 
 
 # ---- where an invocation writes ----------------------------------------------------------------
 
 PARTIAL = "partial"  # results/partial/<name>/: plan, verdicts, summary and report of a run that is not the study
+IN_PROGRESS = "in-progress"  # results/partial/in-progress/: --report-only while the published study is unfinished
 
 
 def is_published(results: Path) -> bool:

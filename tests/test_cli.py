@@ -213,6 +213,27 @@ def test_merged_export_loads_as_a_plain_model_with_the_same_logits(trained, caps
     assert main(["export", str(trained["out"]), "--merged", str(merged)]) == 2  # exists: --force to replace
 
 
+def test_export_merges_in_fp32_whatever_the_precision_and_saves_the_dtype_asked(trained, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from core.adapted import load_adapted
+
+    monkeypatch.setenv("HIAHIA_PRECISION", "bf16")  # what --precision bf16 (or auto on a bf16 CPU) sets
+    exact, rounded = trained["root"] / "merged-fp32", trained["root"] / "merged-bf16"
+    assert main(["export", str(trained["out"]), "--merged", str(exact)]) == 0
+    assert main(["export", str(trained["out"]), "--merged", str(rounded), "--dtype", "bf16"]) == 0
+    assert {t.dtype for t in load_file(exact / "model.safetensors").values()} == {torch.float32}
+    assert {t.dtype for t in load_file(rounded / "model.safetensors").values()} == {torch.bfloat16}
+    monkeypatch.setenv("HIAHIA_PRECISION", "fp32")
+    ours = load_adapted(trained["out"])
+    expected = _logits(ours.model, ours.tok)
+    torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(exact), ours.tok), expected,
+                               atol=1e-5, rtol=1e-5)
+    bf16 = AutoModelForCausalLM.from_pretrained(rounded, dtype=torch.float32)
+    assert not torch.equal(_logits(bf16, ours.tok), expected)  # rounded, as the help says
+
+
 def test_ask_answers_a_batch_from_arguments_and_a_file_with_compare(trained, capsys):
     from core.adapted import ask
 

@@ -108,3 +108,21 @@ def test_the_whole_plan_in_another_precision_is_a_partial_run_that_says_how_to_r
     assert (other / "plan.json").is_file() and (other / "report" / "index.html").is_file()
     assert "they computed in cpu-fp32: add --precision fp32" in caplog.text
     assert "remove" in caplog.text and "to start a new edition" in caplog.text
+
+
+def test_report_only_on_the_unfinished_published_study_writes_provisional_verdicts_beside_it(study, caplog):
+    assert main(["--quiet"]) == 0
+    runs = sorted((study / "results" / "runs").glob("*.json"))
+    plan = json.loads((study / "results" / "plan.json").read_text())
+    removed = next(p for p in runs if p.stem == plan["rows"][0]["key"])
+    removed.unlink()  # one planned run not stored yet, as while an edition is being run
+    (study / "results" / "verdicts.json").unlink()
+    before = published_files(study)
+    assert main(["--report-only"]) == 0
+    assert published_files(study) == before and not (study / "results" / "verdicts.json").exists()
+    assert "unfinished (1 planned runs not stored yet)" in caplog.text
+    provisional = study / "results" / "partial" / "in-progress"
+    assert (provisional / "verdicts.json").is_file() and (provisional / "report" / "index.html").is_file()
+    assert len(list((provisional / "runs").glob("*.json"))) == len(runs) - 1
+    assert main(["--quiet"]) == 0 and main(["--report-only"]) == 0  # finished again: the published files
+    assert (study / "results" / "verdicts.json").is_file()
