@@ -120,7 +120,7 @@ def test_report_only_on_the_unfinished_published_study_writes_provisional_verdic
     before = published_files(study)
     assert main(["--report-only"]) == 0
     assert published_files(study) == before and not (study / "results" / "verdicts.json").exists()
-    assert "unfinished (1 planned runs not stored yet)" in caplog.text
+    assert "unfinished (1 planned runs not finished yet)" in caplog.text
     provisional = study / "results" / "partial" / "in-progress"
     assert (provisional / "verdicts.json").is_file() and (provisional / "report" / "index.html").is_file()
     assert len(list((provisional / "runs").glob("*.json"))) == len(runs) - 1
