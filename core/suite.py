@@ -267,8 +267,8 @@ def _main(args) -> int:
         if is_published(results) and (missing := unfinished(results)):
             out = results / PARTIAL / IN_PROGRESS
             logging.getLogger("run_all").warning(
-                "the published study is unfinished (%d planned runs not finished yet): its verdicts are provisional and "
-                "go, with the summary and report, to %s; the published files stay as they are", len(missing), out)
+                "the published study is unfinished (%d planned runs not finished yet): its verdicts are provisional "
+                "and go, with the summary and report, to %s; the published files stay as they are", len(missing), out)
         refresh_summary(results, available, out)
         return _render(out, report_folder(args, out))
     declared_pairs = list(dict.fromkeys(p for ab in available.values() for p in ab.pairs))
