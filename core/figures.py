@@ -204,11 +204,15 @@ def sweep_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str]
     if numeric and min(xs) > 0 and max(xs) / min(xs) >= 8:
         ax.set_xscale("log", base=2)
     ax.set_xticks(xs)
-    ax.set_xticklabels([f"{v:g}\n{a}" if numeric else f"{fmt(v)}\n{a}" for v, a in zip(values, arms)], fontsize=8)
+    unmeasured = {a for a in arms if all(stats[a][m]["mean"] is None for m in metrics)}  # a gap, never a zero
+    ax.set_xticklabels([(f"{v:g}\n{a}" if numeric else f"{fmt(v)}\n{a}") + ("\n(no run yet)" if a in unmeasured else "")
+                        for v, a in zip(values, arms)], fontsize=8)
     ax.set_xlabel(ab.get("axis") or "arm")
     _unit_axis(ax)
-    if ax.get_legend_handles_labels()[0]:  # no finished run yet: nothing to label
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    else:  # no finished run yet: nothing to label
+        ax.text(0.5, 0.5, "no finished run yet", transform=ax.transAxes, ha="center", va="center", color="#8a1c1c")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -301,7 +305,11 @@ def forest_figure(rows: list[dict], path: Path) -> str | None:
     ax.set_yticklabels([f"{r['label']}  ({r['metric']} {'↑' if r['expected'] == 'increase' else '↓'})"
                         for r in reversed(rows)], fontsize=8)
     ax.set_ylim(-0.6, len(rows) - 0.4)
-    ax.set_xlim(-1.0, 1.0)
+    # symmetric about zero and as wide as the widest interval, seed or band needs (effects are differences of
+    # shares, so never beyond +-1): small effects stay readable
+    reach = max([abs(v) for r in rows for v in (r["low"], r["high"], r["diff"], r["min_effect"], *(r["per_seed"] or []))
+                 if v is not None] + [0.1])
+    ax.set_xlim(-min(1.0, 1.15 * reach), min(1.0, 1.15 * reach))
     ax.set_xlabel("signature effect: treatment − control (arrow: the symptom's direction)")
     handles = [plt.Line2D([], [], marker="o", color=c, markeredgecolor="black", linewidth=2.2, label=v)
                for v, c in VERDICT_COLOURS.items()]

@@ -69,7 +69,7 @@ def block(results: Path = RESULTS) -> str:
             where = "; ".join(f"{v}: {', '.join(w)}" for v, w in item["where"].items()) or "-"
             mde = "-" if item["mde"] is None else f"{item['mde']:.2f}"
             lines.append(f"| {item['name']} | {verdict} | {where} | `{item['metric']}` ({item['expected'] or '-'}) | "
-                         f"{item['effect'] or '-'} | {mde} |")
+                         f"{item['effect'] or '-'}{f' ({w})' if (w := item['effect_where']) else ''} | {mde} |")
     ranked = [b for b in f["ranking"] if b["row"]]
     if ranked:
         lines += ["", "Ranked by effect: each ablation's largest signature effect in the direction of its symptom "

@@ -39,6 +39,9 @@ UNTRAINED_PAGE, METADATA_PAGE = "untrained-model.html", "run-metadata.html"  # h
 
 # ---- run metadata ---------------------------------------------------------------------------------
 
+ENV_COLUMNS = ("python", "torch", "transformers", "device", "cuda", "cpu_model", "processor", "cpu_bf16", "cpu_count",
+               "torch_threads", "platform", "precision", "code_version")
+
 def metadata_section(rows: list[dict], metas: dict, runs: dict) -> dict:
     used: dict[str, list[str]] = {}
     for r in rows:
@@ -61,7 +64,8 @@ def metadata_section(rows: list[dict], metas: dict, runs: dict) -> dict:
         for k in ("load", "train", "eval", "total"):
             totals[k] += t.get(k) or 0.0
     ok = [r for r in runs.values() if status(r) == "ok"]
-    envs = Counter(json.dumps(r.environment, sort_keys=True) for r in ok)
+    # one row per machine and code as the table shows them (each run's git commit and timing would split the rest)
+    envs = Counter(json.dumps({k: r.environment.get(k) for k in ENV_COLUMNS}, sort_keys=True) for r in ok)
     packages = {}
     for name in ("pandas", "matplotlib", "seaborn", "jinja2"):
         try:
@@ -72,9 +76,11 @@ def metadata_section(rows: list[dict], metas: dict, runs: dict) -> dict:
         "seeds": sorted({r["seed"] for r in rows}),
         "environments": [{"env": json.loads(e), "runs": n} for e, n in envs.most_common()],
         "durations": durations, "totals": {k: f"{v:.1f}" for k, v in totals.items()},
-        "counts": study_totals(rows, runs),
+        "other_phases": f"{totals['total'] - totals['load'] - totals['train'] - totals['eval']:.1f}",
         "report_packages": packages, "python": sys.version.split()[0],
-        "code_version": git_commit(),  # the commit the page is rendered at; each run records its own code
+        "code_versions": sorted({r.environment["code_version"] for r in ok if r.environment.get("code_version")}),
+        "rendered_at": git_commit(),  # the commit the pages are rendered at; each run records its own code
+        "counts": study_totals(rows, runs),
         "data_sha256": sorted({r.data_sha256 for r in ok if r.data_sha256}),
         "model_identities": sorted({r.model_identity for r in ok if r.model_identity}),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

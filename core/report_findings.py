@@ -81,6 +81,8 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict]) -> dict[str, list[
             "where": {v or (NOT_YET if name in verdicts else NOT_COMPUTED): _where(rows, v)
                       for v in (*VERDICTS, None) if _where(rows, v)},
             "effect": decisive["effect"] if decisive else None, "mde": decisive["mde"] if decisive else None,
+            # the comparison the effect is from, named where the verdict rests on several
+            "effect_where": decisive["where"] if decisive and len(_where(rows, verdict)) > 1 else None,
             "confounded": bool(ab.get("confounded"))})
     return out
 

@@ -165,10 +165,9 @@ def model_table(rows: list[dict], runs: dict) -> list[dict]:
     out = []
     for spec in dict.fromkeys(r["config"]["model"] for r in rows):
         used = [r for r in rows if r["config"]["model"] == spec]
-        formats = sorted({runs[r["key"]].resolved_format or "?" for r in used if status(runs.get(r["key"])) == "ok"}
-                         - {"?"})
-        cards = [rec.model_card for r in used for k in (r["key"], r.get("untrained_key"))
-                 if (rec := runs.get(k)) is not None and rec.model_card]
+        recs = [rec for r in used for k in (r["key"], r.get("untrained_key")) if (rec := runs.get(k)) is not None]
+        formats = sorted({rec.resolved_format or "?" for rec in recs if status(rec) == "ok"} - {"?"})
+        cards = [rec.model_card for rec in recs if rec.model_card]
         card = cards[0] if cards else {"name": spec, "kind": "-", "licence": "not recorded", "licence_url": None,
                                        "source": "not recorded (runs stored before records had a model card)"}
         out.append({"spec": spec, **card, "formats": formats})

@@ -124,5 +124,8 @@ def test_report_only_on_the_unfinished_published_study_writes_provisional_verdic
     provisional = study / "results" / "partial" / "in-progress"
     assert (provisional / "verdicts.json").is_file() and (provisional / "report" / "index.html").is_file()
     assert len(list((provisional / "runs").glob("*.json"))) == len(runs) - 1
+    page = (provisional / "report" / "index.html").read_text()
+    assert f"<b>Provisional.</b> {len(runs) - 1} of {len(runs)} planned run records are finished, 1 not run yet" in page
     assert main(["--quiet"]) == 0 and main(["--report-only"]) == 0  # finished again: the published files
     assert (study / "results" / "verdicts.json").is_file()
+    assert "Provisional." not in (study / "report" / "index.html").read_text()

@@ -139,6 +139,7 @@ def test_a_mean_just_under_the_goal_is_not_printed_as_reaching_it():
     assert "the best retention is a / baseline / over (recall 0.90 [0.85, 0.95]" in sentence
     assert arms[0]["recall"]["text"] == "0.90 [0.85, 0.93]", "the arm_stats list itself is left as it was"
 
+
 @pytest.fixture
 def captured(monkeypatch) -> list:
     """The figures the next calls draw, kept open instead of written."""
@@ -173,6 +174,32 @@ def test_per_arm_figures_stay_inside_0_1_with_a_dot_per_seed(captured, tmp_path)
         assert ys and min(ys) >= 0.0 and max(ys) <= 1.0
         dots = sum(len(c.get_offsets()) for c in ax.collections if type(c).__name__ == "PathCollection")
         assert dots == 2 * 2 * 3  # arms x metrics x seeds
+
+
+def test_the_forest_plot_is_as_wide_as_its_intervals_need_and_never_wider_than_1(captured, tmp_path):
+    def row(diff, low, high, seeds):
+        return {"label": "x", "metric": "m", "expected": "increase", "verdict": "not reproduced", "min_effect": 0.05,
+                "diff": diff, "low": low, "high": high, "per_seed": seeds}
+
+    figures.forest_figure([row(0.02, 0.0, 0.04, [0.01, 0.03]), row(None, None, None, [])], tmp_path / "f.png")
+    figures.forest_figure([row(0.02, -0.1, 0.15, [0.2])], tmp_path / "g.png")
+    figures.forest_figure([row(0.9, 0.7, 1.0, [1.0])], tmp_path / "h.png")
+    assert [fig.axes[0].get_xlim() for fig in captured] == [
+        pytest.approx((-0.115, 0.115)), pytest.approx((-0.23, 0.23)), (-1.0, 1.0)]
+
+
+def test_a_sweep_marks_the_points_without_a_finished_run(captured, tmp_path):
+    ab = {"arms": {"r4": {"lora_r": 4}, "r16": {}}, "signature": "heldout_recall", "axis": "lora_r"}
+    none = {"mean": None, "low": None, "high": None, "per_seed": {}}
+    some = {"mean": 0.5, "low": 0.4, "high": 0.6, "per_seed": {0: 0.5}}
+    figures.sweep_figure(ab, {"r4": {"heldout_recall": none}, "r16": {"heldout_recall": some}}, ["heldout_recall"],
+                         {"r4": 4, "r16": 16}, tmp_path / "a.png")
+    figures.sweep_figure(ab, {"r4": {"heldout_recall": none}, "r16": {"heldout_recall": none}}, ["heldout_recall"],
+                         {"r4": 4, "r16": 16}, tmp_path / "b.png")
+    ticks = [[t.get_text() for t in fig.axes[0].get_xticklabels()] for fig in captured]
+    assert ticks[0] == ["4\nr4\n(no run yet)", "16\nr16"]
+    assert [t.get_text() for t in captured[1].axes[0].texts] == ["no finished run yet"]
+    assert not [t.get_text() for t in captured[0].axes[0].texts]
 
 
 def _answers(run_answers: dict[tuple, str], seed: int) -> RunRecord:
