@@ -99,6 +99,9 @@ def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_
                      and c.get("level")})
     regimes = [_regime(ab, g, [r for r in rows if r["regime"] == g], runs, verdict, metrics, fig_dir,
                        primary if declared else [], show_injection) for g in regimes_meta]
+    if "selection" in (ab.get("show") or []):  # did validation loss turn up, per seed (verdicts.validation_turns)
+        for g in regimes:
+            g["turns"] = sorted((verdict.get("validation") or {}).get(g["name"], []), key=lambda t: t["seed"])
     return {"name": name, "title": ab.get("title", name), "meta": ab, "metrics": metrics, "arms": arms, "diff": diff,
             "regimes": regimes, "confound": bool(ab.get("confounded")),
             "mark_best": "selection" in (ab.get("show") or []),

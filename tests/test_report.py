@@ -235,6 +235,25 @@ def test_first_edition_runs_without_the_newer_fields_still_load_and_render(tmp_p
             "retention 0.38 [0.24, 0.55].") in html
 
 
+def test_the_selection_ablation_says_per_seed_whether_validation_loss_turned_up(tmp_path):
+    from core.report_data import load_results
+    from core.verdicts import validation_turns
+
+    first = tmp_path / "results"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "first_edition" / "results", first)
+    rows, _, verdicts, runs = load_results(first)
+    verdicts["no_val_selection"]["validation"] = validation_turns(
+        [r for r in rows if r["ablation"] == "no_val_selection"], runs)
+    (first / "verdicts.json").write_text(json.dumps(verdicts))
+    report.render(first, tmp_path / "report")
+    page = (tmp_path / "report" / "no_val_selection.html").read_text()
+    turns = verdicts["no_val_selection"]["validation"]["overfit"]
+    up = sum(t["turned_up"] for t in turns)
+    assert f"Validation loss turned up (its minimum before the last epoch) in <b>{up} of {len(turns)}</b> seeds" in page
+    assert all(f"seed {t['seed']} lowest at epoch {t['best_epoch']} of {t['last_epoch']}" in page for t in turns)
+    assert "Validation loss turned up" not in (tmp_path / "report" / "no_masking.html").read_text()
+
+
 def _chrome(tmp: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
