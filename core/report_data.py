@@ -132,6 +132,21 @@ def verdict_class(verdict: str | None) -> str:
     return {"reproduced": "v-yes", "not reproduced": "v-no", "inconclusive": "v-maybe"}.get(verdict or "", "v-none")
 
 
+def measured_verdict(cmp: dict | None) -> str | None:
+    """A stored comparison's verdict, or None while no seed has both arms finished: an "inconclusive" there would
+    read as measured."""
+    if not (cmp or {}).get("seeds"):
+        return None
+    return cmp.get("verdict") or "inconclusive"
+
+
+def ablation_verdict(ab: dict, verdict: dict) -> str | None:
+    """The ablation's stored verdict, or None while none of its deciding comparisons is measured (measured_verdict)."""
+    pairs, _ = primary_comparisons(ab, verdict)
+    measured = any(measured_verdict(comparison(verdict, g, a, ab["signature"])) for g, a in pairs)
+    return verdict.get("verdict") if measured else None
+
+
 def comparison(verdict: dict, regime: str, arm: str, metric: str) -> dict | None:
     """One stored comparison of verdicts.json (treatment arm vs control in a regime, on a metric), or None."""
     return (((verdict.get("comparisons") or {}).get(regime) or {}).get(arm) or {}).get(metric)

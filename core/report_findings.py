@@ -5,8 +5,8 @@ brief's goal (retention >= 0.9 at held-out recall >= 0.9).
 """
 from __future__ import annotations
 
-from .report_data import (arm_stat, comparison, effect_text, oriented, primary_comparisons, stat_text, status,
-                          verdict_class)
+from .report_data import (ablation_verdict, arm_stat, comparison, effect_text, measured_verdict, oriented,
+                          primary_comparisons, stat_text, status, verdict_class)
 
 VERDICTS = ("reproduced", "inconclusive", "not reproduced")
 
@@ -41,20 +41,14 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> li
                         "diff": cmp.get("diff"), "low": cmp.get("low"), "high": cmp.get("high"),
                         # nothing measured yet (no stored comparison, or no seed with both arms finished): no
                         # verdict, rather than an "inconclusive" that reads as measured
-                        "level": cmp.get("level"), "verdict": _measured_verdict(cmp),
-                        "class": verdict_class(_measured_verdict(cmp)),
+                        "level": cmp.get("level"), "verdict": measured_verdict(cmp),
+                        "class": verdict_class(measured_verdict(cmp)),
                         "mde": cmp.get("mde"), "reason": cmp.get("reason") or "", "declared": declared,
                         "per_seed": [t - c for c, t in cmp["per_seed"].values() if c is not None and t is not None]
                         if cmp.get("per_seed") else seed_differences(own, runs, regime, arm, ab["control"],
                                                                     ab["signature"]),
                         "oriented": oriented(cmp, ab.get("expected")), "effect": effect_text(cmp)})
     return out
-
-
-def _measured_verdict(cmp: dict) -> str | None:
-    if not cmp.get("seeds"):
-        return None
-    return cmp.get("verdict") or "inconclusive"
 
 
 NOT_YET = "not measured yet"  # a deciding comparison without a seed that has both arms finished
@@ -72,8 +66,7 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict]) -> dict[str, list[
     out: dict[str, list[dict]] = {v: [] for v in (*VERDICTS, "no verdict")}
     for name, ab in metas.items():
         rows = [r for r in forest if r["ablation"] == name]
-        # an ablation none of whose deciding comparisons has a finished pair yet has no verdict
-        verdict = (verdicts.get(name) or {}).get("verdict") if any(r["verdict"] for r in rows) else None
+        verdict = ablation_verdict(ab, verdicts.get(name) or {})
         decisive = max((r for r in rows if r["verdict"] == verdict and r["oriented"] is not None),
                        key=lambda r: r["oriented"], default=None)
         out[verdict if verdict in VERDICTS else "no verdict"].append({

@@ -10,7 +10,7 @@ from pathlib import Path
 from .figures import fmt, regime_figures
 from .metrics import METRICS
 from .record import RunRecord
-from .report_data import (arm_stat, comparison, effect_text, gap, primary_comparisons, stale, status,
+from .report_data import (ablation_verdict, arm_stat, comparison, effect_text, gap, primary_comparisons, stale, status,
                           verdict_class)
 from .report_evidence import data_note, reproduce_command
 from .report_samples import sample_tables, shown_sets
@@ -83,6 +83,9 @@ def _regime(ab: dict, regime: str, rrows: list[dict], runs: dict, verdict: dict,
     }
 
 
+NOT_MEASURED = "not measured yet: no deciding comparison has a seed with both arms finished"
+
+
 def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_dir: Path) -> dict:
     name, arms = ab["name"], list(ab["arms"])
     metrics = [ab["signature"], *[m for m in ab.get("also") or [] if m != ab["signature"]]]
@@ -95,6 +98,7 @@ def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_
     show_injection = "injection" in (ab.get("show") or []) or any(
         getattr(runs.get(r["key"]), "strict_error", None) for r in rows)
     primary, declared = primary_comparisons(ab, verdict)
+    shown = ablation_verdict(ab, verdict)
     levels = sorted({c.get("level") for g, a in primary if (c := comparison(verdict, g, a, ab["signature"]))
                      and c.get("level")})
     regimes = [_regime(ab, g, [r for r in rows if r["regime"] == g], runs, verdict, metrics, fig_dir,
@@ -102,11 +106,15 @@ def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_
     if "selection" in (ab.get("show") or []):  # did validation loss turn up, per seed (verdicts.validation_turns)
         for g in regimes:
             g["turns"] = sorted((verdict.get("validation") or {}).get(g["name"], []), key=lambda t: t["seed"])
+    defined = [{"name": m, "description": METRICS[m].description, "better": "higher" if METRICS[m].higher_is_better
+                else "lower"} for m in metrics if m in METRICS]
     return {"name": name, "title": ab.get("title", name), "meta": ab, "metrics": metrics, "arms": arms, "diff": diff,
+            "defined": defined,
             "regimes": regimes, "confound": bool(ab.get("confounded")),
             "mark_best": "selection" in (ab.get("show") or []),
-            "verdict": verdict.get("verdict"), "class": verdict_class(verdict.get("verdict")),
-            "statement": verdict.get("statement") or "", "primary": [f"{g}/{a}" for g, a in primary],
+            "verdict": shown, "class": verdict_class(shown),
+            "statement": (verdict.get("statement") or "") if shown else NOT_MEASURED,
+            "primary": [f"{g}/{a}" for g, a in primary],
             "declared": declared, "levels": levels, "command": reproduce_command(ab, rows, runs),
             "data_note": data_note(sorted({rec.data_sha256 for r in rows if status(rec := runs.get(r["key"])) == "ok"
                                            and rec.data_sha256})),
@@ -130,8 +138,9 @@ def summary_row(ab: dict, rows: list[dict], runs: dict, verdict: dict) -> dict:
             "factor": ab.get("factor"), "symptom": ab.get("symptom"), "signature": ab["signature"],
             "expected": ab.get("expected"), "control": ab["control"],
             "arms": [{"arm": a, **arm_stat([r for r in rrows if r["arm"] == a], runs, ab["signature"])} for a in arms],
-            "verdict": verdict.get("verdict"), "class": verdict_class(verdict.get("verdict")),
-            "regime": verdict.get("regime") or "", "shown_regime": regime, "effects": effects,
+            "verdict": ablation_verdict(ab, verdict), "class": verdict_class(ablation_verdict(ab, verdict)),
+            "regime": (verdict.get("regime") or "") if ablation_verdict(ab, verdict) else "", "shown_regime": regime,
+            "effects": effects,
             "problems": problems, "confound": bool(ab.get("confounded"))}
 
 

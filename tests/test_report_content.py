@@ -14,6 +14,7 @@ from core.record import RunRecord
 from core.report_data import load_results
 from core.report_evidence import precision_options, reproduce_command
 from core.report_findings import arm_stats, findings, forest_rows, forgetting, goal
+from core.report_sections import summary_row
 from core.report_samples import sample_tables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,6 +201,22 @@ def test_a_sweep_marks_the_points_without_a_finished_run(captured, tmp_path):
     assert ticks[0] == ["4\nr4\n(no run yet)", "16\nr16"]
     assert [t.get_text() for t in captured[1].axes[0].texts] == ["no finished run yet"]
     assert not [t.get_text() for t in captured[0].axes[0].texts]
+
+
+def test_an_ablation_without_a_finished_pair_reads_no_verdict_on_every_page_not_inconclusive():
+    from core.report_data import ablation_verdict
+
+    ab = {"name": "a", "signature": "heldout_recall", "control": "a", "arms": {"a": {}, "b": {}}}
+
+    def stored(seeds):
+        cmp = {"seeds": seeds, "verdict": "inconclusive", "primary": True}
+        return {"verdict": "inconclusive", "comparisons": {"baseline": {"b": {"heldout_recall": cmp}}}}
+
+    assert ablation_verdict(ab, stored([])) is None  # what results.compare stores when no seed has both arms
+    assert ablation_verdict(ab, stored([0])) == "inconclusive"
+    rows, runs = [], {}
+    assert summary_row(ab, rows, runs, stored([]))["verdict"] is None
+    assert summary_row(ab, rows, runs, stored([0]))["verdict"] == "inconclusive"
 
 
 def _answers(run_answers: dict[tuple, str], seed: int) -> RunRecord:
