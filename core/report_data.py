@@ -117,7 +117,11 @@ def effect_text(cmp: dict | None) -> str | None:
         return None
     if cmp.get("low") is None or cmp.get("high") is None:
         return f"{cmp['diff']:+.2f}"
-    return f"{cmp['diff']:+.2f} [{cmp['low']:+.2f}, {cmp['high']:+.2f}]"
+    text = f"{cmp['diff']:+.2f} [{cmp['low']:+.2f}, {cmp['high']:+.2f}]"
+    if cmp["low"] == cmp["high"] == cmp["diff"] == 0:  # a zero-width interval: every paired item scored alike
+        scores = {v for pair in (cmp.get("per_seed") or {}).values() for v in pair}
+        text += " (no answer scored in either arm)" if scores == {0} else " (no item differs between the arms)"
+    return text
 
 
 def stale(cmp: dict | None, rows: list[dict], runs: dict, arms: tuple[str, str]) -> bool:

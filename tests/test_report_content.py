@@ -219,6 +219,16 @@ def test_an_ablation_without_a_finished_pair_reads_no_verdict_on_every_page_not_
     assert summary_row(ab, rows, runs, stored([0]))["verdict"] == "inconclusive"
 
 
+def test_a_zero_width_interval_says_why():
+    from core.report_data import effect_text
+
+    nothing = {"diff": 0.0, "low": 0.0, "high": 0.0, "per_seed": {0: [0.0, 0.0], 1: [0.0, 0.0]}}
+    assert effect_text(nothing) == "+0.00 [+0.00, +0.00] (no answer scored in either arm)"
+    alike = dict(nothing, per_seed={0: [1.0, 1.0], 1: [0.5, 0.5]})
+    assert effect_text(alike) == "+0.00 [+0.00, +0.00] (no item differs between the arms)"
+    assert effect_text(dict(nothing, high=0.01)) == "+0.00 [+0.00, +0.01]"
+
+
 def _answers(run_answers: dict[tuple, str], seed: int) -> RunRecord:
     samples = [{"set": st, "id": i, "question": f"{st} {i}?", "expected": "x", "answer": a, "hit": a == "x",
                 "kept": True} for (st, i), a in run_answers.items()]
