@@ -241,21 +241,28 @@ def regime_figures(ab: dict, regime: str, rows: list[dict], runs: dict, stats: d
     return figs
 
 
+SHARED = "shared by several ablations"
+
+
 def frontier_figure(rows: list[dict], runs: dict, path: Path) -> str | None:
     """Every finished trained run on held-out recall against retention, coloured by ablation: how close any
     recipe comes to the corner the brief asks for (retention >= 0.9 at recall >= 0.9)."""
-    points = {}
+    points, users = {}, {}
     for r in rows:
         rec = runs.get(r["key"])
         if not _finished(rec) or not rec.config.get("epochs"):
             continue
         m = rec.metrics
         if m.get("heldout_recall") is not None and m.get("retention") is not None:
+            users.setdefault(r["key"], set()).add(r["ablation"])
             points[r["key"]] = (m["heldout_recall"], m["retention"], r["ablation"])
+    # a run several ablations share (the baseline recipe's) belongs to none of them in particular
+    points = {k: (x, y, a if len(users[k]) == 1 else SHARED) for k, (x, y, a) in points.items()}
     if not points:
         return None
-    ablations = sorted({a for _, _, a in points.values()})
+    ablations = sorted({a for _, _, a in points.values()}, key=lambda a: (a == SHARED, a))
     palette = dict(zip(ablations, sns.color_palette("tab20", len(ablations))))
+    palette[SHARED] = (0.35, 0.35, 0.35)
     fig, ax = plt.subplots(figsize=(7, 5))
     ax.axvspan(0.9, 1.02, ymin=(0.9 + 0.02) / 1.04, color="#2ca02c", alpha=0.12, label="goal: both >= 0.9")
     for name in ablations:

@@ -229,6 +229,16 @@ def test_a_zero_width_interval_says_why():
     assert effect_text(dict(nothing, high=0.01)) == "+0.00 [+0.00, +0.01]"
 
 
+def test_the_frontier_colours_a_run_shared_by_ablations_as_shared(captured, tmp_path):
+    def run(recall):
+        return RunRecord(config={"epochs": 4}, status="ok", metrics={"heldout_recall": recall, "retention": 0.5})
+
+    rows = [{"ablation": "a", "key": "base"}, {"ablation": "b", "key": "base"}, {"ablation": "b", "key": "own"}]
+    figures.frontier_figure(rows, {"base": run(0.9), "own": run(0.2)}, tmp_path / "f.png")
+    labels = captured[0].axes[0].get_legend_handles_labels()[1]
+    assert [lb for lb in labels if lb not in ("goal: both >= 0.9", "frontier")] == ["b", "shared by several ablations"]
+
+
 def _answers(run_answers: dict[tuple, str], seed: int) -> RunRecord:
     samples = [{"set": st, "id": i, "question": f"{st} {i}?", "expected": "x", "answer": a, "hit": a == "x",
                 "kept": True} for (st, i), a in run_answers.items()]
