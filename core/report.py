@@ -42,6 +42,7 @@ UNTRAINED_PAGE, METADATA_PAGE = "untrained-model.html", "run-metadata.html"  # h
 ENV_COLUMNS = ("python", "torch", "transformers", "device", "cuda", "cpu_model", "processor", "cpu_bf16", "cpu_count",
                "torch_threads", "platform", "precision", "code_version")
 
+
 def metadata_section(rows: list[dict], metas: dict, runs: dict) -> dict:
     used: dict[str, list[str]] = {}
     for r in rows:

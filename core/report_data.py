@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .ablation import Ablation, listing_order
 from .record import RunRecord
-from .results import arm_summary, run_path
+from .results import arm_summary, planned_keys, run_path
 
 
 class ReportError(RuntimeError):
@@ -54,7 +54,7 @@ def study_totals(rows: list[dict], runs: dict) -> dict:
     """How many planned run records are finished, failed or missing, how many trainings the finished ones took and
     how many are still to run, and their summed stored time (a training shared by two selection arms counted
     once): the report's header, the README's generated numbers and tools/study_status.py all read this."""
-    keys = list(dict.fromkeys([r["key"] for r in rows] + [r["untrained_key"] for r in rows if r.get("untrained_key")]))
+    keys = planned_keys(rows)
     counts = {"ok": 0, "failed": 0, "missing": 0}
     for k in keys:
         counts[status(runs.get(k))] += 1
@@ -134,6 +134,9 @@ def stale(cmp: dict | None, rows: list[dict], runs: dict, arms: tuple[str, str])
 
 def verdict_class(verdict: str | None) -> str:
     return {"reproduced": "v-yes", "not reproduced": "v-no", "inconclusive": "v-maybe"}.get(verdict or "", "v-none")
+
+
+NOT_YET = "not measured yet"  # a deciding comparison without a seed that has both arms finished (measured_verdict)
 
 
 def measured_verdict(cmp: dict | None) -> str | None:

@@ -5,7 +5,7 @@ brief's goal (retention >= 0.9 at held-out recall >= 0.9).
 """
 from __future__ import annotations
 
-from .report_data import (ablation_verdict, arm_stat, comparison, effect_text, measured_verdict, oriented,
+from .report_data import (NOT_YET, ablation_verdict, arm_stat, comparison, effect_text, measured_verdict, oriented,
                           primary_comparisons, stat_text, status, verdict_class)
 
 VERDICTS = ("reproduced", "inconclusive", "not reproduced")
@@ -51,7 +51,6 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> li
     return out
 
 
-NOT_YET = "not measured yet"  # a deciding comparison without a seed that has both arms finished
 # an ablation verdicts.json does not cover: the study computes verdicts once, when it completes (tools/study.sh runs
 # with --no-report), so mid-study a finished seed is not yet a measured comparison
 NOT_COMPUTED = "not computed yet"

@@ -10,8 +10,8 @@ from pathlib import Path
 from .figures import fmt, regime_figures
 from .metrics import METRICS
 from .record import RunRecord
-from .report_data import (ablation_verdict, arm_stat, comparison, effect_text, gap, primary_comparisons, stale, status,
-                          verdict_class)
+from .report_data import (NOT_YET, ablation_verdict, arm_stat, comparison, effect_text, gap, primary_comparisons,
+                          stale, status, verdict_class)
 from .report_evidence import data_note, reproduce_command
 from .report_samples import sample_tables, shown_sets
 
@@ -83,7 +83,7 @@ def _regime(ab: dict, regime: str, rrows: list[dict], runs: dict, verdict: dict,
     }
 
 
-NOT_MEASURED = "not measured yet: no deciding comparison has a seed with both arms finished"
+NOT_MEASURED = f"{NOT_YET}: no deciding comparison has a seed with both arms finished"
 
 
 def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_dir: Path) -> dict:
@@ -134,13 +134,13 @@ def summary_row(ab: dict, rows: list[dict], runs: dict, verdict: dict) -> dict:
                             "stale": stale(c, rrows, runs, (arm, ab["control"])),
                             "reason": (c or {}).get("reason")})
     problems = sum(status(runs.get(r["key"])) != "ok" for r in rows)
+    shown = ablation_verdict(ab, verdict)
     return {"name": ab["name"], "title": ab.get("title"),
             "factor": ab.get("factor"), "symptom": ab.get("symptom"), "signature": ab["signature"],
             "expected": ab.get("expected"), "control": ab["control"],
             "arms": [{"arm": a, **arm_stat([r for r in rrows if r["arm"] == a], runs, ab["signature"])} for a in arms],
-            "verdict": ablation_verdict(ab, verdict), "class": verdict_class(ablation_verdict(ab, verdict)),
-            "regime": (verdict.get("regime") or "") if ablation_verdict(ab, verdict) else "", "shown_regime": regime,
-            "effects": effects,
+            "verdict": shown, "class": verdict_class(shown),
+            "regime": (verdict.get("regime") or "") if shown else "", "shown_regime": regime, "effects": effects,
             "problems": problems, "confound": bool(ab.get("confounded"))}
 
 

@@ -174,6 +174,11 @@ def run_path(root: Path, key: str) -> Path:
     return root / "runs" / f"{key}.json"
 
 
+def planned_keys(rows: list[dict]) -> list[str]:
+    """Every run key a plan's rows name, trained runs and their untrained references, each once, in plan order."""
+    return list(dict.fromkeys(k for r in rows for k in (r["key"], r.get("untrained_key")) if k))
+
+
 def load_run(root: Path, key: str) -> RunRecord | None:
     p = run_path(root, key)
     if not p.exists():

@@ -17,7 +17,7 @@ from . import metrics
 from .ablation import Ablation, listing_order
 from .knowledge import DEFAULT_DATA
 from .record import RunRecord
-from .results import RESULTS, load_run, locked, precision_flags, write_atomic, write_json_atomic
+from .results import RESULTS, load_run, locked, planned_keys, precision_flags, write_atomic, write_json_atomic
 from .verdicts import overall, statement, validation_turns, verdicts
 
 log = logging.getLogger("run_all")
@@ -92,15 +92,13 @@ def refresh_summary(results: Path, available: dict[str, Ablation], out: Path | N
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "plan.json", plan)
         if out != results:
-            link_runs(results, out, {k: None for r in plan["rows"] for k in (r["key"], r.get("untrained_key")) if k})
+            link_runs(results, out, dict.fromkeys(planned_keys(plan["rows"])))
         return _save_summary(out, [], [], {}, results)
 
 
 def unfinished(results: Path) -> list[str]:
     """The run keys results/plan.json names that have no finished (ok) run stored."""
-    rows = _published_rows(results) or []
-    keys = dict.fromkeys(k for r in rows for k in (r["key"], r.get("untrained_key")) if k)
-    return [k for k in keys if not ((run := load_run(results, k)) and run.ok)]
+    return [k for k in planned_keys(_published_rows(results) or []) if not ((run := load_run(results, k)) and run.ok)]
 
 
 # ---- where an invocation writes ----------------------------------------------------------------

@@ -313,7 +313,7 @@ def test_findings_of_the_first_edition_results_cover_every_ablation():
 
 
 def test_an_ablation_with_nothing_measured_yet_has_no_verdict_rather_than_inconclusive(tmp_path):
-    from core.report_findings import NOT_YET
+    from core.report_data import NOT_YET
 
     results = fixture_copy(tmp_path / "results")
     rows, metas, verdicts, runs = load_results(results)
