@@ -23,7 +23,7 @@ from .knowledge import DEFAULT_DATA, load_knowledge, load_replay
 from .record import RunRecord
 from .summary import (IN_PROGRESS, PARTIAL, is_published, link_runs, output_folder, refresh_summary,
                       report_folder, save_summary, unfinished)
-from .results import RESULTS, clean_stale_temps, load_run, lock_path, try_lock, unlock, write_run
+from .results import RESULTS, clean_stale_temps, load_run, lock_path, planned_keys, try_lock, unlock, write_run
 
 # ---- plan and execution -------------------------------------------------------------------------
 
@@ -323,7 +323,7 @@ def _main(args) -> int:
 
 def _final_status(plan: list[dict], records: dict, results: Path) -> int:
     """Exit status after everything is written: one line each for failed and for still-pending runs."""
-    keys = sorted({k for row in plan for k in (row["untrained_key"], row["key"])})
+    keys = planned_keys(plan)
     failed = [k for k in keys if k in records and not records[k].ok]
     pending = [k for k in keys if k not in records]
     if failed:
