@@ -5,9 +5,9 @@
 
 The block holds what the report's header and findings box say, in markdown: how many runs and trainings,
 their summed time, the seeds per ablation, per ablation the verdict, the regimes behind it, the signature
-effect with its interval and the smallest detectable effect, the ablations ranked by effect size, the
-forgetting price, and how close any arm comes to the brief's goal. A test keeps it equal to the committed
-results, so README and report cannot disagree.
+metric's control and treated means, the effect with its interval and the smallest detectable effect, the
+ablations ranked by effect size, the forgetting price, and how close any arm comes to the brief's goal. A test
+keeps it equal to the committed results, so README and report cannot disagree.
 """
 from __future__ import annotations
 
@@ -61,15 +61,17 @@ def block(results: Path = RESULTS) -> str:
         + (": " if all(done[n] == planned[n] for n in planned) else " (finished of planned): ")
         + ", ".join(f"{n} {len(planned[n])}" if done[n] == planned[n] else f"{n} {len(done[n])} of {len(planned[n])}"
                     for n in planned) + ".", "",
-        "| ablation | verdict | regimes behind it | signature metric | effect [interval] | smallest detectable |",
-        "|---|---|---|---|---|---:|",
+        "| ablation | verdict | regimes behind it | signature metric | control -> arm (seed means) | effect [interval] "
+        "| smallest detectable |",
+        "|---|---|---|---|---|---|---:|",
     ]
     for verdict, items in f["outcomes"].items():
         for item in items:
             where = "; ".join(f"{v}: {', '.join(w)}" for v, w in item["where"].items()) or "-"
             mde = "-" if item["mde"] is None else f"{item['mde']:.2f}"
             lines.append(f"| {item['name']} | {verdict} | {where} | `{item['metric']}` ({item['expected'] or '-'}) | "
-                         f"{item['effect'] or '-'}{f' ({w})' if (w := item['effect_where']) else ''} | {mde} |")
+                         f"{item['means'] or '-'} | {item['effect'] or '-'}"
+                         f"{f' ({w})' if (w := item['effect_where']) else ''} | {mde} |")
     ranked = [b for b in f["ranking"] if b["row"]]
     if ranked:
         lines += ["", "Ranked by effect: each ablation's largest signature effect in the direction of its symptom "

@@ -124,6 +124,15 @@ def effect_text(cmp: dict | None) -> str | None:
     return text
 
 
+def means_text(cmp: dict | None) -> str | None:
+    """Control -> treatment on a comparison's metric, each the mean over the seeds both arms finished of the
+    per-seed scores on the items both scored (the two means whose difference the effect is)."""
+    pairs = [(c, t) for c, t in ((cmp or {}).get("per_seed") or {}).values() if c is not None and t is not None]
+    if not pairs:
+        return None
+    return f"{sum(c for c, _ in pairs) / len(pairs):.2f} -> {sum(t for _, t in pairs) / len(pairs):.2f}"
+
+
 def stale(cmp: dict | None, rows: list[dict], runs: dict, arms: tuple[str, str]) -> bool:
     """True when a stored comparison used a seed whose run (of either arm) is no longer finished on disk."""
     if not cmp or not cmp.get("seeds"):

@@ -5,8 +5,8 @@ brief's goal (retention >= 0.9 at held-out recall >= 0.9).
 """
 from __future__ import annotations
 
-from .report_data import (NOT_YET, ablation_verdict, arm_stat, comparison, effect_text, measured_verdict, oriented,
-                          primary_comparisons, stat_text, status, verdict_class)
+from .report_data import (NOT_YET, ablation_verdict, arm_stat, comparison, effect_text, means_text, measured_verdict,
+                          oriented, primary_comparisons, stat_text, status, verdict_class)
 
 VERDICTS = ("reproduced", "inconclusive", "not reproduced")
 
@@ -47,7 +47,8 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> li
                         "per_seed": [t - c for c, t in cmp["per_seed"].values() if c is not None and t is not None]
                         if cmp.get("per_seed") else seed_differences(own, runs, regime, arm, ab["control"],
                                                                     ab["signature"]),
-                        "oriented": oriented(cmp, ab.get("expected")), "effect": effect_text(cmp)})
+                        "oriented": oriented(cmp, ab.get("expected")), "effect": effect_text(cmp),
+                        "means": means_text(cmp)})
     return out
 
 
@@ -72,7 +73,8 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict]) -> dict[str, list[
             "name": name, "title": ab.get("title", name), "metric": ab["signature"], "expected": ab.get("expected"),
             "where": {v or (NOT_YET if name in verdicts else NOT_COMPUTED): _where(rows, v)
                       for v in (*VERDICTS, None) if _where(rows, v)},
-            "effect": decisive["effect"] if decisive else None, "mde": decisive["mde"] if decisive else None,
+            "effect": decisive["effect"] if decisive else None,
+            "means": decisive["means"] if decisive else None, "mde": decisive["mde"] if decisive else None,
             # the comparison the effect is from, named where the verdict rests on several
             "effect_where": decisive["where"] if decisive and len(_where(rows, verdict)) > 1 else None,
             "confounded": bool(ab.get("confounded"))})

@@ -229,6 +229,14 @@ def test_a_zero_width_interval_says_why():
     assert effect_text(dict(nothing, high=0.01)) == "+0.00 [+0.00, +0.01]"
 
 
+def test_the_arm_means_beside_an_effect_are_over_the_seeds_both_arms_finished():
+    from core.report_data import means_text
+
+    cmp = {"diff": -0.2, "per_seed": {"0": [0.5, 0.25], "1": [0.9, None], "2": [0.3, 0.15]}}
+    assert means_text(cmp) == "0.40 -> 0.20"  # seed 1 has no treated run: left out of both means
+    assert means_text({"diff": None, "per_seed": {}}) is None and means_text(None) is None
+
+
 def test_the_frontier_colours_a_run_shared_by_ablations_as_shared(captured, tmp_path):
     def run(recall):
         return RunRecord(config={"epochs": 4}, status="ok", metrics={"heldout_recall": recall, "retention": 0.5})
