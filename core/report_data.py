@@ -124,10 +124,15 @@ def effect_text(cmp: dict | None) -> str | None:
     return text
 
 
+def seed_pairs(cmp: dict | None) -> list[tuple[float, float]]:
+    """A stored comparison's (control, treatment) scores, one pair per seed both arms finished."""
+    return [(c, t) for c, t in ((cmp or {}).get("per_seed") or {}).values() if c is not None and t is not None]
+
+
 def means_text(cmp: dict | None) -> str | None:
     """Control -> treatment on a comparison's metric, each the mean over the seeds both arms finished of the
     per-seed scores on the items both scored (the two means whose difference the effect is)."""
-    pairs = [(c, t) for c, t in ((cmp or {}).get("per_seed") or {}).values() if c is not None and t is not None]
+    pairs = seed_pairs(cmp)
     if not pairs:
         return None
     return f"{sum(c for c, _ in pairs) / len(pairs):.2f} -> {sum(t for _, t in pairs) / len(pairs):.2f}"

@@ -6,7 +6,7 @@ brief's goal (retention >= 0.9 at held-out recall >= 0.9).
 from __future__ import annotations
 
 from .report_data import (NOT_YET, ablation_verdict, arm_stat, comparison, effect_text, means_text, measured_verdict,
-                          oriented, primary_comparisons, stat_text, status, verdict_class)
+                          oriented, primary_comparisons, seed_pairs, stat_text, status, verdict_class)
 
 VERDICTS = ("reproduced", "inconclusive", "not reproduced")
 
@@ -44,9 +44,8 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> li
                         "level": cmp.get("level"), "verdict": measured_verdict(cmp),
                         "class": verdict_class(measured_verdict(cmp)),
                         "mde": cmp.get("mde"), "reason": cmp.get("reason") or "", "declared": declared,
-                        "per_seed": [t - c for c, t in cmp["per_seed"].values() if c is not None and t is not None]
-                        if cmp.get("per_seed") else seed_differences(own, runs, regime, arm, ab["control"],
-                                                                    ab["signature"]),
+                        "per_seed": [t - c for c, t in seed_pairs(cmp)] if cmp.get("per_seed")
+                        else seed_differences(own, runs, regime, arm, ab["control"], ab["signature"]),
                         "oriented": oriented(cmp, ab.get("expected")), "effect": effect_text(cmp),
                         "means": means_text(cmp)})
     return out
