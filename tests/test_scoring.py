@@ -149,6 +149,14 @@ def test_a_labelling_sample_hides_the_scorer_and_is_never_overwritten_and_its_ta
     assert list(sheet[0]) == ["row", "kind", "system_prompt", "question", "reference", "answer"]  # no keywords, no score
     with pytest.raises(SystemExit, match="exists"):
         sample_labels.main(["--results", str(fixture), "--out", str(out)])
+    # --arms: only the named arms' runs; a shared baseline run counts as the control arm of every ablation
+    assert sample_labels.main(["--results", str(fixture), "--out", str(tmp_path / "arms"), "--quota", "identity=8",
+                               "--arms", "base_vs_chat/*/*"]) == 0
+    picked = [json.loads(line) for line in (tmp_path / "arms" / "items.jsonl").read_text().splitlines()]
+    assert "base_vs_chat/baseline/chat_model" in {i["arm"] for i in picked}  # the shared baseline, named here
+    assert {i["arm"] for i in picked} <= {"base_vs_chat/baseline/base_model", "base_vs_chat/baseline/chat_model"}
+    with pytest.raises(SystemExit, match="no finished run"):
+        sample_labels.main(["--results", str(fixture), "--out", str(tmp_path / "none"), "--arms", "no_such/*/*"])
 
     # labels: the first labeller says every answer is right, the second agrees on all but one row
     rows = [i["row"] for i in items]

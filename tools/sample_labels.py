@@ -1,10 +1,12 @@
 """Sample stored answers of a study for human labelling (data/labels/).
 
     python tools/sample_labels.py --out data/labels/edition2 [--results results] [--quota identity=120,...]
+                                  [--arms 'debate_augmentation/*/without_debate,...']
 
 Stratified over metric kind, (ablation/regime/arm, identity probe group) and the scorer's outcome at sampling
 time: half of each kind scored positive and half negative where the answers allow, spread round-robin over
-the arms and groups, so rare outcomes and every arm are represented. Writes OUT/items.jsonl (everything a
+the arms and groups, so rare outcomes and every arm are represented. --arms keeps only the answers of the arms
+(ABLATION/REGIME/ARM, shell patterns) a batch is meant to check. Writes OUT/items.jsonl (everything a
 scorer needs) and OUT/sheet.csv (what a labeller reads: no keywords, no scorer outcome). The labels
 (OUT/labels.csv, `row,label,note`) refer to the rows, so an existing sample is never overwritten.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fnmatch
 import json
 import random
 import sys
@@ -37,20 +40,26 @@ def suggests_wrong(sample: dict) -> bool:
     return sample["id"] not in ("who_is", "what_is")
 
 
-def pools(results: Path) -> dict[str, dict[tuple, list[dict]]]:
-    """{kind: {(arm, group, scorer outcome): [items]}} over every finished run's answers, each answer once."""
+def pools(results: Path, arms: list[str] | None = None) -> dict[str, dict[tuple, list[dict]]]:
+    """{kind: {(arm, group, scorer outcome): [items]}} over every finished run's answers, each answer once;
+    with `arms`, only the runs whose ABLATION/REGIME/ARM matches one of those shell patterns."""
     plan = json.loads((results / "plan.json").read_text())
-    arm_of = {}
+    names = defaultdict(list)  # a shared run (the baseline) is an arm of several ablations: named by the first
+    # (the first --arms matches)
     for r in plan["rows"]:
-        arm_of.setdefault(r["key"], f"{r['ablation']}/{r['regime']}/{r['arm']}")
-        arm_of.setdefault(r["untrained_key"], "untrained")
+        names[r["key"]].append(f"{r['ablation']}/{r['regime']}/{r['arm']}")
+        names[r["untrained_key"]].append("untrained")
     out: dict[str, dict[tuple, list]] = defaultdict(lambda: defaultdict(list))
     seen = set()
     for path in sorted((results / "runs").glob("*.json")):
         rec = json.loads(path.read_text())
         if rec.get("status") != "ok":
             continue
-        arm = arm_of.get(rec["key"], "other")
+        named = [n for n in names.get(rec["key"], ["other"]) if arms is None or any(fnmatch.fnmatchcase(n, a)
+                                                                                      for a in arms)]
+        if not named:
+            continue
+        arm = named[0]
         for s in rec["samples"]:
             kinds = [KIND_OF_SET[s["set"]]] if s["set"] in KIND_OF_SET else []
             if s.get("has_prompt") and s["set"] in ("test", "reverse", "identity"):
@@ -107,12 +116,18 @@ def main(argv: list[str] | None = None) -> int:
                                                             "sample yet)")
     ap.add_argument("--quota", default=",".join(f"{k}={n}" for k, n in QUOTA.items()))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arms", help="comma-separated ABLATION/REGIME/ARM shell patterns: sample only these runs' "
+                                   "answers (default: every run, the untrained references included)")
     args = ap.parse_args(argv)
     if (args.out / "items.jsonl").exists():
         raise SystemExit(f"error: {args.out / 'items.jsonl'} exists and its labels refer to its rows: choose a new "
                          f"--out")
     rng = random.Random(args.seed)
-    found = pools(args.results)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
+    found = pools(args.results, arms)
+    if not any(found.values()):
+        raise SystemExit(f"error: --arms {args.arms!r}: no finished run in {args.results / 'runs'} belongs to these "
+                         f"arms (ABLATION/REGIME/ARM, e.g. 'debate_augmentation/*/without_debate')")
     chosen = [item for kind, n in parse_quota(args.quota).items() for item in pick(found[kind], n, rng)]
     rng.shuffle(chosen)
     args.out.mkdir(parents=True, exist_ok=True)
