@@ -101,6 +101,18 @@ def agreement(items: list[dict] | None = None, data_file: Path = DEFAULT_DATA,
     return out
 
 
+def by_arm(folder: Path = LABELS, data_file: Path = DEFAULT_DATA) -> dict[str, tuple[int, int]]:
+    """{arm the answers came from: (answers, answers the current scorer agrees on)}, every kind together: does a
+    scorer hold on every arm's answers (a base model's plain text, a model that never saw refutations)?"""
+    vocab = load_knowledge(data_file).identity
+    out: dict[str, list[int]] = {}
+    for i in load_labelled(folder):
+        n_agree = out.setdefault(i.get("arm", "?"), [0, 0])
+        n_agree[0] += 1
+        n_agree[1] += i["label"] == int(score(i, vocab))
+    return {arm: (n, agree) for arm, (n, agree) in sorted(out.items())}
+
+
 def markdown(table: dict[str, KindAgreement]) -> str:
     lines = ["| kind | label 1 means | n | agreement | Cohen's kappa | disagreements |", "| --- | --- | --- | --- | --- | --- |"]
     for a in table.values():
@@ -127,6 +139,9 @@ def report_text(table: dict[str, KindAgreement], folder: Path = LABELS) -> str:
     groups = {k: a for k, a in table.items() if "@" in k}
     if groups:
         parts += ["Identity answers by probe group:", "", markdown(groups), ""]
+    arms = by_arm(folder)
+    parts += ["Answers by the arm they came from (every kind together):", "", "| arm | n | agreement |",
+              "| --- | --- | --- |", *(f"| {arm} | {n} | {agree / n:.1%} |" for arm, (n, agree) in arms.items()), ""]
     parts += ["## Disagreeing rows", ""]
     for a in table.values():
         if "@" in a.kind:
@@ -137,7 +152,10 @@ def report_text(table: dict[str, KindAgreement], folder: Path = LABELS) -> str:
     return "\n".join(parts) + "\n"
 
 
-BATCHES = (LABELS, LABELS / "edition2")  # the first edition's answers; the second edition's
+# the first edition's answers; the second edition's first runs (no_masking, baseline, untrained); its arms where
+# the remaining identity verdicts rest (debate_augmentation without debate, chatml_vs_plain plain text,
+# base_vs_chat's base model)
+BATCHES = (LABELS, LABELS / "edition2", LABELS / "edition2b")
 
 
 def main() -> None:
