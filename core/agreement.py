@@ -92,7 +92,7 @@ def agreement(items: list[dict] | None = None, data_file: Path = DEFAULT_DATA,
     for kind in [*KINDS, *(f"identity@{g}" for g in groups)]:
         base, _, group = kind.partition("@")
         rows = [i for i in items if i["kind"] == base and (not group or i.get("group") == group)]
-        if not rows and group:
+        if not rows:  # a batch without echo answers (no system prompt) has no echo row
             continue
         pairs = [(i["label"], int(score(i, vocab))) for i in rows]
         wrong = [dict(row=i["row"], label=i["label"], scorer=s, question=i["question"], answer=i["answer"])
@@ -156,6 +156,23 @@ def report_text(table: dict[str, KindAgreement], folder: Path = LABELS) -> str:
 # the remaining identity verdicts rest (debate_augmentation without debate, chatml_vs_plain plain text,
 # base_vs_chat's base model)
 BATCHES = (LABELS, LABELS / "edition2", LABELS / "edition2b")
+
+
+def batches_markdown() -> str:
+    """Every labelled batch's agreement table (identity probe groups included) under a line naming the batch and
+    how often its two labellers agreed: the README's scorer-agreement block (core.readme writes it)."""
+    parts = []
+    for folder in BATCHES:
+        if not (folder / "labels.csv").exists():
+            continue
+        table = agreement(folder=folder)
+        n = sum(a.n for k, a in table.items() if "@" not in k)
+        head = f"`{folder.relative_to(LABELS.parent.parent).as_posix()}/` ({n} answers"
+        if between := labeller_agreement(folder):
+            head += (f"; its two labellers agreed on {between['agree']} of {between['n']} before a third reading "
+                     f"settled the rest")
+        parts += [head + "):", "", markdown(table), ""]
+    return "\n".join(parts).rstrip("\n")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "report" / "results"
 
 def test_the_readme_numbers_are_those_of_the_committed_results():
     assert readme.main(["--check"]) == 0, "run `python -m core.readme` after the results change"
+    assert all(marker in readme.README.read_text() for marker in readme.AGREEMENT)  # so --check covers the labels
 
 
 def test_a_changed_verdict_makes_the_check_fail_until_the_block_is_regenerated(tmp_path, capsys):
@@ -65,3 +66,19 @@ def test_the_numbers_hiahia_quotes_to_users_are_the_published_study_s_once_it_ha
         pytest.skip("paraphrase_count is not complete in results/ yet (the second edition is running)")
     measured = {n: round(arm_stat(a, runs, "heldout_recall")["mean"], 2) for n, a in arms.items()}
     assert RECALL_BY_WORDINGS == measured, "update core/userdata.RECALL_BY_WORDINGS from the published study"
+
+
+def test_the_agreement_block_is_regenerated_from_the_labelled_batches(tmp_path):
+    from core.agreement import BATCHES, batches_markdown
+
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    begin, end = readme.AGREEMENT
+    page = tmp_path / "README.md"
+    page.write_text(f"{readme.BEGIN}\n{readme.END}\n\n{begin}\n| recall | gives the fact | 1 | 100.0% |\n{end}\n")
+    args = ["--results", str(results), "--readme", str(page)]
+    assert readme.main([*args, "--check"]) == 1
+    assert readme.main(args) == 0 and readme.main([*args, "--check"]) == 0
+    block = page.read_text().split(begin, 1)[1].split(end, 1)[0].strip("\n")
+    assert block == batches_markdown() and "| 1 | 100.0% |" not in block
+    assert block.count("| kind | label 1 means |") == sum((f / "labels.csv").exists() for f in BATCHES)
