@@ -101,15 +101,16 @@ def agreement(items: list[dict] | None = None, data_file: Path = DEFAULT_DATA,
     return out
 
 
-def by_arm(folder: Path = LABELS, data_file: Path = DEFAULT_DATA) -> dict[str, tuple[int, int]]:
-    """{arm the answers came from: (answers, answers the current scorer agrees on)}, every kind together: does a
-    scorer hold on every arm's answers (a base model's plain text, a model that never saw refutations)?"""
-    vocab = load_knowledge(data_file).identity
+def by_arm(table: dict[str, KindAgreement], items: list[dict]) -> dict[str, tuple[int, int]]:
+    """{arm the answers came from: (answers, answers the scorer agrees on)}, every kind together, read off the
+    kinds' disagreements (rows are numbered across a batch): does a scorer hold on every arm's answers (a base
+    model's plain text, a model that never saw refutations)?"""
+    wrong = {d["row"] for kind, a in table.items() if "@" not in kind for d in a.disagreements}
     out: dict[str, list[int]] = {}
-    for i in load_labelled(folder):
+    for i in items:
         n_agree = out.setdefault(i.get("arm", "?"), [0, 0])
         n_agree[0] += 1
-        n_agree[1] += i["label"] == int(score(i, vocab))
+        n_agree[1] += i["row"] not in wrong
     return {arm: (n, agree) for arm, (n, agree) in sorted(out.items())}
 
 
@@ -139,7 +140,7 @@ def report_text(table: dict[str, KindAgreement], folder: Path = LABELS) -> str:
     groups = {k: a for k, a in table.items() if "@" in k}
     if groups:
         parts += ["Identity answers by probe group:", "", markdown(groups), ""]
-    arms = by_arm(folder)
+    arms = by_arm(table, load_labelled(folder))
     parts += ["Answers by the arm they came from (every kind together):", "", "| arm | n | agreement |",
               "| --- | --- | --- |", *(f"| {arm} | {n} | {agree / n:.1%} |" for arm, (n, agree) in arms.items()), ""]
     parts += ["## Disagreeing rows", ""]

@@ -167,7 +167,7 @@ def test_a_labelling_sample_hides_the_scorer_and_is_never_overwritten_and_its_ta
     (out / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
     table = agreement.agreement(folder=out)
     assert table["identity@unrefuted"].n == table["identity"].n == sum(i["kind"] == "identity" for i in items)
-    arms = agreement.by_arm(out)  # every answer counted once, under its arm, with the same scorer outcome
+    arms = agreement.by_arm(table, items)  # every answer once, under its arm, with the kinds' scorer outcome
     assert sum(n for n, _ in arms.values()) == len(rows) and set(arms) == {i["arm"] for i in items}
     assert sum(a for _, a in arms.values()) == sum(table[k].agree for k in agreement.KINDS if k in table)
     text = agreement.report_text(table, out)

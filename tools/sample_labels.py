@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     found = pools(args.results, arms)
     if not any(found.values()):
         raise SystemExit(f"error: --arms {args.arms!r}: no finished run in {args.results / 'runs'} belongs to these "
-                         f"arms (ABLATION/REGIME/ARM, e.g. 'debate_augmentation/*/without_debate')")
+                         f"arms (ABLATION/REGIME/ARM, e.g. 'debate_augmentation/*/without_debate')" if arms else
+                         f"error: {args.results / 'runs'}: no finished run to sample from")
     chosen = [item for kind, n in parse_quota(args.quota).items() for item in pick(found[kind], n, rng)]
     rng.shuffle(chosen)
     args.out.mkdir(parents=True, exist_ok=True)
