@@ -36,7 +36,7 @@ def goal_sentence(g: dict) -> str:
     head = (f"Goal (retention >= {g['goal']} at heldout_recall >= {g['goal']}, arm means): reached by "
             f"{len(g['reached'])} of {g['arms']} trained arms")
     head += (": " + "; ".join(arm(a) for a in g["reached"]) + ".") if g["reached"] else \
-        f"; closest: {arm(g['closest'])}."
+        f"; closest (the smallest shortfall of the worse of the two): {arm(g['closest'])}."
     if g["reached"]:
         return head
     if not g["best_learned"]:
@@ -73,15 +73,35 @@ def block(results: Path = RESULTS) -> str:
         for item in items:
             where = "; ".join(f"{v}: {', '.join(w)}" for v, w in item["where"].items()) or "-"
             mde = "-" if item["mde"] is None else f"{item['mde']:.2f}"
-            lines.append(f"| {item['name']} | {verdict} | {where} | `{item['metric']}` ({item['expected'] or '-'}) | "
+            shown = verdict  # a provisional look: a verdict on fewer seeds than planned says so
+            if item["seeds"] and item["planned_seeds"] and item["seeds"] < item["planned_seeds"]:
+                shown += f" (on {item['seeds']} of {item['planned_seeds']} seeds so far)"
+            lines.append(f"| {item['name']} | {shown} | {where} | `{item['metric']}` ({item['expected'] or '-'}) | "
                          f"{item['means'] or '-'} | {item['effect'] or '-'}"
                          f"{f' ({w})' if (w := item['effect_where']) else ''} | {mde} |")
-    ranked = [b for b in f["ranking"] if b["row"]]
+    listed = [item for items in f["outcomes"].values() for item in items]
+    if against := [(item, a) for item in listed for a in item["against"]]:
+        lines += ["", "The other way: deciding comparisons whose interval excludes 0 on the side opposite to the "
+                      "symptom (the fix's absence helped):", ""]
+        lines += [f"- {item['name']} ({a['where']}): `{item['metric']}` {a['means'] or ''}, {a['effect']}"
+                  for item, a in against]
+    if side := [item for item in listed if item["side_effects"]]:
+        lines += ["", "Largest effects on the other metrics of the deciding comparisons (exploratory: each at 95%, "
+                      "uncorrected; interval clear of 0 and at least min_effect):", ""]
+        lines += [f"- {item['name']}: " + "; ".join(
+            f"and {e['more']} more" if e.get("more") else f"`{e['metric']}` {e['means'] or ''}, {e['effect']} "
+            f"({e['where']})" for e in item["side_effects"]) for item in side]
+    ranked = [b for b in f["ranking"] if b["row"] and not b["reference"]]
+    references = [b for b in f["ranking"] if b["row"] and b["reference"]]
     if ranked:
         lines += ["", "Ranked by effect: each ablation's largest signature effect in the direction of its symptom "
                       "(treatment - control, sign flipped where the symptom is a decrease), largest first:", ""]
         lines += [f"{i}. {b['name']}: {b['size']:+.2f} (`{b['metric']}` {b['row']['effect']}, {b['row']['where']}; "
                   f"{b['row']['verdict'] or 'no verdict'})" for i, b in enumerate(ranked, start=1)]
+    if references:
+        lines += ["", "References (several fields changed at once, so not ranked as one fix): " + "; ".join(
+            f"{b['name']} {b['size']:+.2f} (`{b['metric']}` {b['row']['effect']}, {b['row']['where']}; "
+            f"{b['row']['verdict'] or 'no verdict'})" for b in references) + "."]
     forget = f["forgetting"]
     if forget["recipe"] and forget["recipe"]["mean"] is not None:
         r = forget["recipe"]

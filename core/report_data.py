@@ -120,7 +120,12 @@ def effect_text(cmp: dict | None) -> str | None:
     text = f"{cmp['diff']:+.2f} [{cmp['low']:+.2f}, {cmp['high']:+.2f}]"
     if cmp["low"] == cmp["high"] == cmp["diff"] == 0:  # a zero-width interval: every paired item scored alike
         scores = {v for pair in (cmp.get("per_seed") or {}).values() for v in pair}
-        text += " (no answer scored in either arm)" if scores == {0} else " (no item differs between the arms)"
+        if scores == {0}:
+            answers = len(cmp.get("seeds") or ()) * (cmp.get("items") or 0)
+            text += f" (none of {answers} answers per arm counted, in either arm)" if answers else \
+                " (no answer counted in either arm)"
+        else:
+            text += " (no item differs between the arms)"
     return text
 
 

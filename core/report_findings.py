@@ -44,6 +44,8 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> li
                         "level": cmp.get("level"), "verdict": measured_verdict(cmp),
                         "class": verdict_class(measured_verdict(cmp)),
                         "mde": cmp.get("mde"), "reason": cmp.get("reason") or "", "declared": declared,
+                        "seeds": len(cmp.get("seeds") or ()),  # of the plan's (a run_all --seeds N plans N)
+                        "planned_seeds": len({r["seed"] for r in own if r["regime"] == regime and r["arm"] == arm}),
                         "per_seed": [t - c for c, t in seed_pairs(cmp)] if cmp.get("per_seed")
                         else seed_differences(own, runs, regime, arm, ab["control"], ab["signature"]),
                         "oriented": oriented(cmp, ab.get("expected")), "effect": effect_text(cmp),
@@ -60,8 +62,37 @@ def _where(rows: list[dict], verdict: str | None) -> list[str]:
     return [r["where"] for r in rows if r["verdict"] == verdict]
 
 
+def against(rows: list[dict]) -> list[dict]:
+    """Deciding comparisons whose interval excludes 0 on the side opposite to the symptom: the fix's absence
+    helped. A verdict of "not reproduced" says the symptom did not come back; these say what came instead."""
+    out = []
+    for r in rows:
+        if r["low"] is None or r["high"] is None or r["expected"] not in ("increase", "decrease"):
+            continue
+        if (r["high"] < 0) if r["expected"] == "increase" else (r["low"] > 0):
+            out.append({"where": r["where"], "effect": r["effect"], "means": r["means"]})
+    return out
+
+
+def side_effects(ab: dict, verdict: dict, rows: list[dict], limit: int = 3) -> list[dict]:
+    """The largest effects on the other measured metrics in the deciding comparisons: interval clear of 0 and
+    at least min_effect in size, largest first, at most `limit` (the rest counted). Exploratory: each at 95%,
+    not corrected for how many there are."""
+    found = []
+    for r in rows:
+        for metric, cmp in (((verdict.get("comparisons") or {}).get(r["regime"]) or {}).get(r["arm"]) or {}).items():
+            if metric == ab["signature"] or cmp.get("diff") is None or cmp.get("low") is None:
+                continue
+            if (cmp["low"] > 0 or cmp["high"] < 0) and abs(cmp["diff"]) >= cmp.get("min_effect", 0.1):
+                found.append({"metric": metric, "where": r["where"], "effect": effect_text(cmp),
+                              "means": means_text(cmp), "size": abs(cmp["diff"])})
+    found.sort(key=lambda e: -e["size"])
+    return found[:limit] + ([{"more": len(found) - limit}] if len(found) > limit else [])
+
+
 def outcomes(metas: dict, verdicts: dict, forest: list[dict]) -> dict[str, list[dict]]:
-    """The ablations grouped by verdict, each naming the regimes (or regime/arm) behind every verdict it got."""
+    """The ablations grouped by verdict, each naming the regimes (or regime/arm) behind every verdict it got, the
+    deciding comparisons that went against the symptom, and the largest effects on its other metrics."""
     out: dict[str, list[dict]] = {v: [] for v in (*VERDICTS, "no verdict")}
     for name, ab in metas.items():
         rows = [r for r in forest if r["ablation"] == name]
@@ -76,19 +107,24 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict]) -> dict[str, list[
             "means": decisive["means"] if decisive else None, "mde": decisive["mde"] if decisive else None,
             # the comparison the effect is from, named where the verdict rests on several
             "effect_where": decisive["where"] if decisive and len(_where(rows, verdict)) > 1 else None,
-            "confounded": bool(ab.get("confounded"))})
+            "against": against(rows), "side_effects": side_effects(ab, verdicts.get(name) or {}, rows),
+            # a verdict resting on fewer seeds than the ablation plans (a provisional look mid-study) says so
+            "seeds": min((r["seeds"] for r in rows if r["verdict"]), default=0),
+            "planned_seeds": max((r["planned_seeds"] for r in rows if r["verdict"]), default=0),
+            "reference": ab.get("kind") == "reference", "confounded": bool(ab.get("confounded"))})
     return out
 
 
 def ranking(metas: dict, forest: list[dict]) -> list[dict]:
     """Each ablation's largest signature effect in the symptom's direction, largest first: how much each fix
-    matters. Ablations without a measured effect come last."""
+    matters. Ablations without a measured effect come last; references (`kind: reference`, several fields changed
+    at once) are flagged, for listing apart: their effect belongs to no single fix."""
     best = []
     for name, ab in metas.items():
         rows = [r for r in forest if r["ablation"] == name and r["oriented"] is not None]
         top = max(rows, key=lambda r: r["oriented"], default=None)
         best.append({"name": name, "title": ab.get("title", name), "metric": ab["signature"],
-                     "expected": ab.get("expected"), "row": top,
+                     "expected": ab.get("expected"), "row": top, "reference": ab.get("kind") == "reference",
                      "size": top["oriented"] if top else None})
     return sorted(best, key=lambda b: (b["size"] is None, -(b["size"] or 0.0)))
 
@@ -109,9 +145,15 @@ def _recipe_rows(metas: dict, rows: list[dict]) -> list[dict]:
 GOAL = 0.9  # the brief: retention >= 0.9 at heldout_recall >= 0.9
 
 
-def trained_arms(metas: dict, rows: list[dict]):
+def trained_nothing(rec) -> bool:
+    """A finished run whose LoRA matched no module: it ran its epochs with 0 trainable parameters."""
+    return status(rec) == "ok" and (rec.injection or {}).get("trainable_params") == 0
+
+
+def trained_arms(metas: dict, rows: list[dict], runs: dict | None = None):
     """(label, ablation, rows) for each trained arm (ablation x regime x arm); an arm made of the very runs another
-    arm already listed (the shared baseline recipe) is listed once."""
+    arm already listed (the shared baseline recipe) is listed once, and an arm whose finished runs all trained 0
+    parameters (wrong_layer_path's wrong path) is not a trained arm."""
     seen = set()
     for name, ab in metas.items():
         for regime in ab.get("regimes") or {"baseline": {}}:
@@ -119,6 +161,9 @@ def trained_arms(metas: dict, rows: list[dict]):
                 arm_rows = [r for r in rows if r["ablation"] == name and r["regime"] == regime and r["arm"] == arm
                             and r["config"].get("epochs")]
                 keys = frozenset(r["key"] for r in arm_rows)
+                finished = [runs.get(r["key"]) for r in arm_rows if status((runs or {}).get(r["key"])) == "ok"]
+                if finished and all(trained_nothing(rec) for rec in finished):
+                    continue
                 if arm_rows and keys not in seen:
                     seen.add(keys)
                     yield f"{name} / {regime} / {arm}", name, arm_rows
@@ -129,7 +174,7 @@ def arm_stats(metas: dict, rows: list[dict], runs: dict) -> list[dict]:
     the goal."""
     return [{"label": label, "ablation": name, "retention": arm_stat(arm_rows, runs, "retention"),
              "recall": arm_stat(arm_rows, runs, "heldout_recall")}
-            for label, name, arm_rows in trained_arms(metas, rows)]
+            for label, name, arm_rows in trained_arms(metas, rows, runs)]
 
 
 def forgetting(metas: dict, rows: list[dict], runs: dict, arms: list[dict]) -> dict:
@@ -180,4 +225,5 @@ def findings(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> dict:
     levels = sorted({r["level"] for r in forest if r["level"]})
     return {"forest": forest, "outcomes": outcomes(metas, verdicts, forest), "ranking": ranking(metas, forest),
             "forgetting": forgetting(metas, rows, runs, arms), "goal": goal(arms), "levels": levels,
-            "declared": all(r["declared"] for r in forest), "ablations": len(metas)}
+            "declared": all(r["declared"] for r in forest), "ablations": len(metas),
+            "min_effects": sorted({str(ab["min_effect"]) for ab in metas.values() if ab.get("min_effect") is not None})}

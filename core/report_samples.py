@@ -103,7 +103,9 @@ def _table(seed: int, cols: list, index: list[dict | None], chosen: list[dict]) 
                      "kept": s.get("kept") if s["set"] == "retention" else None,
                      "same": len(cols) > 1 and len(answered) > 1 and len(set(answered)) == 1,
                      "systems": systems if len({sp for _, sp in systems}) > 1 else
-                     [("every arm" if len(systems) > 1 else label, sp) for label, sp in systems[:1]],
+                     # one column (the untrained model's page): the prompt needs no column name
+                     [("every arm" if len(systems) > 1 else label if len(cols) > 1 else None, sp)
+                      for label, sp in systems[:1]],
                      "cells": cells})
     rows.sort(key=lambda r: r["same"])  # stable: answers that differ first, each part in set order
     hidden: dict[str, int] = {}

@@ -10,8 +10,8 @@ from pathlib import Path
 from .figures import fmt, regime_figures
 from .metrics import METRICS
 from .record import RunRecord
-from .report_data import (NOT_YET, ablation_verdict, arm_stat, comparison, effect_text, gap, primary_comparisons,
-                          stale, status, verdict_class)
+from .report_data import (NOT_YET, ablation_verdict, arm_stat, comparison, effect_text, gap, means_text,
+                          primary_comparisons, seed_pairs, stale, status, verdict_class)
 from .report_evidence import data_note, reproduce_command
 from .report_samples import sample_tables, shown_sets
 
@@ -54,7 +54,13 @@ def _cell(ab: dict, verdict: dict, regime: str, arm: str, metric: str, stat: dic
           primary: list[tuple[str, str]]) -> dict:
     """One arm's value on one metric, with its difference from the control where one was compared."""
     c = None if arm == ab["control"] else comparison(verdict, regime, arm, metric)
-    return {"metric": metric, "stat": stat, "cmp": c, "effect": effect_text(c), "verdict": (c or {}).get("verdict"),
+    pairs = seed_pairs(c)
+    # the effect pairs the items both arms scored; where those are not the arm's own (retention against each arm's
+    # own untrained reference) the means it is the difference of are shown beside it
+    paired = pairs and stat["mean"] is not None and abs(sum(t for _, t in pairs) / len(pairs) - stat["mean"]) > 0.005
+    return {"metric": metric, "stat": stat, "cmp": c, "effect": effect_text(c),
+            "paired": f"on the {c.get('items')} items both arms scored: {means_text(c).replace('->', '→')}"
+            if paired else None, "verdict": (c or {}).get("verdict"),
             "class": verdict_class((c or {}).get("verdict")), "stale": stale(c, rrows, runs, (arm, ab["control"])),
             "primary": metric == ab["signature"] and (regime, arm) in primary}
 
@@ -86,6 +92,23 @@ def _regime(ab: dict, regime: str, rrows: list[dict], runs: dict, verdict: dict,
 NOT_MEASURED = f"{NOT_YET}: no deciding comparison has a seed with both arms finished"
 
 
+def cued(rows: list[dict], runs: dict) -> list[dict]:
+    """Where the system prompt a run answers under contains the reverse questions' own answer (the fixed "AI
+    assistant" prompt names hiahia): per regime and arm, how many of its finished runs' reverse questions were
+    asked under such a prompt, and one such prompt. There reverse_recall can be read off the prompt, and identity
+    answers can repeat what the prompt says about the person."""
+    out = []
+    for g, a in dict.fromkeys((r["regime"], r["arm"]) for r in rows):
+        asked = [smp for r in rows if r["regime"] == g and r["arm"] == a and status(rec := runs.get(r["key"])) == "ok"
+                 for smp in rec.samples if smp["set"] == "reverse"]
+        hit = [smp for smp in asked if smp.get("system") and smp.get("expected")
+               and smp["expected"].lower() in smp["system"].lower()]
+        if hit:
+            out.append({"regime": g, "arm": a, "cued": len(hit), "asked": len(asked), "answer": hit[0]["expected"],
+                        "system": hit[0]["system"]})
+    return out
+
+
 def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_dir: Path) -> dict:
     name, arms = ab["name"], list(ab["arms"])
     metrics = [ab["signature"], *[m for m in ab.get("also") or [] if m != ab["signature"]]]
@@ -110,7 +133,7 @@ def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_
                 else "lower"} for m in metrics if m in METRICS]
     return {"name": name, "title": ab.get("title", name), "meta": ab, "metrics": metrics, "arms": arms, "diff": diff,
             "defined": defined,
-            "regimes": regimes, "confound": bool(ab.get("confounded")),
+            "regimes": regimes, "confound": bool(ab.get("confounded")), "cued": cued(rows, runs),
             "mark_best": "selection" in (ab.get("show") or []),
             "verdict": shown, "class": verdict_class(shown),
             "statement": (verdict.get("statement") or "") if shown else NOT_MEASURED,
@@ -130,7 +153,9 @@ def summary_row(ab: dict, rows: list[dict], runs: dict, verdict: dict) -> dict:
     for arm in arms:
         if arm != ab["control"]:
             c = comparison(verdict, regime, arm, ab["signature"])
-            effects.append({"arm": arm, "text": effect_text(c), "method": (c or {}).get("method"),
+            method, level = (c or {}).get("method"), (c or {}).get("level")
+            effects.append({"arm": arm, "text": effect_text(c),
+                            "method": f"{method}; {100 * level:.1f}% interval" if method and level else method,
                             "stale": stale(c, rrows, runs, (arm, ab["control"])),
                             "reason": (c or {}).get("reason")})
     problems = sum(status(runs.get(r["key"])) != "ok" for r in rows)

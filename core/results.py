@@ -244,9 +244,14 @@ def compare(control: list[dict], treatment: list[dict], metric: str, expected: s
     if any(r["metrics"].get(metric) is None for r in [*by_seed_c.values(), *by_seed_t.values()]
            if r["config"]["seed"] in seeds):
         return dict(out, **undecided, reason=f"{metric} undefined for an arm")
-    out["per_seed"] = {sd: [by_seed_c[sd]["metrics"][metric], by_seed_t[sd]["metrics"][metric]] for sd in seeds}
     c, items = item_matrix(by_seed_c, metric, seeds, [by_seed_t[sd] for sd in seeds])
     t, _ = item_matrix(by_seed_t, metric, seeds, [by_seed_c[sd] for sd in seeds])
+    # each seed's (control, treatment) on the items both arms scored: the effect is the mean of their differences.
+    # Where the arms score different item sets (retention against each arm's own untrained reference) these are not
+    # the arms' own metric values
+    out["items"] = len(items)
+    out["per_seed"] = {sd: [float(c[i].mean()), float(t[i].mean())] if items else
+                       [by_seed_c[sd]["metrics"][metric], by_seed_t[sd]["metrics"][metric]] for i, sd in enumerate(seeds)}
     if len(items) < 2:
         return dict(out, **undecided, reason="fewer than 2 paired items")
     iv = stats.effect_interval(t - c, level)

@@ -52,6 +52,55 @@ def test_findings_say_what_reproduced_where_and_rank_the_fixes_from_verdicts_jso
     assert "The forgetting price" in box
 
 
+def test_findings_show_an_effect_against_the_symptom_the_other_metrics_and_references_apart(tmp_path):
+    """A "not reproduced" whose interval lies on the other side of 0 says so, the largest clear effects on the
+    other metrics come with it (labelled exploratory), the reference ablation is not ranked among the fixes, and an
+    arm that trained 0 parameters is not counted as a trained arm: on the index and in the README block alike."""
+    from core.readme import block
+
+    res = fixture_copy(tmp_path / "results")
+    verdicts = json.loads((res / "verdicts.json").read_text())
+    selection = verdicts["no_val_selection"]["comparisons"]["baseline"]["final_epoch"]
+    selection["heldout_recall"].update(diff=0.3, low=0.1, high=0.5, per_seed={"0": [0.4, 0.7]})  # final epoch better
+    selection["retention"].update(diff=-0.2, low=-0.3, high=-0.1, per_seed={"0": [0.6, 0.4]})  # but forgets more
+    selection["reverse_recall"].update(diff=0.05, low=0.01, high=0.09)  # clear of 0 but under min_effect: not listed
+    (res / "verdicts.json").write_text(json.dumps(verdicts))
+
+    box = findings_box(report.render(res, tmp_path / "report"))
+    item = box[box.index('<li><a href="no_val_selection.html">'):]
+    item = item[:item.index("</li>")]
+    assert "the other way, clear of 0: <code>heldout_recall</code> 0.40 → 0.70, +0.30 [+0.10, +0.50] (baseline)" in item
+    assert "other metrics (exploratory): <code>retention</code> 0.60 → 0.40, -0.20 [-0.30, -0.10] (baseline)" in item
+    assert "reverse_recall" not in item
+    ranking = box[box.index("What mattered"):box.index("The forgetting price")]
+    fixes, references = ranking.split("References (several fields at once)")
+    assert "seed_recipe.html" in references and "seed_recipe.html" not in fixes and "wrong_layer_path.html" in fixes
+    rows, metas, _, runs = load_results(res)  # the wrong path trained 0 parameters: not a trained arm
+    assert [a["label"] for a in arm_stats(metas, rows, runs) if a["ablation"] == "wrong_layer_path"] == \
+        ["wrong_layer_path / baseline / correct_path"]
+
+    text = block(res)
+    assert "- no_val_selection (baseline): `heldout_recall` 0.40 -> 0.70, +0.30 [+0.10, +0.50]" in text
+    assert "- no_val_selection: `retention` 0.60 -> 0.40, -0.20 [-0.30, -0.10] (baseline)" in text
+    ranked = text[text.index("Ranked by effect"):]
+    assert "seed_recipe" not in ranked.split("References")[0] and "References (several fields" in ranked
+
+
+def test_a_verdict_on_fewer_seeds_than_planned_says_so(tmp_path):
+    from core.readme import block
+
+    res = fixture_copy(tmp_path / "results")
+    plan = json.loads((res / "plan.json").read_text())
+    extra = [dict(r, seed=1, key=r["key"] + "-s1") for r in plan["rows"] if r["ablation"] == "weight_decay"]
+    plan["rows"] += extra  # a second planned seed, not run yet
+    (res / "plan.json").write_text(json.dumps(plan))
+    box = findings_box(report.render(res, tmp_path / "report"))
+    item = box[box.index('<li><a href="weight_decay.html">'):]
+    assert "on 1 of 2 seeds so far" in item[:item.index("</li>")]
+    assert "on 1 of" not in box[:box.index('<li><a href="weight_decay.html">')]  # the others planned one seed
+    assert "| weight_decay | not reproduced (on 1 of 2 seeds so far) |" in block(res)
+
+
 def test_the_forest_plot_has_a_row_per_primary_comparison_or_per_regime_and_arm_without_one():
     rows, metas, verdicts, runs = load_results(FIXTURE)
     forest = forest_rows(metas, verdicts, rows, runs)
@@ -111,7 +160,7 @@ def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_t
     assert g["closest"]["label"] == "a / baseline / replay" and g["closest"]["shortfall"] == pytest.approx(0.1)
     assert g["best_learned"] is g["closest"]
     from core.readme import goal_sentence
-    assert "reached by 0 of 3 trained arms; closest: a / baseline / replay (recall 0.90" in goal_sentence(g)
+    assert "reached by 0 of 3 trained arms; closest (the smallest shortfall of the worse of the two): a / baseline / replay (recall 0.90" in goal_sentence(g)
     runs["replay0"] = runs["replay1"] = _scored_run(ten, ten[:9] + [False])
     g = goal(arm_stats(metas, rows, runs))
     assert [a["label"] for a in g["reached"]] == ["a / baseline / replay"] and g["closest"]["shortfall"] == 0.0
@@ -136,7 +185,7 @@ def test_a_mean_just_under_the_goal_is_not_printed_as_reaching_it():
     g = goal(arms)
     assert g["closest"]["label"] == "a / baseline / near" and g["learned"] == 1
     sentence = goal_sentence(g)
-    assert "closest: a / baseline / near (recall 0.897 [0.850, 0.930], retention 0.50 [0.40, 0.60])" in sentence
+    assert "closest (the smallest shortfall of the worse of the two): a / baseline / near (recall 0.897 [0.850, 0.930], retention 0.50 [0.40, 0.60])" in sentence
     assert "the best retention is a / baseline / over (recall 0.90 [0.85, 0.95]" in sentence
     assert arms[0]["recall"]["text"] == "0.90 [0.85, 0.93]", "the arm_stats list itself is left as it was"
 
@@ -223,7 +272,9 @@ def test_a_zero_width_interval_says_why():
     from core.report_data import effect_text
 
     nothing = {"diff": 0.0, "low": 0.0, "high": 0.0, "per_seed": {0: [0.0, 0.0], 1: [0.0, 0.0]}}
-    assert effect_text(nothing) == "+0.00 [+0.00, +0.00] (no answer scored in either arm)"
+    assert effect_text(nothing) == "+0.00 [+0.00, +0.00] (no answer counted in either arm)"
+    counted = dict(nothing, seeds=[0, 1], items=72)  # verdicts.json says how many paired items each seed has
+    assert effect_text(counted) == "+0.00 [+0.00, +0.00] (none of 144 answers per arm counted, in either arm)"
     alike = dict(nothing, per_seed={0: [1.0, 1.0], 1: [0.5, 0.5]})
     assert effect_text(alike) == "+0.00 [+0.00, +0.00] (no item differs between the arms)"
     assert effect_text(dict(nothing, high=0.01)) == "+0.00 [+0.00, +0.01]"
@@ -341,3 +392,19 @@ def test_an_ablation_with_nothing_measured_yet_has_no_verdict_rather_than_inconc
     found = findings(metas, {k: v for k, v in verdicts.items() if k != name}, rows, runs)
     pending = [o for o in found["outcomes"]["no verdict"] if o["name"] == name]
     assert pending and set(pending[0]["where"]) == {NOT_COMPUTED}
+
+
+def test_an_effect_on_other_items_than_the_arm_s_own_names_the_items_and_their_means():
+    """Retention against each arm's own untrained reference: the arm's mean and the effect's paired means differ,
+    and the page says on which items the effect was taken."""
+    from core.report_sections import _cell
+
+    ab = {"control": "chat", "signature": "heldout_recall"}
+    cmp = {"diff": 0.12, "low": 0.04, "high": 0.21, "seeds": [0, 1], "items": 31,
+           "per_seed": {"0": [0.3, 0.42], "1": [0.3, 0.44]}}
+    verdict = {"comparisons": {"baseline": {"plain": {"retention": cmp}}}}
+    own = {"mean": 0.38, "low": 0.3, "high": 0.45, "n": 2}
+    cell = _cell(ab, verdict, "baseline", "plain", "retention", own, [], {}, [])
+    assert cell["paired"] == "on the 31 items both arms scored: 0.30 → 0.43"
+    same = _cell(ab, verdict, "baseline", "plain", "retention", dict(own, mean=0.43), [], {}, [])
+    assert same["paired"] is None

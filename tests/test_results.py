@@ -48,6 +48,23 @@ def test_comparison_reports_per_seed_values_and_a_minimum_detectable_effect():
     assert 0 < v["mde"] < 0.5 and v["low"] >= -1 and v["high"] <= 1
 
 
+def test_per_seed_values_are_on_the_items_both_arms_scored_so_their_differences_average_to_the_effect():
+    """Arms scored on different item sets (retention against each arm's own untrained reference): each seed's
+    pair is the two arms' means on the shared items, not their own metrics, so control -> treatment reads as the
+    effect says."""
+    def run(seed, hits):  # hits: {item index: 0/1}
+        samples = [{"set": "test", "id": f"f{i}", "question": f"q{i}", "hit": bool(h)} for i, h in hits.items()]
+        return {"status": "ok", "config": {"seed": seed, "eval_prompt": "train"},
+                "metrics": {"heldout_recall": sum(hits.values()) / len(hits)}, "samples": samples}
+    control = [run(sd, {i: 1 for i in range(10)}) for sd in range(3)]  # own metric 1.0
+    treatment = [run(sd, {i: int(i < 5 + sd) for i in range(5, 15)}) for sd in range(3)]  # shared items 5..9
+    v = compare(control, treatment, "heldout_recall", "decrease", 0.1)
+    assert v["items"] == 5
+    assert v["per_seed"] == {0: [1.0, 0.0], 1: [1.0, 0.2], 2: [1.0, 0.4]}
+    assert abs(sum(t - c for c, t in v["per_seed"].values()) / 3 - v["diff"]) < 1e-12
+    assert treatment[2]["metrics"]["heldout_recall"] == 0.2  # the arm's own value differs from its paired mean
+
+
 def test_secondary_metric_has_no_verdict_and_missing_arm_is_inconclusive():
     control = [_run(0, 0.9, [1] * 10)]
     assert compare(control, [_run(0, 0.5, [1] * 5 + [0] * 5)], "heldout_recall", None, 0.1)["verdict"] is None
