@@ -117,7 +117,11 @@ def effect_text(cmp: dict | None) -> str | None:
         return None
     if cmp.get("low") is None or cmp.get("high") is None:
         return f"{cmp['diff']:+.2f}"
-    text = f"{cmp['diff']:+.2f} [{cmp['low']:+.2f}, {cmp['high']:+.2f}]"
+    bound = cmp.get("min_effect")
+    # a bound within rounding of +-min_effect prints a third decimal: -0.097 as "-0.10" would read as touching it
+    digits = 3 if bound and any(v != s * bound and round(v, 2) == round(s * bound, 2) for v in (cmp["low"], cmp["high"])
+                                for s in (1, -1)) else 2
+    text = f"{cmp['diff']:+.{digits}f} [{cmp['low']:+.{digits}f}, {cmp['high']:+.{digits}f}]"
     if cmp["low"] == cmp["high"] == cmp["diff"] == 0:  # a zero-width interval: every paired item scored alike
         scores = {v for pair in (cmp.get("per_seed") or {}).values() for v in pair}
         if scores == {0}:

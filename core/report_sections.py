@@ -11,7 +11,7 @@ from .figures import fmt, regime_figures
 from .metrics import METRICS
 from .record import RunRecord
 from .report_data import (NOT_YET, ablation_verdict, arm_stat, comparison, effect_text, gap, means_text,
-                          primary_comparisons, seed_pairs, stale, status, verdict_class)
+                          measured_verdict, primary_comparisons, seed_pairs, stale, status, verdict_class)
 from .report_evidence import data_note, reproduce_command
 from .report_samples import sample_tables, shown_sets
 
@@ -58,10 +58,12 @@ def _cell(ab: dict, verdict: dict, regime: str, arm: str, metric: str, stat: dic
     # the effect pairs the items both arms scored; where those are not the arm's own (retention against each arm's
     # own untrained reference) the means it is the difference of are shown beside it
     paired = pairs and stat["mean"] is not None and abs(sum(t for _, t in pairs) / len(pairs) - stat["mean"]) > 0.005
+    # a signature comparison no seed has measured yet has no verdict (not an "inconclusive" that reads as measured)
+    shown = measured_verdict(c) if c and metric == ab["signature"] else (c or {}).get("verdict")
     return {"metric": metric, "stat": stat, "cmp": c, "effect": effect_text(c),
             "paired": f"on the {c.get('items')} items both arms scored: {means_text(c).replace('->', '→')}"
-            if paired else None, "verdict": (c or {}).get("verdict"),
-            "class": verdict_class((c or {}).get("verdict")), "stale": stale(c, rrows, runs, (arm, ab["control"])),
+            if paired else None, "verdict": shown, "class": verdict_class(shown),
+            "stale": stale(c, rrows, runs, (arm, ab["control"])),
             "primary": metric == ab["signature"] and (regime, arm) in primary}
 
 

@@ -280,6 +280,15 @@ def test_a_zero_width_interval_says_why():
     assert effect_text(dict(nothing, high=0.01)) == "+0.00 [+0.00, +0.01]"
 
 
+def test_an_interval_end_within_rounding_of_min_effect_prints_a_third_decimal():
+    from core.report_data import effect_text
+
+    near = {"diff": -0.0214, "low": -0.0971, "high": 0.0543, "min_effect": 0.1}
+    assert effect_text(near) == "-0.021 [-0.097, +0.054]"  # not "[-0.10, +0.05]": the end is inside min_effect
+    assert effect_text(dict(near, low=-0.1)) == "-0.02 [-0.10, +0.05]"  # exactly at it: two decimals say so
+    assert effect_text(dict(near, low=-0.12)) == "-0.02 [-0.12, +0.05]"
+
+
 def test_the_arm_means_beside_an_effect_are_over_the_seeds_both_arms_finished():
     from core.report_data import means_text
 
