@@ -18,6 +18,7 @@ import seaborn as sns  # noqa: E402
 
 from .metrics import METRICS  # noqa: E402
 from .record import RunRecord  # noqa: E402
+from .report_data import trained_nothing  # noqa: E402
 
 DPI = 90
 
@@ -250,7 +251,7 @@ def frontier_figure(rows: list[dict], runs: dict, path: Path) -> str | None:
     points, users = {}, {}
     for r in rows:
         rec = runs.get(r["key"])
-        if not _finished(rec) or not rec.config.get("epochs"):
+        if not _finished(rec) or not rec.config.get("epochs") or trained_nothing(rec):  # 0 parameters: not trained
             continue
         m = rec.metrics
         if m.get("heldout_recall") is not None and m.get("retention") is not None:

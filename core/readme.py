@@ -90,14 +90,19 @@ def block(results: Path = RESULTS) -> str:
                       "uncorrected; interval clear of 0 and at least min_effect):", ""]
         lines += [f"- {item['name']}: " + "; ".join(
             f"and {e['more']} more" if e.get("more") else f"`{e['metric']}` {e['means'] or ''}, {e['effect']} "
-            f"({e['where']})" for e in item["side_effects"]) for item in side]
+            f"({e['where']}{', cued by the system prompt' if e['cued'] else ''})" for e in item["side_effects"])
+            for item in side]
     ranked = [b for b in f["ranking"] if b["row"] and not b["reference"]]
     references = [b for b in f["ranking"] if b["row"] and b["reference"]]
     if ranked:
         lines += ["", "Ranked by effect: each ablation's largest signature effect in the direction of its symptom "
                       "(treatment - control, sign flipped where the symptom is a decrease), largest first:", ""]
         lines += [f"{i}. {b['name']}: {b['size']:+.2f} (`{b['metric']}` {b['row']['effect']}, {b['row']['where']}; "
-                  f"{b['row']['verdict'] or 'no verdict'})" for i, b in enumerate(ranked, start=1)]
+                  f"{b['row']['verdict'] or 'no verdict'}"
+                  + "".join(f"; the other way: {a['effect']}, {a['where']}" for a in b["against"])
+                  + ("; confounded" if b["confounded"] else "")
+                  + (f"; on {b['row']['seeds']} of {b['row']['planned_seeds']} seeds so far" if b["partial"] else "")
+                  + ")" for i, b in enumerate(ranked, start=1)]
     if references:
         lines += ["", "References (several fields changed at once, so not ranked as one fix): " + "; ".join(
             f"{b['name']} {b['size']:+.2f} (`{b['metric']}` {b['row']['effect']}, {b['row']['where']}; "

@@ -73,6 +73,31 @@ def status(rec: RunRecord | None) -> str:
     return "ok" if rec.ok else "failed"
 
 
+def trained_nothing(rec: RunRecord | None) -> bool:
+    """A finished run whose LoRA matched no module: it ran its epochs with 0 trainable parameters."""
+    return status(rec) == "ok" and (rec.injection or {}).get("trainable_params") == 0
+
+
+def cued(rows: list[dict], runs: dict) -> list[dict]:
+    """Where the system prompt a run answers under contains the reverse questions' own answer (the fixed "AI
+    assistant" prompt names hiahia): per regime and arm, how many of its finished runs' reverse questions were
+    asked under such a prompt, and one such prompt. There reverse_recall can be read off the prompt, and identity
+    answers can repeat what the prompt says about the person."""
+    out = []
+    for g, a in dict.fromkeys((r["regime"], r["arm"]) for r in rows):
+        asked = [smp for r in rows if r["regime"] == g and r["arm"] == a and status(rec := runs.get(r["key"])) == "ok"
+                 for smp in rec.samples if smp["set"] == "reverse"]
+        hit = [smp for smp in asked if smp.get("system") and smp.get("expected")
+               and smp["expected"].lower() in smp["system"].lower()]
+        if hit:
+            out.append({"regime": g, "arm": a, "cued": len(hit), "asked": len(asked), "answer": hit[0]["expected"],
+                        "system": hit[0]["system"]})
+    return out
+
+
+CUED_METRICS = ("reverse_recall", "identity_hallucination")  # what a prompt naming the person can give away
+
+
 def gap(rec: RunRecord | None, key: str) -> dict:
     """What to show instead of a value for a run that did not finish."""
     if rec is None:
@@ -117,10 +142,13 @@ def effect_text(cmp: dict | None) -> str | None:
         return None
     if cmp.get("low") is None or cmp.get("high") is None:
         return f"{cmp['diff']:+.2f}"
-    bound = cmp.get("min_effect")
-    # a bound within rounding of +-min_effect prints a third decimal: -0.097 as "-0.10" would read as touching it
-    digits = 3 if bound and any(v != s * bound and round(v, 2) == round(s * bound, 2) for v in (cmp["low"], cmp["high"])
-                                for s in (1, -1)) else 2
+    # a third decimal where two would print a number as one it is not and that decides something: an interval end
+    # or the effect within rounding of +-min_effect (-0.097 as "-0.10" reads as reaching it), an end within rounding
+    # of 0 (-0.0006 as "-0.00" reads as touching it)
+    bound = cmp.get("min_effect") or 0.0
+    marks = {(cmp["low"], m) for m in (0.0, bound, -bound)} | {(cmp["high"], m) for m in (0.0, bound, -bound)} | \
+        {(cmp["diff"], m) for m in (bound, -bound) if bound}
+    digits = 3 if any(v != m and round(v, 2) == round(m, 2) for v, m in marks) else 2
     text = f"{cmp['diff']:+.{digits}f} [{cmp['low']:+.{digits}f}, {cmp['high']:+.{digits}f}]"
     if cmp["low"] == cmp["high"] == cmp["diff"] == 0:  # a zero-width interval: every paired item scored alike
         scores = {v for pair in (cmp.get("per_seed") or {}).values() for v in pair}

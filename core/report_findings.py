@@ -5,8 +5,9 @@ brief's goal (retention >= 0.9 at held-out recall >= 0.9).
 """
 from __future__ import annotations
 
-from .report_data import (NOT_YET, ablation_verdict, arm_stat, comparison, effect_text, means_text, measured_verdict,
-                          oriented, primary_comparisons, seed_pairs, stat_text, status, verdict_class)
+from .report_data import (CUED_METRICS, NOT_YET, ablation_verdict, arm_stat, comparison, cued, effect_text, means_text,
+                          measured_verdict, oriented, primary_comparisons, seed_pairs, stat_text, status,
+                          trained_nothing, verdict_class)
 
 VERDICTS = ("reproduced", "inconclusive", "not reproduced")
 
@@ -74,10 +75,11 @@ def against(rows: list[dict]) -> list[dict]:
     return out
 
 
-def side_effects(ab: dict, verdict: dict, rows: list[dict], limit: int = 3) -> list[dict]:
+def side_effects(ab: dict, verdict: dict, rows: list[dict], prompted: set = frozenset(), limit: int = 3) -> list[dict]:
     """The largest effects on the other measured metrics in the deciding comparisons: interval clear of 0 and
     at least min_effect in size, largest first, at most `limit` (the rest counted). Exploratory: each at 95%,
-    not corrected for how many there are."""
+    not corrected for how many there are. `prompted`: the (regime, arm) whose system prompt names the person
+    (report_data.cued); an effect on a metric that prompt gives away is flagged as cued."""
     found = []
     for r in rows:
         for metric, cmp in (((verdict.get("comparisons") or {}).get(r["regime"]) or {}).get(r["arm"]) or {}).items():
@@ -85,12 +87,14 @@ def side_effects(ab: dict, verdict: dict, rows: list[dict], limit: int = 3) -> l
                 continue
             if (cmp["low"] > 0 or cmp["high"] < 0) and abs(cmp["diff"]) >= cmp.get("min_effect", 0.1):
                 found.append({"metric": metric, "where": r["where"], "effect": effect_text(cmp),
-                              "means": means_text(cmp), "size": abs(cmp["diff"])})
+                              "means": means_text(cmp), "size": abs(cmp["diff"]),
+                              "cued": metric.split("@")[0] in CUED_METRICS and bool(
+                                  {(r["regime"], r["arm"]), (r["regime"], ab["control"])} & prompted)})
     found.sort(key=lambda e: -e["size"])
     return found[:limit] + ([{"more": len(found) - limit}] if len(found) > limit else [])
 
 
-def outcomes(metas: dict, verdicts: dict, forest: list[dict]) -> dict[str, list[dict]]:
+def outcomes(metas: dict, verdicts: dict, forest: list[dict], prompted: dict | None = None) -> dict[str, list[dict]]:
     """The ablations grouped by verdict, each naming the regimes (or regime/arm) behind every verdict it got, the
     deciding comparisons that went against the symptom, and the largest effects on its other metrics."""
     out: dict[str, list[dict]] = {v: [] for v in (*VERDICTS, "no verdict")}
@@ -107,7 +111,8 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict]) -> dict[str, list[
             "means": decisive["means"] if decisive else None, "mde": decisive["mde"] if decisive else None,
             # the comparison the effect is from, named where the verdict rests on several
             "effect_where": decisive["where"] if decisive and len(_where(rows, verdict)) > 1 else None,
-            "against": against(rows), "side_effects": side_effects(ab, verdicts.get(name) or {}, rows),
+            "against": against(rows),
+            "side_effects": side_effects(ab, verdicts.get(name) or {}, rows, (prompted or {}).get(name, set())),
             # a verdict resting on fewer seeds than the ablation plans (a provisional look mid-study) says so
             "seeds": min((r["seeds"] for r in rows if r["verdict"]), default=0),
             "planned_seeds": max((r["planned_seeds"] for r in rows if r["verdict"]), default=0),
@@ -125,7 +130,9 @@ def ranking(metas: dict, forest: list[dict]) -> list[dict]:
         top = max(rows, key=lambda r: r["oriented"], default=None)
         best.append({"name": name, "title": ab.get("title", name), "metric": ab["signature"],
                      "expected": ab.get("expected"), "row": top, "reference": ab.get("kind") == "reference",
-                     "size": top["oriented"] if top else None})
+                     "size": top["oriented"] if top else None, "against": against(rows),
+                     "confounded": bool(ab.get("confounded")),
+                     "partial": top is not None and 0 < top["seeds"] < top["planned_seeds"]})
     return sorted(best, key=lambda b: (b["size"] is None, -(b["size"] or 0.0)))
 
 
@@ -145,28 +152,24 @@ def _recipe_rows(metas: dict, rows: list[dict]) -> list[dict]:
 GOAL = 0.9  # the brief: retention >= 0.9 at heldout_recall >= 0.9
 
 
-def trained_nothing(rec) -> bool:
-    """A finished run whose LoRA matched no module: it ran its epochs with 0 trainable parameters."""
-    return status(rec) == "ok" and (rec.injection or {}).get("trainable_params") == 0
-
-
 def trained_arms(metas: dict, rows: list[dict], runs: dict | None = None):
-    """(label, ablation, rows) for each trained arm (ablation x regime x arm); an arm made of the very runs another
-    arm already listed (the shared baseline recipe) is listed once, and an arm whose finished runs all trained 0
-    parameters (wrong_layer_path's wrong path) is not a trained arm."""
-    seen = set()
+    """(label, ablation, rows) for each trained arm (ablation x regime x arm). An arm made of runs another arm
+    already holds (the shared baseline recipe, whole or as a sweep's 3-seed subset of it) is listed once, under the
+    arm that holds them all; an arm whose finished runs all trained 0 parameters (wrong_layer_path's wrong path) is
+    not a trained arm."""
+    arms = []
     for name, ab in metas.items():
         for regime in ab.get("regimes") or {"baseline": {}}:
             for arm in ab["arms"]:
                 arm_rows = [r for r in rows if r["ablation"] == name and r["regime"] == regime and r["arm"] == arm
                             and r["config"].get("epochs")]
-                keys = frozenset(r["key"] for r in arm_rows)
                 finished = [runs.get(r["key"]) for r in arm_rows if status((runs or {}).get(r["key"])) == "ok"]
-                if finished and all(trained_nothing(rec) for rec in finished):
-                    continue
-                if arm_rows and keys not in seen:
-                    seen.add(keys)
-                    yield f"{name} / {regime} / {arm}", name, arm_rows
+                if arm_rows and not (finished and all(trained_nothing(rec) for rec in finished)):
+                    arms.append((f"{name} / {regime} / {arm}", name, arm_rows, frozenset(r["key"] for r in arm_rows)))
+    for i, (label, name, arm_rows, keys) in enumerate(arms):
+        held = any(keys < other or (keys == other and j < i) for j, (_, _, _, other) in enumerate(arms))
+        if not held:
+            yield label, name, arm_rows
 
 
 def arm_stats(metas: dict, rows: list[dict], runs: dict) -> list[dict]:
@@ -223,7 +226,10 @@ def findings(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> dict:
     forest = forest_rows(metas, verdicts, rows, runs)
     arms = arm_stats(metas, rows, runs)
     levels = sorted({r["level"] for r in forest if r["level"]})
-    return {"forest": forest, "outcomes": outcomes(metas, verdicts, forest), "ranking": ranking(metas, forest),
+    prompted = {name: {(c["regime"], c["arm"]) for c in cued([r for r in rows if r["ablation"] == name], runs)}
+                for name in metas}
+    return {"forest": forest, "outcomes": outcomes(metas, verdicts, forest, prompted),
+            "ranking": ranking(metas, forest),
             "forgetting": forgetting(metas, rows, runs, arms), "goal": goal(arms), "levels": levels,
             "declared": all(r["declared"] for r in forest), "ablations": len(metas),
             "min_effects": sorted({str(ab["min_effect"]) for ab in metas.values() if ab.get("min_effect") is not None})}

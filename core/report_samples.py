@@ -96,11 +96,17 @@ def _table(seed: int, cols: list, index: list[dict | None], chosen: list[dict]) 
             elif got is None:
                 cells.append({"answer": None})
             else:
-                cells.append({"answer": got["answer"], "hit": bool(got.get("hit")), "echo": bool(got.get("echo"))})
+                cells.append({"answer": got["answer"], "hit": bool(got.get("hit")), "echo": bool(got.get("echo")),
+                              "kept": got.get("kept")})
                 systems.append((label, "(no system prompt)" if got.get("system") is None else got["system"]))
         answered = _answers(index, _key(s))
+        # retention counts a probe against each arm's own untrained model (chat or plain format, another model):
+        # where the arms' references disagree, each cell says whether its arm counts it
+        kept = {c["kept"] for c in cells if c.get("kept") is not None}
+        per_cell = s["set"] == "retention" and len(kept) > 1
         rows.append({"set": s["set"], "id": s["id"], "question": s["question"], "expected": s["expected"],
-                     "kept": s.get("kept") if s["set"] == "retention" else None,
+                     "kept": s.get("kept") if s["set"] == "retention" and not per_cell else None,
+                     "kept_per_arm": per_cell,
                      "same": len(cols) > 1 and len(answered) > 1 and len(set(answered)) == 1,
                      "systems": systems if len({sp for _, sp in systems}) > 1 else
                      # one column (the untrained model's page): the prompt needs no column name

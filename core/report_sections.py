@@ -11,7 +11,7 @@ from .figures import fmt, regime_figures
 from .metrics import METRICS
 from .record import RunRecord
 from .report_data import (NOT_YET, ablation_verdict, arm_stat, comparison, effect_text, gap, means_text,
-                          measured_verdict, primary_comparisons, seed_pairs, stale, status, verdict_class)
+                          cued, measured_verdict, primary_comparisons, seed_pairs, stale, status, verdict_class)
 from .report_evidence import data_note, reproduce_command
 from .report_samples import sample_tables, shown_sets
 
@@ -55,14 +55,21 @@ def _cell(ab: dict, verdict: dict, regime: str, arm: str, metric: str, stat: dic
     """One arm's value on one metric, with its difference from the control where one was compared."""
     c = None if arm == ab["control"] else comparison(verdict, regime, arm, metric)
     pairs = seed_pairs(c)
-    # the effect pairs the items both arms scored; where those are not the arm's own (retention against each arm's
-    # own untrained reference) the means it is the difference of are shown beside it
-    paired = pairs and stat["mean"] is not None and abs(sum(t for _, t in pairs) / len(pairs) - stat["mean"]) > 0.005
+    # the effect pairs the seeds both arms finished and the items both scored; where those are not the arm's own
+    # (retention against each arm's own untrained reference, or an arm with more seeds than the other) the means it
+    # is the difference of are shown beside it, saying which
+    paired = None
+    if pairs and stat["mean"] is not None and abs(sum(t for _, t in pairs) / len(pairs) - stat["mean"]) > 0.005:
+        seeds = list(c.get("seeds") or [])
+        on = [f"the {c.get('items')} items both arms scored"]
+        if len(seeds) < stat["n"]:
+            on.insert(0, f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} (both arms finished)")
+        paired = "on " + " and ".join(on)
     # a signature comparison no seed has measured yet has no verdict (not an "inconclusive" that reads as measured)
     shown = measured_verdict(c) if c and metric == ab["signature"] else (c or {}).get("verdict")
     return {"metric": metric, "stat": stat, "cmp": c, "effect": effect_text(c),
-            "paired": f"on the {c.get('items')} items both arms scored: {means_text(c).replace('->', '→')}"
-            if paired else None, "verdict": shown, "class": verdict_class(shown),
+            "paired": f"{paired}: {means_text(c).replace('->', '→')}" if paired else None,
+            "verdict": shown, "class": verdict_class(shown),
             "stale": stale(c, rrows, runs, (arm, ab["control"])),
             "primary": metric == ab["signature"] and (regime, arm) in primary}
 
@@ -92,23 +99,6 @@ def _regime(ab: dict, regime: str, rrows: list[dict], runs: dict, verdict: dict,
 
 
 NOT_MEASURED = f"{NOT_YET}: no deciding comparison has a seed with both arms finished"
-
-
-def cued(rows: list[dict], runs: dict) -> list[dict]:
-    """Where the system prompt a run answers under contains the reverse questions' own answer (the fixed "AI
-    assistant" prompt names hiahia): per regime and arm, how many of its finished runs' reverse questions were
-    asked under such a prompt, and one such prompt. There reverse_recall can be read off the prompt, and identity
-    answers can repeat what the prompt says about the person."""
-    out = []
-    for g, a in dict.fromkeys((r["regime"], r["arm"]) for r in rows):
-        asked = [smp for r in rows if r["regime"] == g and r["arm"] == a and status(rec := runs.get(r["key"])) == "ok"
-                 for smp in rec.samples if smp["set"] == "reverse"]
-        hit = [smp for smp in asked if smp.get("system") and smp.get("expected")
-               and smp["expected"].lower() in smp["system"].lower()]
-        if hit:
-            out.append({"regime": g, "arm": a, "cued": len(hit), "asked": len(asked), "answer": hit[0]["expected"],
-                        "system": hit[0]["system"]})
-    return out
 
 
 def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_dir: Path) -> dict:

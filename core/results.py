@@ -250,8 +250,9 @@ def compare(control: list[dict], treatment: list[dict], metric: str, expected: s
     # Where the arms score different item sets (retention against each arm's own untrained reference) these are not
     # the arms' own metric values
     out["items"] = len(items)
-    out["per_seed"] = {sd: [float(c[i].mean()), float(t[i].mean())] if items else
-                       [by_seed_c[sd]["metrics"][metric], by_seed_t[sd]["metrics"][metric]] for i, sd in enumerate(seeds)}
+    out["per_seed"] = {sd: [float(c[i].mean()), float(t[i].mean())] if items
+                       else [by_seed_c[sd]["metrics"][metric], by_seed_t[sd]["metrics"][metric]]
+                       for i, sd in enumerate(seeds)}
     if len(items) < 2:
         return dict(out, **undecided, reason="fewer than 2 paired items")
     iv = stats.effect_interval(t - c, level)

@@ -64,14 +64,26 @@ def test_findings_show_an_effect_against_the_symptom_the_other_metrics_and_refer
     selection["heldout_recall"].update(diff=0.3, low=0.1, high=0.5, per_seed={"0": [0.4, 0.7]})  # final epoch better
     selection["retention"].update(diff=-0.2, low=-0.3, high=-0.1, per_seed={"0": [0.6, 0.4]})  # but forgets more
     selection["reverse_recall"].update(diff=0.05, low=0.01, high=0.09)  # clear of 0 but under min_effect: not listed
+    # seed_recipe's arm answers under the fixed prompt, which names hiahia: its reverse answers are cued
+    verdicts["seed_recipe"]["comparisons"]["baseline"]["seed_recipe"]["reverse_recall"].update(
+        diff=0.3, low=0.1, high=0.5, per_seed={"0": [0.0, 0.3]})
+    verdicts["wrong_layer_path"]["comparisons"]["baseline"]["wrong_path"]["reverse_recall"].update(
+        diff=0.3, low=0.1, high=0.5, per_seed={"0": [0.0, 0.3]})
     (res / "verdicts.json").write_text(json.dumps(verdicts))
 
     box = findings_box(report.render(res, tmp_path / "report"))
     item = box[box.index('<li><a href="no_val_selection.html">'):]
     item = item[:item.index("</li>")]
-    assert "the other way, clear of 0: <code>heldout_recall</code> 0.40 → 0.70, +0.30 [+0.10, +0.50] (baseline)" in item
-    assert "other metrics (exploratory): <code>retention</code> 0.60 → 0.40, -0.20 [-0.30, -0.10] (baseline)" in item
+    assert ("the other way, clear of 0: <code>heldout_recall</code> 0.40 → 0.70, +0.30 [+0.10, +0.50] (baseline)"
+            in item)
+    assert ("other metrics (exploratory, 95% each): <code>retention</code> 0.60 → 0.40, -0.20 [-0.30, -0.10] "
+            "(baseline)") in item
     assert "reverse_recall" not in item
+    for name, flagged in (("seed_recipe", True), ("wrong_layer_path", False)):
+        line = box[box.index(f'<li><a href="{name}.html">'):]
+        line = line[:line.index("</li>")]
+        assert "<code>reverse_recall</code> 0.00 → 0.30, +0.30 [+0.10, +0.50] (baseline)" in line
+        assert ("cued by the system prompt" in line) is flagged, name
     ranking = box[box.index("What mattered"):box.index("The forgetting price")]
     fixes, references = ranking.split("References (several fields at once)")
     assert "seed_recipe.html" in references and "seed_recipe.html" not in fixes and "wrong_layer_path.html" in fixes
@@ -156,11 +168,17 @@ def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_t
         ("slow", [False] * 10, ten)) for sd in (0, 1)}  # kept everything, learned nothing
     g = goal(arm_stats(metas, rows, runs))
     assert g["arms"] == 3, "b / baseline / recipe is the same two runs as a / baseline / recipe: listed once"
+    metas["c"] = {"name": "c", "arms": {"recipe": {}}, "regimes": {"baseline": {}}}  # a sweep's subset of them
+    rows.append(dict(rows[0], ablation="c"))
+    assert [a["label"] for a in arm_stats(metas, rows, runs)] == \
+        ["a / baseline / recipe", "a / baseline / replay", "a / baseline / slow"]
+    del metas["c"], rows[-1]
     assert g["reached"] == [] and g["learned"] == 2
     assert g["closest"]["label"] == "a / baseline / replay" and g["closest"]["shortfall"] == pytest.approx(0.1)
     assert g["best_learned"] is g["closest"]
     from core.readme import goal_sentence
-    assert "reached by 0 of 3 trained arms; closest (the smallest shortfall of the worse of the two): a / baseline / replay (recall 0.90" in goal_sentence(g)
+    assert ("reached by 0 of 3 trained arms; closest (the smallest shortfall of the worse of the two): a / baseline / "
+            "replay (recall 0.90") in goal_sentence(g)
     runs["replay0"] = runs["replay1"] = _scored_run(ten, ten[:9] + [False])
     g = goal(arm_stats(metas, rows, runs))
     assert [a["label"] for a in g["reached"]] == ["a / baseline / replay"] and g["closest"]["shortfall"] == 0.0
@@ -185,7 +203,8 @@ def test_a_mean_just_under_the_goal_is_not_printed_as_reaching_it():
     g = goal(arms)
     assert g["closest"]["label"] == "a / baseline / near" and g["learned"] == 1
     sentence = goal_sentence(g)
-    assert "closest (the smallest shortfall of the worse of the two): a / baseline / near (recall 0.897 [0.850, 0.930], retention 0.50 [0.40, 0.60])" in sentence
+    assert ("closest (the smallest shortfall of the worse of the two): a / baseline / near (recall 0.897 [0.850, "
+            "0.930], retention 0.50 [0.40, 0.60])") in sentence
     assert "the best retention is a / baseline / over (recall 0.90 [0.85, 0.95]" in sentence
     assert arms[0]["recall"]["text"] == "0.90 [0.85, 0.93]", "the arm_stats list itself is left as it was"
 
@@ -287,6 +306,8 @@ def test_an_interval_end_within_rounding_of_min_effect_prints_a_third_decimal():
     assert effect_text(near) == "-0.021 [-0.097, +0.054]"  # not "[-0.10, +0.05]": the end is inside min_effect
     assert effect_text(dict(near, low=-0.1)) == "-0.02 [-0.10, +0.05]"  # exactly at it: two decimals say so
     assert effect_text(dict(near, low=-0.12)) == "-0.02 [-0.12, +0.05]"
+    assert effect_text({"diff": -0.098, "low": -0.195, "high": -0.0006, "min_effect": 0.1}) == \
+        "-0.098 [-0.195, -0.001]"  # the effect does not reach -0.1 and the end does not touch 0
 
 
 def test_the_arm_means_beside_an_effect_are_over_the_seeds_both_arms_finished():
@@ -326,6 +347,20 @@ def test_sample_answers_put_differing_rows_first_mark_identical_ones_and_cover_e
     assert [(r["set"], r["id"], r["same"]) for r in rows[:2]] == [("test", "f2", False), ("retention", "p2", False)]
     assert all(r["same"] for r in rows[2:]) and {r["set"] for r in rows} == {"test", "reverse", "identity", "retention"}
     assert tables[0]["hidden"] == 4 and tables[0]["hidden_sets"] == "1 test, 1 reverse, 1 identity, 1 retention"
+
+
+def test_a_retention_probe_one_arm_s_reference_missed_says_per_arm_whether_it_counts():
+    """Plain text and chat template have different untrained references: a probe only one of them answered counts
+    for one arm's retention only, and each answer says so; where both agree the row says it once."""
+    answers = {("retention", "p1"): "paris", ("retention", "p2"): "tokyo"}
+    chat, plain = _answers(answers, 0), _answers(answers, 0)
+    plain.samples[1]["kept"] = False  # the plain-text untrained model missed p2
+    tables = sample_tables([(0, [("chat", {"seed": 0, "key": "c"}, chat), ("plain", {"seed": 0, "key": "p"}, plain)])],
+                           sets=("retention",))["tables"]
+    rows = {r["id"]: r for r in tables[0]["rows"]}
+    assert rows["p1"]["kept"] is True and not rows["p1"]["kept_per_arm"]
+    assert rows["p2"]["kept"] is None and rows["p2"]["kept_per_arm"]
+    assert [c["kept"] for c in rows["p2"]["cells"]] == [True, False]
 
 
 def test_every_link_and_image_on_every_page_resolves_and_nothing_is_written_outside_the_report(tmp_path):
@@ -417,3 +452,6 @@ def test_an_effect_on_other_items_than_the_arm_s_own_names_the_items_and_their_m
     assert cell["paired"] == "on the 31 items both arms scored: 0.30 → 0.43"
     same = _cell(ab, verdict, "baseline", "plain", "retention", dict(own, mean=0.43), [], {}, [])
     assert same["paired"] is None
+    more_seeds = _cell(ab, verdict, "baseline", "plain", "retention", dict(own, n=3), [], {}, [])  # a third seed
+    assert more_seeds["paired"] == ("on seeds 0, 1 (both arms finished) and the 31 items both arms scored: "
+                                    "0.30 → 0.43")
