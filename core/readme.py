@@ -65,7 +65,7 @@ def block(results: Path = RESULTS) -> str:
         + (": " if all(done[n] == planned[n] for n in planned) else " (finished of planned): ")
         + ", ".join(f"{n} {len(planned[n])}" if done[n] == planned[n] else f"{n} {len(done[n])} of {len(planned[n])}"
                     for n in planned) + ".", "",
-        "| ablation | verdict | regimes behind it | signature metric | control -> arm (seed means) | effect [interval] "
+        "| ablation | verdict | regimes behind it | signature metric | control -> arm (means on the items both scored) | effect [interval] "
         "| smallest detectable |",
         "|---|---|---|---|---|---|---:|",
     ]
