@@ -47,6 +47,14 @@ def goal_sentence(g: dict) -> str:
                    f"{arm(g['best_learned'])}.")
 
 
+def _ranked(b: dict) -> str:
+    """One entry of findings.ranking: its size, the effect behind it and what qualifies it."""
+    notes = [b["row"]["verdict"] or "no verdict",
+             *(f"the other way: {a['effect']}, {a['where']}" for a in b["against"]),
+             *(["confounded"] if b["confounded"] else []), *([b["so_far"]] if b["so_far"] else [])]
+    return f"{b['size']:+.2f} (`{b['metric']}` {b['row']['effect']}, {b['row']['where']}; {'; '.join(notes)})"
+
+
 def block(results: Path = RESULTS) -> str:
     rows, metas, verdicts, runs = load_results(results)
     t = study_totals(rows, runs)
@@ -65,17 +73,15 @@ def block(results: Path = RESULTS) -> str:
         + (": " if all(done[n] == planned[n] for n in planned) else " (finished of planned): ")
         + ", ".join(f"{n} {len(planned[n])}" if done[n] == planned[n] else f"{n} {len(done[n])} of {len(planned[n])}"
                     for n in planned) + ".", "",
-        "| ablation | verdict | regimes behind it | signature metric | control -> arm (means on the items both scored) | effect [interval] "
-        "| smallest detectable |",
+        "| ablation | verdict | regimes behind it | signature metric | control -> arm (means on the items both scored) "
+        "| effect [interval] | smallest detectable |",
         "|---|---|---|---|---|---|---:|",
     ]
     for verdict, items in f["outcomes"].items():
         for item in items:
             where = "; ".join(f"{v}: {', '.join(w)}" for v, w in item["where"].items()) or "-"
             mde = "-" if item["mde"] is None else f"{item['mde']:.2f}"
-            shown = verdict  # a provisional look: a verdict on fewer seeds than planned says so
-            if item["seeds"] and item["planned_seeds"] and item["seeds"] < item["planned_seeds"]:
-                shown += f" (on {item['seeds']} of {item['planned_seeds']} seeds so far)"
+            shown = verdict + (f" ({item['so_far']})" if item["so_far"] else "")
             lines.append(f"| {item['name']} | {shown} | {where} | `{item['metric']}` ({item['expected'] or '-'}) | "
                          f"{item['means'] or '-'} | {item['effect'] or '-'}"
                          f"{f' ({w})' if (w := item['effect_where']) else ''} | {mde} |")
@@ -97,16 +103,10 @@ def block(results: Path = RESULTS) -> str:
     if ranked:
         lines += ["", "Ranked by effect: each ablation's largest signature effect in the direction of its symptom "
                       "(treatment - control, sign flipped where the symptom is a decrease), largest first:", ""]
-        lines += [f"{i}. {b['name']}: {b['size']:+.2f} (`{b['metric']}` {b['row']['effect']}, {b['row']['where']}; "
-                  f"{b['row']['verdict'] or 'no verdict'}"
-                  + "".join(f"; the other way: {a['effect']}, {a['where']}" for a in b["against"])
-                  + ("; confounded" if b["confounded"] else "")
-                  + (f"; on {b['row']['seeds']} of {b['row']['planned_seeds']} seeds so far" if b["partial"] else "")
-                  + ")" for i, b in enumerate(ranked, start=1)]
+        lines += [f"{i}. {b['name']}: {_ranked(b)}" for i, b in enumerate(ranked, start=1)]
     if references:
-        lines += ["", "References (several fields changed at once, so not ranked as one fix): " + "; ".join(
-            f"{b['name']} {b['size']:+.2f} (`{b['metric']}` {b['row']['effect']}, {b['row']['where']}; "
-            f"{b['row']['verdict'] or 'no verdict'})" for b in references) + "."]
+        lines += ["", "References (several fields changed at once, so not ranked as one fix): "
+                  + "; ".join(f"{b['name']} {_ranked(b)}" for b in references) + "."]
     forget = f["forgetting"]
     if forget["recipe"] and forget["recipe"]["mean"] is not None:
         r = forget["recipe"]

@@ -63,6 +63,12 @@ def _where(rows: list[dict], verdict: str | None) -> list[str]:
     return [r["where"] for r in rows if r["verdict"] == verdict]
 
 
+def so_far(seeds: int, planned: int) -> str | None:
+    """"on k of n seeds so far" where a measured effect rests on fewer seeds than the plan runs (a provisional look
+    mid-study; a `run_all --seeds N` plans N), else None."""
+    return f"on {seeds} of {planned} seeds so far" if 0 < seeds < planned else None
+
+
 def against(rows: list[dict]) -> list[dict]:
     """Deciding comparisons whose interval excludes 0 on the side opposite to the symptom: the fix's absence
     helped. A verdict of "not reproduced" says the symptom did not come back; these say what came instead."""
@@ -113,9 +119,8 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict], prompted: dict | N
             "effect_where": decisive["where"] if decisive and len(_where(rows, verdict)) > 1 else None,
             "against": against(rows),
             "side_effects": side_effects(ab, verdicts.get(name) or {}, rows, (prompted or {}).get(name, set())),
-            # a verdict resting on fewer seeds than the ablation plans (a provisional look mid-study) says so
-            "seeds": min((r["seeds"] for r in rows if r["verdict"]), default=0),
-            "planned_seeds": max((r["planned_seeds"] for r in rows if r["verdict"]), default=0),
+            "so_far": so_far(min((r["seeds"] for r in rows if r["verdict"]), default=0),
+                             max((r["planned_seeds"] for r in rows if r["verdict"]), default=0)),
             "reference": ab.get("kind") == "reference", "confounded": bool(ab.get("confounded"))})
     return out
 
@@ -132,7 +137,7 @@ def ranking(metas: dict, forest: list[dict]) -> list[dict]:
                      "expected": ab.get("expected"), "row": top, "reference": ab.get("kind") == "reference",
                      "size": top["oriented"] if top else None, "against": against(rows),
                      "confounded": bool(ab.get("confounded")),
-                     "partial": top is not None and 0 < top["seeds"] < top["planned_seeds"]})
+                     "so_far": so_far(top["seeds"], top["planned_seeds"]) if top else None})
     return sorted(best, key=lambda b: (b["size"] is None, -(b["size"] or 0.0)))
 
 
