@@ -21,8 +21,8 @@ from .ablation import ABLATIONS, Ablation, SuiteError, discover, select
 from .config import RunConfig, parse_overrides
 from .knowledge import DEFAULT_DATA, load_knowledge, load_replay
 from .record import RunRecord
-from .summary import (IN_PROGRESS, PARTIAL, is_published, link_runs, output_folder, refresh_summary,
-                      report_folder, save_summary, unfinished)
+from .summary import (link_runs, output_folder, refresh_summary, report_folder, save_summary,
+                      unfinished)
 from .results import RESULTS, clean_stale_temps, load_run, lock_path, planned_keys, try_lock, unlock, write_run
 
 # ---- plan and execution -------------------------------------------------------------------------
@@ -263,13 +263,12 @@ def _main(args) -> int:
     if args.report_only:  # verdicts follow the current code and ablation definitions
         check_results_folder(results, need_plan=True)
         clean_stale_temps(results)
-        out = results
-        if is_published(results) and (missing := unfinished(results)):
-            out = results / PARTIAL / IN_PROGRESS
+        _, out = refresh_summary(results, available)
+        if out != results:
             logging.getLogger("run_all").warning(
                 "the published study is unfinished (%d planned runs not finished yet): its verdicts are provisional "
-                "and go, with the summary and report, to %s; the published files stay as they are", len(missing), out)
-        refresh_summary(results, available, out)
+                "and go, with the summary and report, to %s; the published files stay as they are",
+                len(unfinished(results)), out)
         return _render(out, report_folder(args, out))
     declared_pairs = list(dict.fromkeys(p for ab in available.values() for p in ab.pairs))
     if args.pair is not None and args.pair not in declared_pairs:
@@ -306,18 +305,20 @@ def _main(args) -> int:
         log.info("a partial run: the published files stay as they are; plan, verdicts, summary and report go to %s",
                  out)
     start = time.perf_counter()
-    save_summary(out, chosen, plan, {}, results)  # the plan is on disk first: partial results can be rendered
+    save_summary(out, chosen, plan, {}, results)  # the plan is on disk first: unfinished results can be rendered
     records = execute(plan, knowledge, results, args.device, args.cache_dir, args.force, not args.quiet, context_of,
                       baseline, args.wait, executor)
     if out != results:
         link_runs(results, out, records)
-    summary = save_summary(out, chosen, plan, records, results)
+    summary, written = save_summary(out, chosen, plan, records, results)
+    if written != out:
+        print(f"\nthe study is unfinished: its provisional verdicts, summary and report are in {written}")
     print(f"\nfinished in {time.perf_counter() - start:.0f} s")
     for ab in chosen:
         s = summary[ab.name]
         print(f"  {ab.name:24s} {s['verdict']:15s} (regime: {s['regime'] or '-'})")
     if not args.no_report:
-        _render(out, report_folder(args, out))
+        _render(written, report_folder(args, written))
     return _final_status(plan, records, results)
 
 

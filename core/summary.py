@@ -1,7 +1,8 @@
 """The study's summary files (plan.json, verdicts.json, summary.csv) and where an invocation writes them.
 
-The published study (results/, report/) is written only by a run of the whole published plan; any other run
-writes its summary files and report into results/partial/<name>/ or into its own --results folder.
+The published study (results/, report/) is written only by a run of the whole published plan, and its verdicts,
+CSV and report only once every planned run is finished (until then they go to results/partial/in-progress/); any
+other run writes its summary files and report into results/partial/<name>/ or into its own --results folder.
 """
 from __future__ import annotations
 
@@ -36,11 +37,17 @@ def tidy_rows(plan: list[dict], records: dict[str, RunRecord]) -> list[dict]:
 
 
 def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict,
-                 runs: Path | None = None) -> dict:
-    """Merge this invocation's plan into results/plan.json and rewrite the CSV and verdicts. runs: the folder
-    whose runs/ holds the stored runs (default: results itself; a partial run's folder reads the shared one)."""
+                 runs: Path | None = None) -> tuple[dict, Path]:
+    """Merge this invocation's plan into results/plan.json and rewrite the CSV and verdicts in
+    summary_folder(results); returns the summary and that folder. runs: the folder whose runs/ holds the stored
+    runs (default: results itself; a partial run's folder reads the shared one)."""
+    runs = runs or results
     with locked(results / "plan.lock"):  # another invocation may be merging its own plan right now
-        return _save_summary(results, ablations, plan, records, runs or results)
+        rows, metas = _merge_plan(results, ablations, plan)
+        out = summary_folder(results)
+        if out != results:
+            _copy_plan(runs, out, rows, metas)
+        return _save_summary(out, rows, metas, records, runs), out
 
 
 def canonical_order(rows: list[dict], metas: dict) -> tuple[list[dict], dict]:
@@ -52,9 +59,8 @@ def canonical_order(rows: list[dict], metas: dict) -> tuple[list[dict], dict]:
     return [r for _, r in ordered], metas
 
 
-def _save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict, runs: Path) -> dict:
-    import pandas as pd
-
+def _merge_plan(results: Path, ablations: list[Ablation], plan: list[dict]) -> tuple[list[dict], dict]:
+    """results/plan.json with this invocation's ablations replaced by `plan` and their current definitions."""
     plan_file = results / "plan.json"
     old = json.loads(plan_file.read_text()) if plan_file.exists() else {"rows": [], "ablations": {}}
     names = {a.name for a in ablations}
@@ -64,6 +70,19 @@ def _save_summary(results: Path, ablations: list[Ablation], plan: list[dict], re
     metas.update({a.name: a.meta() for a in ablations})
     rows, metas = canonical_order(rows, metas)
     write_json_atomic(plan_file, {"rows": rows, "ablations": metas})
+    return rows, metas
+
+
+def _copy_plan(store: Path, out: Path, rows: list[dict], metas: dict) -> None:
+    """Make `out` a results folder of its own for the plan: its plan.json and links to the stored runs."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "plan.json", {"rows": rows, "ablations": metas})
+    link_runs(store, out, dict.fromkeys(planned_keys(rows)))
+
+
+def _save_summary(results: Path, rows: list[dict], metas: dict, records: dict, runs: Path) -> dict:
+    import pandas as pd
+
     all_records = {r["key"]: records.get(r["key"]) or load_run(runs, r["key"]) for r in rows}
     all_records = {k: v for k, v in all_records.items() if v}
     all_abs = [Ablation.from_definition(name, m) for name, m in metas.items()]
@@ -79,21 +98,21 @@ def _save_summary(results: Path, ablations: list[Ablation], plan: list[dict], re
     return summary
 
 
-def refresh_summary(results: Path, available: dict[str, Ablation], out: Path | None = None) -> dict:
+def refresh_summary(results: Path, available: dict[str, Ablation]) -> tuple[dict, Path]:
     """Recompute verdicts and the CSV from the runs stored in `results`, with the current ablation definitions,
-    into `out` (default: results itself; another folder gets the plan and hard links to the runs it names)."""
-    out = out or results
+    into summary_folder(results); returns the summary and that folder."""
     with locked(results / "plan.lock"):
         plan = json.loads((results / "plan.json").read_text())
-        metas = plan["ablations"]
+        rows, metas = plan["rows"], plan["ablations"]
         for name in metas:
             if name in available:
                 metas[name] = available[name].meta()
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "plan.json", plan)
+        out = summary_folder(results)
         if out != results:
-            link_runs(results, out, dict.fromkeys(planned_keys(plan["rows"])))
-        return _save_summary(out, [], [], {}, results)
+            _copy_plan(results, out, rows, metas)
+        else:
+            write_json_atomic(results / "plan.json", {"rows": rows, "ablations": metas})
+        return _save_summary(out, rows, metas, {}, results), out
 
 
 def unfinished(results: Path) -> list[str]:
@@ -104,11 +123,18 @@ def unfinished(results: Path) -> list[str]:
 # ---- where an invocation writes ----------------------------------------------------------------
 
 PARTIAL = "partial"  # results/partial/<name>/: plan, verdicts, summary and report of a run that is not the study
-IN_PROGRESS = "in-progress"  # results/partial/in-progress/: --report-only while the published study is unfinished
+IN_PROGRESS = "in-progress"  # results/partial/in-progress/: the published study's verdicts while it is unfinished
 
 
 def is_published(results: Path) -> bool:
     return results.resolve() == RESULTS.resolve()
+
+
+def summary_folder(results: Path) -> Path:
+    """Where the verdicts, CSV and report computed from `results` go: `results` itself, except for the published
+    study while any planned run is unfinished (being run, killed or failed): its verdicts would be provisional,
+    so they go to results/partial/in-progress/ and the published files stay as they are."""
+    return results / PARTIAL / IN_PROGRESS if is_published(results) and unfinished(results) else results
 
 
 def output_folder(args, results: Path, plan: list[dict], full_plan) -> Path:

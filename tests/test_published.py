@@ -1,4 +1,5 @@
 """The published study (results/, report/) changes only when the whole published plan runs into it (tiny study)."""
+import csv
 import json
 import re
 from pathlib import Path
@@ -129,3 +130,28 @@ def test_report_only_on_the_unfinished_published_study_writes_provisional_verdic
     assert main(["--quiet"]) == 0 and main(["--report-only"]) == 0  # finished again: the published files
     assert (study / "results" / "verdicts.json").is_file()
     assert "Provisional." not in (study / "report" / "index.html").read_text()
+
+
+def test_a_run_of_the_whole_study_that_leaves_runs_unfinished_writes_its_verdicts_beside_the_published_ones(
+        study, monkeypatch, capsys):
+    assert main(["--quiet"]) == 0
+    before = published_files(study)
+    skipped = json.loads((study / "results" / "plan.json").read_text())["rows"][0]["key"]
+    (study / "results" / "runs" / f"{skipped}.json").unlink()  # a new run to train, which this invocation won't
+    train = suite.execute
+    monkeypatch.setattr(suite, "execute", lambda plan, *rest: train([r for r in plan if r["key"] != skipped], *rest))
+    assert main(["--quiet"]) == suite.EXIT_RUNS_PENDING
+    assert published_files(study) == before  # verdicts, CSV and report of the finished study, byte for byte
+    provisional = study / "results" / "partial" / "in-progress"
+    assert "provisional verdicts, summary and report are in" in capsys.readouterr().out
+    assert "<b>Provisional.</b>" in (provisional / "report" / "index.html").read_text()
+    rows = [r for r in csv.DictReader((provisional / "summary.csv").open()) if r["key"] == skipped]
+    assert rows and {r["status"] for r in rows} == {"missing"}
+
+    monkeypatch.setattr(suite, "execute", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # killed at once
+    for name in ("verdicts.json", "summary.csv"):
+        (study / "results" / name).unlink()  # a new edition: nothing published yet
+    with pytest.raises(KeyboardInterrupt):
+        main(["--quiet"])
+    assert not (study / "results" / "verdicts.json").exists() and not (study / "results" / "summary.csv").exists()
+    assert (study / "results" / "plan.json").is_file() and (provisional / "verdicts.json").is_file()

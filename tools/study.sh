@@ -5,9 +5,12 @@
 #
 # Starts `python run_all.py --precision bf16 --no-report` (all ablations, the seeds each ablation.yaml declares; cached runs are
 # reused, so a killed study resumes where it stopped) and, every COMMIT_EVERY seconds and once at the end,
-# commits results/runs/, results/plan.json and results/PROGRESS.md (tools/study_status.py: stored / missing
-# per ablation and the time left). Only those paths are committed, so other work in the checkout is untouched.
-# Run it in a checkout of its own (a git worktree) so the code the runs record stays fixed.
+# commits results/runs/, results/plan.json, results/PROGRESS.md (tools/study_status.py: stored / missing per
+# ablation and the time left) and README.md's generated study numbers (python -m core.readme), so every commit
+# passes tests/test_readme.py. Only those paths are committed, so other work in the checkout is untouched; the
+# README is left alone while it has uncommitted edits (regenerate and commit it with them).
+# The code the runs record is fixed by their code version (core/version.py): edit no file it covers while the
+# study runs, or run it in a checkout of its own (a git worktree).
 set -u
 cd "$(dirname "$0")/.."
 LOG=${1:-../study-logs/study.log}
@@ -16,11 +19,14 @@ mkdir -p "$(dirname "$LOG")"
 
 commit_runs() {
     python tools/study_status.py --write results/PROGRESS.md > /dev/null 2>>"$LOG" || return 0
-    git add results/runs results/plan.json results/PROGRESS.md 2>>"$LOG"
+    local paths=(results/runs results/plan.json results/PROGRESS.md)
+    if git diff --quiet HEAD -- README.md 2>>"$LOG" && python -m core.readme >>"$LOG" 2>&1; then
+        paths+=(README.md)
+    fi
+    git add "${paths[@]}" 2>>"$LOG"
     local head
     head=$(head -n 5 results/PROGRESS.md | tail -n 1)
-    git commit -q -m "Second edition in progress: ${head}" -- results/runs results/plan.json results/PROGRESS.md \
-        >>"$LOG" 2>&1 || true
+    git commit -q -m "Second edition in progress: ${head}" -- "${paths[@]}" >>"$LOG" 2>&1 || true
 }
 
 echo "study started $(date -u +%FT%TZ) at $(git rev-parse --short HEAD)" >>"$LOG"
