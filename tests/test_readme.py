@@ -82,3 +82,37 @@ def test_the_agreement_block_is_regenerated_from_the_labelled_batches(tmp_path):
     block = page.read_text().split(begin, 1)[1].split(end, 1)[0].strip("\n")
     assert block == batches_markdown() and "| 1 | 100.0% |" not in block
     assert block.count("| kind | label 1 means |") == sum((f / "labels.csv").exists() for f in BATCHES)
+
+
+def test_each_ablation_readme_gets_its_verdict_and_arm_table_and_the_check_covers_it(tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results)
+    page = tmp_path / "README.md"
+    page.write_text(f"# t\n\n{readme.BEGIN}\n{readme.END}\n")
+    own = tmp_path / "ablations" / "wrong_layer_path" / "README.md"
+    own.parent.mkdir(parents=True)
+    own.write_text("# Wrong path\n\nHand-written text.\n")  # no markers yet: a Results section is appended
+    stray = tmp_path / "ablations" / "not_in_the_plan" / "README.md"
+    stray.parent.mkdir(parents=True)
+    stray.write_text("# untouched\n")
+    args = ["--results", str(results), "--readme", str(page)]
+    assert readme.main([*args, "--check"]) == 1 and str(own) in capsys.readouterr().err
+    assert readme.main(args) == 0 and readme.main([*args, "--check"]) == 0
+    text = own.read_text()
+    assert text.startswith("# Wrong path\n\nHand-written text.\n\n## Results\n\n" + readme.ABLATION_NUMBERS[0])
+    assert "Verdict: **not reproduced** (" in text and "Deciding: `heldout_recall` (decrease), wrong_path against " \
+        "correct_path." in text
+    table = text[text.index("| arm |"):]
+    assert table.startswith("| arm | `heldout_recall` | `identity_hallucination` | `retention` | `reverse_recall` |")
+    assert "| `correct_path` (control) | " in table and "| `wrong_path` | " in table
+    wrong = next(line for line in table.splitlines() if line.startswith("| `wrong_path`"))
+    assert "<br>" in wrong.split(" | ")[1] and "**not reproduced**" in wrong.split(" | ")[1]  # deciding: verdict
+    assert "**" not in " | ".join(wrong.split(" | ")[2:])  # the other metrics: effects, no verdict
+    assert stray.read_text() == "# untouched\n"
+
+    verdicts = json.loads((results / "verdicts.json").read_text())
+    verdicts["wrong_layer_path"]["verdict"] = "reproduced"
+    (results / "verdicts.json").write_text(json.dumps(verdicts))
+    assert readme.main([*args, "--check"]) == 1 and str(own) in capsys.readouterr().err
+    assert readme.main(args) == 0 and "Verdict: **reproduced** (" in own.read_text()
+    assert own.read_text().count(readme.ABLATION_NUMBERS[0]) == 1  # replaced, not appended again

@@ -6,9 +6,10 @@
 # Starts `python run_all.py --precision bf16 --no-report` (all ablations, the seeds each ablation.yaml declares; cached runs are
 # reused, so a killed study resumes where it stopped) and, every COMMIT_EVERY seconds and once at the end,
 # commits results/runs/, results/plan.json, results/PROGRESS.md (tools/study_status.py: stored / missing per
-# ablation and the time left) and README.md's generated study numbers (python -m core.readme), so every commit
-# passes tests/test_readme.py. Only those paths are committed, so other work in the checkout is untouched; the
-# README is left alone while it has uncommitted edits (regenerate and commit it with them).
+# ablation and the time left) and the study numbers python -m core.readme generates in README.md and
+# ablations/*/README.md, so every commit passes tests/test_readme.py. Only those paths are committed, so other
+# work in the checkout is untouched; the READMEs are left alone while any has uncommitted edits (regenerate and
+# commit them with those).
 # The code the runs record is fixed by their code version (core/version.py): edit no file it covers while the
 # study runs, or run it in a checkout of its own (a git worktree).
 set -u
@@ -19,9 +20,9 @@ mkdir -p "$(dirname "$LOG")"
 
 commit_runs() {
     python tools/study_status.py --write results/PROGRESS.md > /dev/null 2>>"$LOG" || return 0
-    local paths=(results/runs results/plan.json results/PROGRESS.md)
-    if git diff --quiet HEAD -- README.md 2>>"$LOG" && python -m core.readme >>"$LOG" 2>&1; then
-        paths+=(README.md)
+    local paths=(results/runs results/plan.json results/PROGRESS.md) pages=(README.md ablations/*/README.md)
+    if git diff --quiet HEAD -- "${pages[@]}" 2>>"$LOG" && python -m core.readme >>"$LOG" 2>&1; then
+        paths+=("${pages[@]}")
     fi
     git add "${paths[@]}" 2>>"$LOG"
     local head
