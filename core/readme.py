@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 from .agreement import batches_markdown
-from .report_data import (ablation_verdict, arm_stat, comparison, effect_text, load_results, measured_verdict,
-                          primary_comparisons, status, study_totals)
+from .metrics import METRICS
+from .report_data import (CUED_METRICS, ablation_verdict, arm_stat, comparison, cued, effect_text, load_results,
+                          measured_verdict, oriented, primary_comparisons, status, study_totals)
 from .report_findings import NOT_COMPUTED, findings
 from .results import RESULTS, write_atomic
 
@@ -125,42 +126,69 @@ def block(results: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
+def _header(metric: str) -> str:
+    """A table column: the metric with the direction that is better (higher or lower)."""
+    m = METRICS.get(metric.split("@")[0])
+    return f"`{metric}`" + ("" if m is None else " ↑" if m.higher_is_better else " ↓")
+
+
 def ablation_block(ab: dict, rows: list[dict], runs: dict, verdict: dict) -> str:
-    """An ablation's numbers for its own README: the verdict, and per regime a table of every arm's mean
-    [interval] on the signature and reported metrics, each treated arm with its difference from the control."""
-    name, control = ab["name"], ab["control"]
-    metrics = [ab["signature"], *[m for m in ab.get("also") or [] if m != ab["signature"]]]
+    """An ablation's numbers for its own README: the verdict and how it is decided, and per regime a table of
+    every arm's mean [interval] on the signature and reported metrics; once verdicts are computed, each treated
+    arm's paired difference from the control, the deciding ones with their verdict and smallest detectable
+    effect, marked where they went the other way; values a fixed prompt naming the person can give away, marked."""
+    name, control, signature = ab["name"], ab["control"], ab["signature"]
+    metrics = [signature, *[m for m in ab.get("also") or [] if m != signature]]
+    regimes = list(ab.get("regimes") or {"baseline": {}})
     primary, _ = primary_comparisons(ab, verdict)
+    levels = sorted({c["level"] for g, a in primary if (c := comparison(verdict, g, a, signature)) and c.get("level")})
+    level = f" (each interval at the {levels[0]:.2%} level: Bonferroni over {len(primary)})" if len(levels) == 1 \
+        and len(primary) > 1 else ""
+    arms = list(dict.fromkeys(a for _, a in primary))
+    deciding = ", ".join(f"{a} against {control}" + (
+        "" if len(regimes) == 1 else " in every regime" if all((g, a) in primary for g in regimes) else
+        f" ({', '.join(g for g, b in primary if b == a)})") for a in arms)
+    if len(primary) > 1:
+        deciding += "; the ablation is reproduced if any of these comparisons is, not reproduced only if all are"
+    expected = f"expected to {ab['expected']} by at least {ab.get('min_effect', 0.1)}" if ab.get("expected") else \
+        "either direction"
     shown = ablation_verdict(ab, verdict)
-    deciding = ", ".join(f"{a} against {control}" + (f" ({g})" if len(ab.get("regimes") or {}) > 1 else "")
-                         for g, a in primary)
     lines = [f"Generated from the committed `results/` by `python -m core.readme`; the report's page "
-             f"(`report/{name}.html`) adds curves, per-seed values and sample answers.", ""]
-    if shown:
-        lines.append(f"Verdict: **{shown}** ({verdict.get('statement') or shown}). Deciding: `{ab['signature']}` "
-                     f"({ab.get('expected') or 'any change'}), {deciding}.")
-    else:
-        lines.append(f"Verdict: {NOT_COMPUTED} (computed once, from the complete study). Deciding: "
-                     f"`{ab['signature']}` ({ab.get('expected') or 'any change'}), {deciding}.")
-    lines += ["", "Each cell: the arm's mean over its finished seeds and items, with a 95% interval; below it, a "
-                  "treated arm's difference from the control on the seeds both finished and the items both scored, "
-                  "with the comparison's interval (the deciding ones at their corrected level) and, on the "
-                  "signature metric, its verdict."]
-    for regime in ab.get("regimes") or {"baseline": {}}:
+             f"(`report/{name}.html`) adds curves, per-seed values and sample answers. ↑: higher is better, "
+             f"↓: lower is better (the metrics: the main README, What is measured).", "",
+             (f"Verdict: **{shown}** ({verdict.get('statement') or shown})." if shown else
+              f"Verdict: {NOT_COMPUTED}: verdicts are computed once every planned run of the whole study (all "
+              f"ablations) is finished; `python run_all.py --precision bf16 --report-only` writes provisional ones "
+              f"into `results/partial/in-progress/`.")
+             + f" Deciding: `{signature}` {expected}, {deciding}{level}.", "",
+             "Each cell: the arm's mean over its finished seeds and items with a 95% interval (a description, not a "
+             "test)." + (" Below it, a treated arm's difference from the control, paired by seed and item (on the "
+                         "seeds both finished and the items both scored), with its interval; on a deciding "
+                         "comparison also its verdict and smallest detectable effect (mde)." if verdict else
+                         " The paired differences from the control, which decide, appear with the verdicts.")]
+    prompted = {(c["regime"], c["arm"]) for c in cued(rows, runs)}
+    for regime in regimes:
         rrows = [r for r in rows if r["regime"] == regime]
         seeds = sorted({r["seed"] for r in rrows})
         done = [sd for sd in seeds if all(status(runs.get(r["key"])) == "ok" for r in rrows if r["seed"] == sd)]
-        lines += ["", f"Regime `{regime}`: {len(done)} of {len(seeds)} seeds finished.", "",
-                  "| arm | " + " | ".join(f"`{m}`" for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        count = f"{len(done)} of {len(seeds)} seeds finished" + (f" ({', '.join(map(str, done))})" if done else "")
+        lines += ["", f"Regime `{regime}`: {count}." if len(regimes) > 1 else f"Seeds: {count}.", "",
+                  "| arm | " + " | ".join(_header(m) for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
         for arm in ab["arms"]:
             cells = []
             for m in metrics:
                 stat = arm_stat([r for r in rrows if r["arm"] == arm], runs, m)
                 cell = stat["text"] or f"- ({stat['reason']})"
+                if m.split("@")[0] in CUED_METRICS and (regime, arm) in prompted and stat["text"]:
+                    cell += " (cued by the system prompt)"
                 cmp = None if arm == control else comparison(verdict, regime, arm, m)
                 if effect := effect_text(cmp):
-                    decided = measured_verdict(cmp) if m == ab["signature"] and (regime, arm) in primary else None
-                    cell += f"<br>{effect}" + (f" **{decided}**" if decided else "")
+                    cell += f"<br>{effect}"
+                    if m == signature and (regime, arm) in primary and (decided := measured_verdict(cmp)):
+                        cell += f" **{decided}**" + (f", mde {cmp['mde']:.2f}" if cmp.get("mde") is not None else "")
+                        if (o := oriented(cmp, ab.get("expected"))) is not None and o < 0 and \
+                                (cmp["high"] < 0 if ab.get("expected") == "increase" else cmp["low"] > 0):
+                            cell += " (the other way)"
                 cells.append(cell)
             lines.append(f"| `{arm}`{' (control)' if arm == control else ''} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

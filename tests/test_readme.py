@@ -100,10 +100,11 @@ def test_each_ablation_readme_gets_its_verdict_and_arm_table_and_the_check_cover
     assert readme.main(args) == 0 and readme.main([*args, "--check"]) == 0
     text = own.read_text()
     assert text.startswith("# Wrong path\n\nHand-written text.\n\n## Results\n\n" + readme.ABLATION_NUMBERS[0])
-    assert "Verdict: **not reproduced** (" in text and "Deciding: `heldout_recall` (decrease), wrong_path against " \
-        "correct_path." in text
+    assert "Verdict: **not reproduced** (" in text and "Deciding: `heldout_recall` expected to decrease by at least " \
+        "0.1, wrong_path against correct_path." in text
     table = text[text.index("| arm |"):]
-    assert table.startswith("| arm | `heldout_recall` | `identity_hallucination` | `retention` | `reverse_recall` |")
+    assert table.startswith("| arm | `heldout_recall` ↑ | `identity_hallucination` ↓ | `retention` ↑ | "
+                            "`reverse_recall` ↑ |")
     assert "| `correct_path` (control) | " in table and "| `wrong_path` | " in table
     wrong = next(line for line in table.splitlines() if line.startswith("| `wrong_path`"))
     assert "<br>" in wrong.split(" | ")[1] and "**not reproduced**" in wrong.split(" | ")[1]  # deciding: verdict
@@ -112,7 +113,10 @@ def test_each_ablation_readme_gets_its_verdict_and_arm_table_and_the_check_cover
 
     verdicts = json.loads((results / "verdicts.json").read_text())
     verdicts["wrong_layer_path"]["verdict"] = "reproduced"
+    cmp = verdicts["wrong_layer_path"]["comparisons"]["baseline"]["wrong_path"]["heldout_recall"]
+    cmp.update(diff=0.3, low=0.2, high=0.4)  # the symptom is a decrease: a clear increase went the other way
     (results / "verdicts.json").write_text(json.dumps(verdicts))
     assert readme.main([*args, "--check"]) == 1 and str(own) in capsys.readouterr().err
     assert readme.main(args) == 0 and "Verdict: **reproduced** (" in own.read_text()
+    assert "+0.30 [+0.20, +0.40] **" in own.read_text() and "(the other way)" in own.read_text()
     assert own.read_text().count(readme.ABLATION_NUMBERS[0]) == 1  # replaced, not appended again
