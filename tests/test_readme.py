@@ -120,3 +120,16 @@ def test_each_ablation_readme_gets_its_verdict_and_arm_table_and_the_check_cover
     assert readme.main(args) == 0 and "Verdict: **reproduced** (" in own.read_text()
     assert "+0.30 [+0.20, +0.40] **" in own.read_text() and "(the other way)" in own.read_text()
     assert own.read_text().count(readme.ABLATION_NUMBERS[0]) == 1  # replaced, not appended again
+
+
+def test_a_selection_ablation_s_page_says_per_regime_whether_validation_loss_turned_up():
+    from core.report_data import load_results
+
+    rows, metas, verdicts, runs = load_results(FIXTURE)
+    text = readme.ablation_block(metas["no_val_selection"], [r for r in rows if r["ablation"] == "no_val_selection"],
+                                 runs, verdicts["no_val_selection"])
+    heads = [line for line in text.splitlines() if line.startswith(("Regime", "Seeds"))]
+    assert heads and all("Validation loss turned up (lowest before the last epoch) in " in h for h in heads)
+    assert "Validation loss" not in readme.ablation_block(
+        metas["wrong_layer_path"], [r for r in rows if r["ablation"] == "wrong_layer_path"], runs,
+        verdicts["wrong_layer_path"])
