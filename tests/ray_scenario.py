@@ -155,7 +155,9 @@ def two_node(work: Path, env: dict) -> dict:
 def kill_worker(work: Path, env: dict) -> dict:
     """--jobs 1: the first training's worker is killed once (Ray retries it), the second's on every try."""
     results = work / "results"
-    args = ["--only", "debate_augmentation", "--seeds", "1", "--set", "epochs=20", *TINY, "--results", str(results),
+    # 150 epochs of the tiny model last several seconds, so a kill 1.5 s into a training lands inside it (at 20
+    # epochs a fast CPU finished the first training before the kill, which then hit the second)
+    args = ["--only", "debate_augmentation", "--seeds", "1", "--set", "epochs=150", *TINY, "--results", str(results),
             "--jobs", "1"]
     driver = start_driver(args, env, work / "driver.log")
     killed: list[int] = []
