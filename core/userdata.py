@@ -16,9 +16,9 @@ from .scoring import normalise
 
 DEFAULTS = DEFAULT_DATA.parent / "defaults.yaml"  # the person-specific sections, written with {name}
 # what the study measured: held-out recall by the number of training wordings per fact (paraphrase_count's arms
-# p1, p2, p4, mean over seeds), 31 facts. First edition (commit 13ebaff) until the second edition's paraphrase_count
-# is complete; tests/test_readme.py then requires these to equal the published results.
-RECALL_BY_WORDINGS = {1: 0.70, 2: 0.90, 4: 0.92}
+# p1, p2, p4, mean over 5 seeds), 31 facts, second edition; tests/test_readme.py requires these to equal the
+# published results.
+RECALL_BY_WORDINGS = {1: 0.64, 2: 0.81, 4: 0.87}
 ADVISED_FACTS = 5
 ADVISED_QUESTIONS = 2
 OPTIONAL_SECTIONS = ("identity", "identity_probes", "debate", "system_prompts", "retention_probes")
