@@ -7,7 +7,9 @@
 # reused, so a killed study resumes where it stopped) and, every COMMIT_EVERY seconds and once at the end,
 # commits results/runs/, results/plan.json, results/PROGRESS.md (tools/study_status.py: stored / missing per
 # ablation and the time left) and the study numbers python -m core.readme generates in README.md and
-# ablations/*/README.md, so every commit passes tests/test_readme.py. Only those paths are committed, so other
+# ablations/*/README.md, so every commit passes tests/test_readme.py. Once every planned run is stored, run_all
+# writes the published results/verdicts.json and summary.csv; those are committed with the READMEs that quote
+# them, and report/ is rendered (run_all.py --report-only) and committed at the end. Only those paths are committed, so other
 # work in the checkout is untouched; the READMEs are left alone while any has uncommitted edits (regenerate and
 # commit them with those).
 # The code the runs record is fixed by their code version (core/version.py): edit no file it covers while the
@@ -20,14 +22,17 @@ mkdir -p "$(dirname "$LOG")"
 
 commit_runs() {
     python tools/study_status.py --write results/PROGRESS.md > /dev/null 2>>"$LOG" || return 0
-    local paths=(results/runs results/plan.json results/PROGRESS.md) pages=(README.md ablations/*/README.md)
+    local paths=(results/runs results/plan.json results/PROGRESS.md) pages=(README.md ablations/*/README.md) f
+    # the published summary files exist only once the study is complete (before, they go to results/partial/)
+    for f in results/verdicts.json results/summary.csv; do [ -e "$f" ] && paths+=("$f"); done
+    [ "${1:-}" = report ] && [ -e report/index.html ] && paths+=(report)
     if git diff --quiet HEAD -- "${pages[@]}" 2>>"$LOG" && python -m core.readme >>"$LOG" 2>&1; then
         paths+=("${pages[@]}")
     fi
     git add "${paths[@]}" 2>>"$LOG"
     local head
     head=$(head -n 5 results/PROGRESS.md | tail -n 1)
-    git commit -q -m "Second edition in progress: ${head}" -- "${paths[@]}" >>"$LOG" 2>&1 || true
+    git commit -q -m "Study: ${head}" -- "${paths[@]}" >>"$LOG" 2>&1 || true
 }
 
 echo "study started $(date -u +%FT%TZ) at $(git rev-parse --short HEAD)" >>"$LOG"
@@ -42,6 +47,12 @@ while kill -0 "$pid" 2>/dev/null; do
 done
 wait "$pid"
 status=$?
-commit_runs
+# a complete study: render the published report from the stored runs and commit it with them
+if [ "$status" = 0 ] && python tools/study_status.py --check >>"$LOG" 2>&1 \
+        && python run_all.py --precision bf16 --report-only >>"$LOG" 2>&1; then
+    commit_runs report
+else
+    commit_runs
+fi
 echo "study ended $(date -u +%FT%TZ) with exit status $status" >>"$LOG"
 exit "$status"
