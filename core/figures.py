@@ -247,7 +247,7 @@ SHARED = "shared by several ablations"
 
 def frontier_figure(rows: list[dict], runs: dict, path: Path) -> str | None:
     """Every finished trained run on held-out recall against retention, coloured by ablation: how close any
-    recipe comes to the corner the brief asks for (retention >= 0.9 at recall >= 0.9)."""
+    recipe comes to the corner the study aims for (retention >= 0.9 at recall >= 0.9)."""
     points, users = {}, {}
     for r in rows:
         rec = runs.get(r["key"])

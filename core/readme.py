@@ -6,7 +6,7 @@
 The block holds what the report's header and findings box say, in markdown: how many runs and trainings,
 their summed time, the seeds per ablation, per ablation the verdict, the regimes behind it, the signature
 metric's control and treated means, the effect with its interval and the smallest detectable effect, the
-ablations ranked by effect size, the forgetting price, and how close any arm comes to the brief's goal. A test
+ablations ranked by effect size, the forgetting price, and how close any arm comes to the study's target. A test
 keeps it equal to the committed results, so README and report cannot disagree. A second block holds the
 scorers' agreement with each labelled batch of answers (core.agreement), kept equal to the labels the same way.
 Each ablation's own README (ablations/<name>/README.md) gets its numbers the same way: its verdict and, per
@@ -109,7 +109,8 @@ def block(results: Path = RESULTS) -> str:
     references = [b for b in f["ranking"] if b["row"] and b["reference"]]
     if ranked:
         lines += ["", "Ranked by effect: each ablation's largest signature effect in the direction of its symptom "
-                      "(treatment - control, sign flipped where the symptom is a decrease), largest first:", ""]
+                      "(treatment - control, sign flipped where the symptom is a decrease), largest first; a negative "
+                      "size means the fix's absence helped:", ""]
         lines += [f"{i}. {b['name']}: {_ranked(b)}" for i, b in enumerate(ranked, start=1)]
     if references:
         lines += ["", "References (several fields changed at once, so not ranked as one fix): "

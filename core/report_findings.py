@@ -1,7 +1,7 @@
 """The answer at the top of the report, generated from verdicts.json and the stored runs (never written by hand):
 what reproduced and under which regimes, what did not, the fixes ranked by their signature effect, the
 forgetting price (retention of the trained arms against the untrained model), and how close any arm comes to the
-brief's goal (retention >= 0.9 at held-out recall >= 0.9).
+study's target (retention >= 0.9 at held-out recall >= 0.9).
 """
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ def _recipe_rows(metas: dict, rows: list[dict]) -> list[dict]:
     return out
 
 
-GOAL = 0.9  # the brief: retention >= 0.9 at heldout_recall >= 0.9
+GOAL = 0.9  # the study's target: retention >= 0.9 at heldout_recall >= 0.9
 
 
 def trained_arms(metas: dict, rows: list[dict], runs: dict | None = None):
@@ -214,7 +214,7 @@ def _against_goal(stat: dict) -> dict:
 
 
 def goal(arms: list[dict]) -> dict:
-    """How close any trained arm (arm_stats) comes to the brief's goal, on its means over seeds: which arms reach both
+    """How close any trained arm (arm_stats) comes to the study's target, on its means over seeds: which arms reach both
     retention and held-out recall >= GOAL, the closest one (smallest shortfall on the worse of the two), and the
     best retention among the arms that learned the facts (recall >= GOAL)."""
     arms = [dict(a, recall=_against_goal(a["recall"]), retention=_against_goal(a["retention"]),

@@ -230,7 +230,8 @@ def test_first_edition_runs_without_the_newer_fields_still_load_and_render(tmp_p
     html = site(report.render(first, tmp_path / "report"))
     assert "not recorded (runs stored before records had a model card)" in html
     assert "Dotted line: the epoch with the lowest validation loss" in html and "Confound." in html
-    assert ("The brief's goal, retention &ge; 0.9 at held-out recall &ge; 0.9 (arm means): reached by <b>0</b> of 8 "
+    assert ("The study's target, retention &ge; 0.9 at held-out recall &ge; 0.9 (learn the facts and keep what the "
+            "model knew; arm means): reached by <b>0</b> of 8 "
             "trained arms.\nClosest (the smallest shortfall of the worse of the two): no_val_selection / overfit / best_by_validation, recall 0.99 [0.85, 1.00], "
             "retention 0.38 [0.24, 0.55].") in html
 
