@@ -8,6 +8,10 @@ from pathlib import Path
 
 from .models import EMBEDDED, TINY
 
+# what the study measured for the recipe `hiahia train` uses (self_replay's arms, mean over 5 seeds, 31 facts,
+# second edition); tests/test_readme.py requires these to equal the published results.
+RECIPE_MEASURED = {"heldout_recall": 0.89, "retention": 0.68, "retention_without_replay": 0.28}
+
 
 def plot_curve(history: list[dict], selected_epoch: int, path: Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: no global backend state
@@ -104,8 +108,8 @@ Greedy answers of at most {cfg['max_new_tokens']} tokens under the model's defau
 | retention: general-knowledge probes the untrained model answered correctly, still correct | - | {_frac(m['retention'])} |
 | all general-knowledge probes answered correctly | {_frac(m['retention_raw_before'])} | {_frac(m['retention_raw'])} |
 {no_test}
-The study measured, with 31 facts of four training questions each: held-out recall 0.92 and retention 0.60
-with this recipe (0.37 without self-replay).
+The study measured, with 31 facts of four training questions each: held-out recall {RECIPE_MEASURED['heldout_recall']:.2f} and
+retention {RECIPE_MEASURED['retention']:.2f} with this recipe ({RECIPE_MEASURED['retention_without_replay']:.2f} without self-replay).
 
 ![training curve](training_curve.png)
 
