@@ -51,40 +51,39 @@ def test_the_block_ranks_the_ablations_by_effect_and_names_the_arm_closest_to_th
     assert "reached by 0 of 8 trained arms; closest (the smallest shortfall of the worse of the two): no_val_selection / overfit / best_by_validation" in text
 
 
-def test_the_numbers_hiahia_quotes_to_users_are_the_published_study_s_once_it_has_them():
-    """core/userdata.RECALL_BY_WORDINGS (the init template, the few-wordings warning) against paraphrase_count's
-    arms in the committed results: equal once every planned run of those arms is stored."""
+def _published_means(ablation: str, metric_by_name: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """{name: (arm, metric)} -> {name: that arm's mean in the committed results, to 2 decimals}; skips the test
+    until every planned run of those arms is stored (an edition being run)."""
     import pytest
 
     from core.report_data import arm_stat, load_results, status
-    from core.userdata import RECALL_BY_WORDINGS
 
     rows, _, _, runs = load_results(readme.RESULTS)
-    arms = {n: [r for r in rows if r["ablation"] == "paraphrase_count" and r["arm"] == f"p{n}"]
-            for n in RECALL_BY_WORDINGS}
+    arms = {arm: [r for r in rows if r["ablation"] == ablation and r["arm"] == arm]
+            for arm, _ in metric_by_name.values()}
     if not all(arms.values()) or any(status(runs.get(r["key"])) != "ok" for a in arms.values() for r in a):
-        pytest.skip("paraphrase_count is not complete in results/ yet (the second edition is running)")
-    measured = {n: round(arm_stat(a, runs, "heldout_recall")["mean"], 2) for n, a in arms.items()}
+        pytest.skip(f"{ablation} is not complete in results/ yet (an edition is being run)")
+    return {name: round(arm_stat(arms[arm], runs, metric)["mean"], 2) for name, (arm, metric) in metric_by_name.items()}
+
+
+def test_the_numbers_hiahia_quotes_to_users_are_the_published_study_s_once_it_has_them():
+    """core/userdata.RECALL_BY_WORDINGS (the init template, the few-wordings warning) against paraphrase_count's
+    arms in the committed results."""
+    from core.userdata import RECALL_BY_WORDINGS
+
+    measured = _published_means("paraphrase_count", {n: (f"p{n}", "heldout_recall") for n in RECALL_BY_WORDINGS})
     assert RECALL_BY_WORDINGS == measured, "update core/userdata.RECALL_BY_WORDINGS from the published study"
 
 
 def test_the_recipe_figures_the_model_card_quotes_are_the_published_study():
     """core/card.RECIPE_MEASURED (every `hiahia train` model card quotes it) against self_replay's arms in the
-    committed results: equal once every planned run of that ablation is stored."""
-    import pytest
-
+    committed results."""
     from core.card import RECIPE_MEASURED
-    from core.report_data import arm_stat, load_results, status
 
-    rows, _, _, runs = load_results(readme.RESULTS)
-    arms = {a: [r for r in rows if r["ablation"] == "self_replay" and r["arm"] == a] for a in ("self_replay", "no_replay")}
-    if not all(arms.values()) or any(status(runs.get(r["key"])) != "ok" for a in arms.values() for r in a):
-        pytest.skip("self_replay is not complete in results/ yet")
-    measured = {"heldout_recall": arm_stat(arms["self_replay"], runs, "heldout_recall")["mean"],
-                "retention": arm_stat(arms["self_replay"], runs, "retention")["mean"],
-                "retention_without_replay": arm_stat(arms["no_replay"], runs, "retention")["mean"]}
-    assert RECIPE_MEASURED == {k: round(v, 2) for k, v in measured.items()}, \
-        "update core/card.RECIPE_MEASURED from the published study"
+    measured = _published_means("self_replay", {"heldout_recall": ("self_replay", "heldout_recall"),
+                                                "retention": ("self_replay", "retention"),
+                                                "retention_without_replay": ("no_replay", "retention")})
+    assert RECIPE_MEASURED == measured, "update core/card.RECIPE_MEASURED from the published study"
 
 
 def test_the_agreement_block_is_regenerated_from_the_labelled_batches(tmp_path):
