@@ -21,8 +21,7 @@ from .ablation import ABLATIONS, Ablation, SuiteError, discover, select
 from .config import RunConfig, parse_overrides
 from .knowledge import DEFAULT_DATA, load_knowledge, load_replay
 from .record import RunRecord
-from .summary import (link_runs, output_folder, refresh_summary, report_folder, save_summary,
-                      unfinished)
+from .summary import link_runs, output_folder, refresh_summary, report_folder, save_summary
 from .results import RESULTS, clean_stale_temps, load_run, lock_path, planned_keys, try_lock, unlock, write_run
 
 # ---- plan and execution -------------------------------------------------------------------------
@@ -263,13 +262,13 @@ def _main(args) -> int:
     if args.report_only:  # verdicts follow the current code and ablation definitions
         check_results_folder(results, need_plan=True)
         clean_stale_temps(results)
-        _, out = refresh_summary(results, available)
-        if out != results:
+        saved = refresh_summary(results, available)
+        if saved.missing:
             logging.getLogger("run_all").warning(
                 "the published study is unfinished (%d planned runs not finished yet): its verdicts are provisional "
                 "and go, with the summary and report, to %s; the published files stay as they are",
-                len(unfinished(results)), out)
-        return _render(out, report_folder(args, out))
+                len(saved.missing), saved.folder)
+        return _render(saved.folder, report_folder(args, saved.folder))
     declared_pairs = list(dict.fromkeys(p for ab in available.values() for p in ab.pairs))
     if args.pair is not None and args.pair not in declared_pairs:
         raise SuiteError(f"unknown --pair {args.pair!r}; valid: {', '.join(declared_pairs)}")
@@ -310,7 +309,7 @@ def _main(args) -> int:
                       baseline, args.wait, executor)
     if out != results:
         link_runs(results, out, records)
-    summary, written = save_summary(out, chosen, plan, records, results)
+    summary, written, _ = save_summary(out, chosen, plan, records, results)
     if written != out:
         print(f"\nthe study is unfinished: its provisional verdicts, summary and report are in {written}")
     print(f"\nfinished in {time.perf_counter() - start:.0f} s")

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from . import metrics
 from .ablation import Ablation, listing_order
@@ -36,18 +37,23 @@ def tidy_rows(plan: list[dict], records: dict[str, RunRecord]) -> list[dict]:
     return rows
 
 
+class Saved(NamedTuple):
+    """What save_summary / refresh_summary wrote: the verdicts, the folder they went to, and the planned run keys
+    that had no finished run (for the published study: its verdicts are provisional while any is missing)."""
+    summary: dict
+    folder: Path
+    missing: list[str]
+
+
 def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict,
-                 runs: Path | None = None) -> tuple[dict, Path]:
-    """Merge this invocation's plan into results/plan.json and rewrite the CSV and verdicts in
-    summary_folder(results); returns the summary and that folder. runs: the folder whose runs/ holds the stored
-    runs (default: results itself; a partial run's folder reads the shared one)."""
+                 runs: Path | None = None) -> Saved:
+    """Merge this invocation's plan into results/plan.json and rewrite the CSV and verdicts (see _summarise for
+    where). runs: the folder whose runs/ holds the stored runs (default: results itself; a partial run's folder
+    reads the shared one)."""
     runs = runs or results
     with locked(results / "plan.lock"):  # another invocation may be merging its own plan right now
         rows, metas = _merge_plan(results, ablations, plan)
-        out = summary_folder(results)
-        if out != results:
-            _copy_plan(runs, out, rows, metas)
-        return _save_summary(out, rows, metas, records, runs), out
+        return _summarise(results, rows, metas, records, runs)
 
 
 def canonical_order(rows: list[dict], metas: dict) -> tuple[list[dict], dict]:
@@ -80,11 +86,23 @@ def _copy_plan(store: Path, out: Path, rows: list[dict], metas: dict) -> None:
     link_runs(store, out, dict.fromkeys(planned_keys(rows)))
 
 
-def _save_summary(results: Path, rows: list[dict], metas: dict, records: dict, runs: Path) -> dict:
+def _summarise(results: Path, rows: list[dict], metas: dict, records: dict, runs: Path) -> Saved:
+    """Verdicts and CSV of the plan `rows`, from this invocation's `records` or else the runs stored in `runs`, each
+    read once. They go to `results` itself, except for the published study while any planned run (trained or
+    untrained reference) is unfinished (being run, killed or failed): its verdicts would be provisional, so they go,
+    with the plan and links to the stored runs, to results/partial/in-progress/ and the published files stay as
+    they are."""
+    stored = {k: records.get(k) or load_run(runs, k) for k in planned_keys(rows)}
+    missing = [k for k, rec in stored.items() if not (rec and rec.ok)] if is_published(results) else []
+    out = results / PARTIAL / IN_PROGRESS if missing else results
+    if out != results:
+        _copy_plan(runs, out, rows, metas)
+    return Saved(_save_summary(out, rows, metas, {k: v for k, v in stored.items() if v}), out, missing)
+
+
+def _save_summary(results: Path, rows: list[dict], metas: dict, all_records: dict[str, RunRecord]) -> dict:
     import pandas as pd
 
-    all_records = {r["key"]: records.get(r["key"]) or load_run(runs, r["key"]) for r in rows}
-    all_records = {k: v for k, v in all_records.items() if v}
     all_abs = [Ablation.from_definition(name, m) for name, m in metas.items()]
     v = verdicts(all_abs, rows, all_records)
     summary = {}
@@ -98,26 +116,19 @@ def _save_summary(results: Path, rows: list[dict], metas: dict, records: dict, r
     return summary
 
 
-def refresh_summary(results: Path, available: dict[str, Ablation]) -> tuple[dict, Path]:
-    """Recompute verdicts and the CSV from the runs stored in `results`, with the current ablation definitions,
-    into summary_folder(results); returns the summary and that folder."""
+def refresh_summary(results: Path, available: dict[str, Ablation]) -> Saved:
+    """Recompute verdicts and the CSV from the runs stored in `results`, with the current ablation definitions
+    (see _summarise for where; results/plan.json takes the definitions only when the verdicts go beside it)."""
     with locked(results / "plan.lock"):
         plan = json.loads((results / "plan.json").read_text())
         rows, metas = plan["rows"], plan["ablations"]
         for name in metas:
             if name in available:
                 metas[name] = available[name].meta()
-        out = summary_folder(results)
-        if out != results:
-            _copy_plan(results, out, rows, metas)
-        else:
+        saved = _summarise(results, rows, metas, {}, results)
+        if saved.folder == results:
             write_json_atomic(results / "plan.json", {"rows": rows, "ablations": metas})
-        return _save_summary(out, rows, metas, {}, results), out
-
-
-def unfinished(results: Path) -> list[str]:
-    """The run keys results/plan.json names that have no finished (ok) run stored."""
-    return [k for k in planned_keys(_published_rows(results) or []) if not ((run := load_run(results, k)) and run.ok)]
+        return saved
 
 
 # ---- where an invocation writes ----------------------------------------------------------------
@@ -128,13 +139,6 @@ IN_PROGRESS = "in-progress"  # results/partial/in-progress/: the published study
 
 def is_published(results: Path) -> bool:
     return results.resolve() == RESULTS.resolve()
-
-
-def summary_folder(results: Path) -> Path:
-    """Where the verdicts, CSV and report computed from `results` go: `results` itself, except for the published
-    study while any planned run is unfinished (being run, killed or failed): its verdicts would be provisional,
-    so they go to results/partial/in-progress/ and the published files stay as they are."""
-    return results / PARTIAL / IN_PROGRESS if is_published(results) and unfinished(results) else results
 
 
 def output_folder(args, results: Path, plan: list[dict], full_plan) -> Path:
