@@ -6,16 +6,16 @@
 
 Three measurements, all fp32 on the CPU, with the same model, data, LoRA, batch size, steps and seed:
 
-1. Training. The baseline's training examples (core.data.build_train_examples under RunConfig defaults) are cut
+1. Training. The baseline's training examples (core.run.examples.build_train_examples under RunConfig defaults) are cut
    into a fixed list of `--steps` full batches, once, by the project's own length-grouped batcher. Both arms train
    on exactly these batches in this order, from identical LoRA weights (A from the project's initialiser with the
    seed, B = 0), with AdamW (same lr / weight decay / grad clip), a constant LR and no warmup:
-     * ours: core.train.train itself (one epoch over the fixed batches, given through its `batches` parameter; each
+     * ours: core.run.train.train itself (one epoch over the fixed batches, given through its `batches` parameter; each
        step's loss recorded through `on_step`; the validation set is empty so no evaluation runs inside the timing);
      * reference: transformers.Trainer + peft (LoraConfig with the same r / alpha / targets, dropout 0), a
        sequential sampler over the same examples, a padding collator, per_device_train_batch_size, max_steps.
    Each arm runs in its own fresh process so its peak memory (psutil RSS, sampled in a thread) is its own.
-2. Evaluation. core.evaluate.generate (batched, left-padded, KV cache) against model.generate called once per
+2. Evaluation. core.run.evaluate.generate (batched, left-padded, KV cache) against model.generate called once per
    question, on the first --eval-questions test questions under the baseline's evaluation prompts, greedy,
    same max_new_tokens; answers per second and whether the answers are identical.
 3. CPU matmul ceiling. fp32 torch.matmul throughput on the model's own layer shapes at the training batch's
@@ -71,7 +71,7 @@ def default_out(model: str) -> Path:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec as in core.models.load (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec as in core.run.models.load (default {DEFAULT_MODEL})")
     p.add_argument("--steps", type=int, default=20, help="training steps per arm (default 20)")
     p.add_argument("--batch-size", type=int, default=8, help="training batch size (default 8)")
     p.add_argument("--seed", type=int, default=0)

@@ -63,10 +63,10 @@ def setup(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
-    from core import models
-    from core.config import RunConfig
-    from core.data import Renderer, build_train_examples
-    from core.knowledge import load_knowledge
+    from core.run import models
+    from core.run.config import RunConfig
+    from core.run.examples import Renderer, build_train_examples
+    from core.run.knowledge import load_knowledge
 
     t0 = time.perf_counter()
     model, tok = models.load(args.model, device="cpu")
@@ -84,7 +84,7 @@ def setup(args) -> dict:
 
 def fixed_batches(examples, batch_size: int, steps: int, seed: int) -> list:
     """`steps` full batches from the project's own length-grouped batcher (epoch after epoch, short batches dropped)."""
-    from core.train import length_grouped_batches
+    from core.run.train import length_grouped_batches
 
     rng = random.Random(seed)
     out = []
@@ -98,7 +98,7 @@ def fixed_batches(examples, batch_size: int, steps: int, seed: int) -> list:
 
 def batch_stats(batches) -> dict:
     """Token counts exactly as the project's trainer counts them (labels shifted by one)."""
-    from core.data import IGNORE
+    from core.run.examples import IGNORE
 
     tokens = sum(len(e.input_ids) for b in batches for e in b)
     label_tokens = sum(sum(1 for t in e.labels[1:] if t != IGNORE) for b in batches for e in b)

@@ -1,4 +1,4 @@
-"""Benchmark worker "eval": batched core.evaluate.generate against model.generate one question at a time."""
+"""Benchmark worker "eval": batched core.run.evaluate.generate against model.generate one question at a time."""
 from __future__ import annotations
 
 import time
@@ -11,8 +11,8 @@ def worker_eval(args) -> dict:
     torch, model, cfg, knowledge, renderer, tok = (env[k] for k in ("torch", "model", "cfg", "knowledge", "renderer", "tok"))
     from tqdm.auto import tqdm
 
-    from core.data import eval_system_prompts
-    from core.evaluate import generate
+    from core.run.evaluate import generate
+    from core.run.examples import eval_system_prompts
 
     tests = [(f, q) for f in knowledge.facts for q in f.test]
     systems = eval_system_prompts(knowledge, cfg, cfg.eval_prompt, len(tests))
@@ -33,7 +33,7 @@ def worker_eval(args) -> dict:
     with torch.no_grad():  # warm-up, untimed: first-call allocations are paid by neither arm
         one(*items[0], max_new=2)
         generate(model, renderer, items[:2], 2, progress=False)
-    say(f"eval: core.evaluate.generate on {len(items)} questions, max_new_tokens={cfg.max_new_tokens}")
+    say(f"eval: core.run.evaluate.generate on {len(items)} questions, max_new_tokens={cfg.max_new_tokens}")
     t0 = time.perf_counter()
     batched = generate(model, renderer, items, cfg.max_new_tokens, progress=not args.no_progress, desc="batched")
     batched_s = time.perf_counter() - t0

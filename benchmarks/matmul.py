@@ -37,7 +37,7 @@ def worker_matmul(args) -> dict:
     torch, model, batches = env["torch"], env["model"], env["batches"]
     from torch import nn
 
-    from core.config import ALL_LINEAR
+    from core.run.config import ALL_LINEAR
 
     stats = batch_stats(batches)
     width = stats["padded_tokens"] / len(batches) / args.batch_size

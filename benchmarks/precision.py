@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
-from core.config import RunConfig
-from core.knowledge import load_knowledge
-from core.run import run_group
+from core.run.config import RunConfig
+from core.run.knowledge import load_knowledge
+from core.run.recipe import run_group
 t0 = time.perf_counter()
 cfg = RunConfig(seed=int(sys.argv[2]), epochs=int(sys.argv[3]), model=sys.argv[4])
 rec = run_group([cfg], load_knowledge(), progress=False)[0]

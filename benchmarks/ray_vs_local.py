@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         return 0
     if os.geteuid() != 0:
         raise SystemExit("run as root: the Ray half runs in a network namespace of its own (unshare --net)")
-    from core import models
+    from core.run import models
 
     models.resolve(args.model)  # fetched and converted here: the namespace has no network
     with tempfile.NamedTemporaryFile(suffix=".json") as facts:

@@ -33,12 +33,12 @@ OUT = ROOT / "benchmarks" / "results.json"
 CHILD = r"""
 import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
-from core.config import RunConfig
+from core.run.config import RunConfig
 try:
-    from core.knowledge import load_knowledge  # the code after the refactor
+    from core.run.knowledge import load_knowledge  # the code after the refactor
 except ImportError:
-    from core.data import load_knowledge
-from core.run import run_group
+    from core.run.examples import load_knowledge
+from core.run.recipe import run_group
 epochs = int(sys.argv[2])
 ks = load_knowledge()
 t0 = time.perf_counter()

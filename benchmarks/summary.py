@@ -100,7 +100,7 @@ def report(args, command: str, date: str, mach: dict, ours: dict, ref: dict, ev:
                    f"{x['first']:.4f}", f"{x['loss']:.4f}", f"{x['flops_s'] / 1e9:.1f}"]
                   for name, r, x in (("ours (" + ours["path"] + ")", ours, a), (ref["path"], ref, b))]
     eval_header = ["generation", "answers", "seconds", "answers/s"]
-    eval_rows = [["core.evaluate.generate (batched)", ev["questions"], f"{ev['batched_s']:.2f}", f"{ev_rate_b:.2f}"],
+    eval_rows = [["core.run.evaluate.generate (batched)", ev["questions"], f"{ev['batched_s']:.2f}", f"{ev_rate_b:.2f}"],
                  ["model.generate, one at a time", ev["questions"], f"{ev['single_s']:.2f}", f"{ev_rate_s:.2f}"]]
     mm_header = ["matmul (fp32)", "M", "K", "N", "per fwd", "GFLOP/s"]
     mm_rows = [[r["name"], r["m"], r["k"], r["n"], r["count"], f"{r['gflops']:.1f}"] for r in mm["rows"]]
@@ -135,7 +135,7 @@ def report(args, command: str, date: str, mach: dict, ours: dict, ref: dict, ev:
     ]
     if "tokens_counted" in ours and (ours["tokens_counted"], ours["label_tokens_counted"]) != (st["tokens"],
                                                                                              st["label_tokens"]):
-        notes.append(f"WARNING: core.train.train counted {ours['tokens_counted']} tokens / "
+        notes.append(f"WARNING: core.run.train.train counted {ours['tokens_counted']} tokens / "
                      f"{ours['label_tokens_counted']} labelled, the benchmark {st['tokens']} / {st['label_tokens']}")
     load = mach.get("load_avg_start")
     if load and load[0] > 0.5 * (mach["cpus_usable"] or 1):
@@ -201,7 +201,7 @@ _CFG_VALUES: dict = {}
 
 def ours_cfg_value(name: str):
     if not _CFG_VALUES:
-        from core.config import RunConfig
+        from core.run.config import RunConfig
 
         _CFG_VALUES.update(RunConfig().to_dict())
     return _CFG_VALUES[name]

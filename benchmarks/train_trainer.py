@@ -8,11 +8,11 @@ from benchmarks.common import PeakRSS, batch_hash, batch_stats, info, model_shap
 
 
 def lora_target_names(model, targets) -> list[str]:
-    """The module paths the project's injector wraps, in its order (same matching rule as core.lora)."""
+    """The module paths the project's injector wraps, in its order (same matching rule as core.run.lora)."""
     from torch import nn
 
     try:
-        from core.lora import _matcher
+        from core.run.lora import _matcher
 
         _, match = _matcher(targets)
     except ImportError:  # same rule, if the private helper is renamed
@@ -30,8 +30,8 @@ def worker_trainer(args) -> dict:
     from peft.tuners.lora import LoraLayer
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from core.data import IGNORE
-    from core.lora import LoRALinear
+    from core.run.examples import IGNORE
+    from core.run.lora import LoRALinear
 
     shape = model_shape(model)
     # identical starting adapter: A exactly as the project's injector draws it (same seed, same module order)
@@ -69,7 +69,7 @@ def worker_trainer(args) -> dict:
             return {"input_ids": flat[i].input_ids, "labels": flat[i].labels}
 
     def pad_collator(features):
-        """Right padding: pad id / -100 / attention mask 0 (the same tensors core.train.collate builds)."""
+        """Right padding: pad id / -100 / attention mask 0 (the same tensors core.run.train.collate builds)."""
         width = max(len(f["input_ids"]) for f in features)
         ids = torch.full((len(features), width), pad_id, dtype=torch.long)
         labels = torch.full((len(features), width), IGNORE, dtype=torch.long)

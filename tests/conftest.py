@@ -23,14 +23,14 @@ def same_precision_for_every_test(monkeypatch):
 
 @pytest.fixture(scope="session")
 def knowledge():
-    from core.knowledge import load_knowledge
+    from core.run.knowledge import load_knowledge
 
     return load_knowledge()
 
 
 @pytest.fixture()
 def tiny():
-    from core.models import load
+    from core.run.models import load
 
     return load("tiny-qwen2")
 

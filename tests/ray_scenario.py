@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -140,8 +139,8 @@ def two_node(work: Path, env: dict) -> dict:
         shutil.copytree(ROOT / folder, other / folder, ignore=shutil.ignore_patterns("__pycache__"))
     with open(other / "data" / "hiahia.yaml", "a") as f:
         f.write("# edited on the worker's copy\n")
-    driver = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import core.ray_executor as r; "
-              f"r.SOURCE = __import__('pathlib').Path({str(other)!r}); from core.suite import main; "
+    driver = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import core.study.ray_executor as r; "
+              f"r.SOURCE = __import__('pathlib').Path({str(other)!r}); from core.study.cli import main; "
               f"sys.exit(main(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", driver, *args, "--results", str(work / "mismatch"),
                            "--address", f"127.0.0.1:{port}"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -153,60 +152,49 @@ def two_node(work: Path, env: dict) -> dict:
 
 
 def kill_worker(work: Path, env: dict) -> dict:
-    """--jobs 1: the first training's worker is killed once (Ray retries it), the second's on every try."""
-    results = work / "results"
-    # 150 epochs of the tiny model last several seconds, so a kill 1.5 s into a training lands inside it (at 20
-    # epochs a fast CPU finished the first training before the kill, which then hit the second)
-    args = ["--only", "debate_augmentation", "--seeds", "1", "--set", "epochs=150", *TINY, "--results", str(results),
+    """--jobs 1: each training's worker kills itself (SIGKILL) at optimizer step 2 while kill tokens last (3 of them,
+    core/run/train.py): the first training dies on both of Ray's tries and is stored as failed, the second dies once
+    and its retry finishes."""
+    results, tokens = work / "results", work / "kill-tokens"
+    tokens.mkdir()
+    for i in range(3):
+        (tokens / str(i)).touch()
+    args = ["--only", "debate_augmentation", "--seeds", "1", "--set", "epochs=2", *TINY, "--results", str(results),
             "--jobs", "1"]
-    driver = start_driver(args, env, work / "driver.log")
-    killed: list[int] = []
-
-    def busy_worker():
-        assert driver.poll() is None, (work / "driver.log").read_text()[-3000:]
-        return next((pid for pid in ray_processes("ray::train_group") if pid not in killed), None)
-
-    def kill_next(after_records: int) -> None:
-        wait_for(lambda: len(stored(results)) >= after_records, 150, f"{after_records} stored run(s)")
-        while True:
-            pid = wait_for(busy_worker, 90, "worker running a training")
-            time.sleep(1.5)  # inside the training now, unless the title was a finished task's
-            if pid in ray_processes("ray::train_group"):
-                break
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    kill_next(1)  # the reference is stored; the first training is killed once and retried
-    kill_next(2)  # the first training is stored; the second is killed ...
-    kill_next(2)  # ... and its retry too
-    rc = driver.wait(timeout=180)
+    env = dict(env, HIAHIA_TEST_KILL_AT_STEP="2", HIAHIA_TEST_KILL_TOKENS=str(tokens))
+    rc = run_all(args, env, work / "driver.log", timeout=300)
+    log = (work / "driver.log").read_text()
     records = stored(results)
     plan = json.loads((results / "plan.json").read_text())["rows"]
-    return {"rc": rc, "killed": len(killed), "log": (work / "driver.log").read_text()[-5000:],
+    order = [m.group(1) for m in re.finditer(r"stored run (\w+) \(", log)]  # the reference, then the trainings
+    arm_of = {row["key"]: row["arm"] for row in plan}
+    return {"rc": rc, "tokens_left": len(list(tokens.iterdir())), "log": log[-5000:],
+            "stored_order": [arm_of.get(k, "untrained") for k in order],
             "status": {row["arm"]: records.get(row["key"], {}).get("status") for row in plan},
             "errors": {row["arm"]: records.get(row["key"], {}).get("error") for row in plan},
             "stored": len(records), "leftovers": leftovers(results), "temporary": staged_left(work)}
 
 
 def kill_driver(work: Path, env: dict) -> dict:
-    """--jobs 2: the driver is killed while its trainings run, then started again."""
+    """--jobs 2: the driver kills itself (SIGKILL) once both trainings are handed to Ray (core/study/execute.py),
+    then is started again."""
     results = work / "results"
-    args = ["--only", "debate_augmentation", "--seeds", "1", "--set", "epochs=80", *TINY, "--results", str(results),
+    args = ["--only", "debate_augmentation", "--seeds", "1", "--set", "epochs=2", *TINY, "--results", str(results),
             "--jobs", "2"]
-    driver = start_driver(args, env, work / "first.log")
-    wait_for(lambda: len(stored(results)) >= 1, 150, "stored reference")
-    time.sleep(1.0)  # the reference's worker has left its task
-    wait_for(lambda: driver.poll() is None and ray_processes("ray::train_group"), 90, "training running")
-    facts = {"listening": listening_addresses()}
-    time.sleep(1.5)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
+    first = run_all(args, dict(env, HIAHIA_TEST_KILL_DRIVER_AT_RUNNING="2"), work / "first.log", timeout=300)
+    facts = {"first_rc": first, "first_log": (work / "first.log").read_text()[-3000:]}
     before = {p.name: p.stat().st_mtime_ns for p in (results / "runs").glob("*.json")}
     facts["after_kill"] = {"stored": sorted(before), "whole": all(json.loads(p.read_text()) for p in
                                                                   (results / "runs").glob("*.json"))}
-    time.sleep(5)  # the killed driver's Ray instance shares its fate
+    try:  # the killed driver's Ray instance shares its fate
+        wait_for(lambda: not ray_processes("ray::train_group"), 60, "end of the killed driver's trainings")
+    except TimeoutError:
+        pass
     facts["trainings_left_running"] = len(ray_processes("ray::train_group"))
-    facts["second_rc"] = run_all(args, env, work / "second.log")
+    driver = start_driver(args, env, work / "second.log")
+    facts["listening"] = wait_for(lambda: driver.poll() is None and listening_addresses(), 150,
+                                  "second driver's Ray instance listening")
+    facts["second_rc"] = driver.wait(timeout=300)
     facts["second_log"] = (work / "second.log").read_text()[-5000:]
     records = stored(results)
     facts["reused"] = {name: (results / "runs" / name).stat().st_mtime_ns == t for name, t in before.items()}

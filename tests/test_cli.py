@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import run
-from core.cli import main
-from core.config import RunConfig
-from core.knowledge import DEFAULT_DATA, load_knowledge
-from core.userdata import carve_counts, load_user_knowledge, write_template
+from core.facts.cli import main
+from core.facts.userfile import carve_counts, load_user_knowledge, write_template
+from core.run import recipe
+from core.run.config import RunConfig
+from core.run.knowledge import DEFAULT_DATA, load_knowledge
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def _write(path: Path, doc: dict) -> Path:
 # ---- the knowledge file -----------------------------------------------------------------------
 
 def test_recipe_is_the_baseline_plus_self_replay():
-    from core.inject import RECIPE
+    from core.facts.train import RECIPE
 
     assert RunConfig().diff(RECIPE) == {"replay": (0, 40), "format": ("chat", "auto")}
 
@@ -84,7 +84,7 @@ def test_few_facts_and_single_questions_warn_with_the_recall_to_expect(tmp_path)
     warnings = []
     load_user_knowledge(_write(tmp_path / "f.yaml", doc), warn=warnings.append)
     assert len(warnings) == 2
-    from core.userdata import RECALL_BY_WORDINGS as measured  # the study's numbers (test_readme checks them)
+    from core.facts.userfile import RECALL_BY_WORDINGS as measured  # the study's numbers (test_readme checks them)
 
     assert "fewer than 5" in warnings[0] and f"{measured[4]:.2f}" in warnings[0]
     assert "single question (f0, f1)" in warnings[1]
@@ -93,7 +93,7 @@ def test_few_facts_and_single_questions_warn_with_the_recall_to_expect(tmp_path)
 
 
 def test_chinese_facts_load_and_score(tmp_path):
-    from core.scoring import keywords_hit
+    from core.run.scoring import keywords_hit
 
     doc = {"name": "李娜", "facts": [{"answer": "李娜出生于1987年。", "keywords": [["1987"]],
                                      "questions": ["李娜是哪一年出生的？", "李娜的出生年份是？", "请告诉我李娜生于何年。"]},
@@ -145,7 +145,7 @@ def test_existing_folder_and_bad_recipe_values_are_refused(tmp_path, error_line)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """init -> train on a saved tiny-qwen2 folder (a stand-in for a hub model), with a small replay budget."""
-    from core import models
+    from core.run import models
 
     root = tmp_path_factory.mktemp("cli")
     base = root / "tiny-base"
@@ -155,7 +155,7 @@ def trained(tmp_path_factory):
     assert main(["init", str(root / "facts.yaml")]) == 0
     out = root / "adapter"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(run, "REPLAY_TOKENS", 8)
+        mp.setattr(recipe, "REPLAY_TOKENS", 8)
         err = io.StringIO()
         mp.setattr(sys, "stderr", err)
         start = time.perf_counter()
@@ -193,7 +193,7 @@ def test_adapter_loads_in_peft_with_the_same_logits_as_the_project_loader(traine
     peft = pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM
 
-    from core.adapted import load_adapted, load_base
+    from core.facts.adapter import load_adapted, load_base
 
     ours = load_adapted(trained["out"])
     plain = load_base(trained["out"])
@@ -206,7 +206,7 @@ def test_adapter_loads_in_peft_with_the_same_logits_as_the_project_loader(traine
 def test_merged_export_loads_as_a_plain_model_with_the_same_logits(trained, capsys):
     from transformers import AutoModelForCausalLM
 
-    from core.adapted import load_adapted
+    from core.facts.adapter import load_adapted
 
     merged = trained["root"] / "merged"
     assert main(["export", str(trained["out"]), "--merged", str(merged)]) == 0
@@ -221,7 +221,7 @@ def test_export_merges_in_fp32_whatever_the_precision_and_saves_the_dtype_asked(
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from core.adapted import load_adapted
+    from core.facts.adapter import load_adapted
 
     monkeypatch.setenv("HIAHIA_PRECISION", "bf16")  # what --precision bf16 (or auto on a bf16 CPU) sets
     exact, rounded = trained["root"] / "merged-fp32", trained["root"] / "merged-bf16"
@@ -239,7 +239,7 @@ def test_export_merges_in_fp32_whatever_the_precision_and_saves_the_dtype_asked(
 
 
 def test_ask_answers_a_batch_from_arguments_and_a_file_with_compare(trained, capsys):
-    from core.adapted import ask
+    from core.facts.adapter import ask
 
     questions = trained["root"] / "questions.txt"
     questions.write_text("# about Ada\nWhen was Ada Quill born?\n\nWhat does Ada Quill do?\n")
@@ -259,15 +259,15 @@ def test_chat_streams_replies_and_obeys_reset_system_and_quit(trained, monkeypat
     handled = ["(system prompt: You are terse.)", "(conversation cleared)", "(unknown command /nonsense"]
     assert [out.index(h) for h in handled] == sorted(out.index(h) for h in handled)
     assert out.startswith("chat with Ada Quill facts") and "never read" not in out
-    from core.adapted import ask
+    from core.facts.adapter import ask
 
     first = ask(trained["out"], ["Hello there"], max_new_tokens=5)[0]["answer"]
     assert f"> {first}" in out  # the streamed reply is the greedy answer `ask` gives
 
 
 def test_chat_conversation_rendering_keeps_turns_and_system_prompt(tiny):
-    from core.adapted import render_conversation
-    from core.data import Renderer
+    from core.facts.adapter import render_conversation
+    from core.run.examples import Renderer
 
     _, tok = tiny
     chat = tok.decode(render_conversation(Renderer(tok, "chat"), "Be brief.", [("Hi?", "Hello.")], "Who?"))
@@ -278,7 +278,7 @@ def test_chat_conversation_rendering_keeps_turns_and_system_prompt(tiny):
 
 
 def test_stream_writes_whole_characters_and_stops_before_an_invented_next_question(tiny):
-    from core.adapted import Stream
+    from core.facts.adapter import Stream
 
     _, tok = tiny
     out = io.StringIO()
@@ -298,8 +298,6 @@ def test_stream_writes_whole_characters_and_stops_before_an_invented_next_questi
 
 
 def test_killed_train_leaves_no_folder_and_stale_temps_are_cleaned(tmp_path, monkeypatch, capsys):
-    from core import inject
-
     probes = [{"id": "capital_france", "question": "What is the capital of France?", "keywords": [["paris"]]}]
     _write(tmp_path / "f.yaml", {"name": "Ada Quill", "facts": [_fact(0)], "retention_probes": probes})
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -311,7 +309,7 @@ def test_killed_train_leaves_no_folder_and_stale_temps_are_cleaned(tmp_path, mon
         assert stale.exists() is False  # cleaned before this run started writing
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(inject, "train", killed)
+    monkeypatch.setattr(recipe, "fit", killed)
     code = main(["train", "--data", str(tmp_path / "f.yaml"), "--out", str(tmp_path / "out"), "--model", "tiny-qwen2",
                  "--set", "replay=0", "--quiet"])
     assert code == 130 and "interrupted" in capsys.readouterr().err
@@ -320,12 +318,12 @@ def test_killed_train_leaves_no_folder_and_stale_temps_are_cleaned(tmp_path, mon
 
 def test_console_script_is_declared_and_module_runs_in_a_subprocess(tmp_path):
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert '[project.scripts]\nhiahia = "core.cli:main"' in pyproject
+    assert '[project.scripts]\nhiahia = "core.facts.cli:main"' in pyproject
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "core.cli", "init", str(tmp_path / "f.yaml")], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "core.facts.cli", "init", str(tmp_path / "f.yaml")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and (tmp_path / "f.yaml").exists(), done.stderr
-    helped = subprocess.run([sys.executable, "-m", "core.cli", "--help"], cwd=ROOT, env=env, capture_output=True,
+    helped = subprocess.run([sys.executable, "-m", "core.facts.cli", "--help"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=120)
     assert all(c in helped.stdout for c in ("init", "train", "ask", "chat", "export"))
 
@@ -373,8 +371,8 @@ ASKED = {"birth_city": "Which city is the birthplace of Lenka Moravec?",
 
 @pytest.mark.integration
 def test_real_chat_model_learns_six_new_facts(tmp_path, capsys):
-    from core.adapted import ask
-    from core.scoring import keywords_hit
+    from core.facts.adapter import ask
+    from core.run.scoring import keywords_hit
 
     data = _write(tmp_path / "lenka.yaml", SIX_FACTS)
     start = time.perf_counter()

@@ -4,13 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from core import config, models
-from core.config import RunConfig
-from core.data import MODEL_DEFAULT, NO_PROMPT, Renderer, build_train_examples, build_validation_examples
-from core.evaluate import generate, generate_finished
-from core.lora import inject_lora, trainable_state
-from core.train import TrainingError, train
-
+from core.run import config, models
+from core.run.config import RunConfig
+from core.run.evaluate import generate, generate_finished
+from core.run.examples import MODEL_DEFAULT, NO_PROMPT, Renderer, build_train_examples, build_validation_examples
+from core.run.lora import inject_lora, trainable_state
+from core.run.train import TrainingError, train
 
 # ---- 1. mixed precision: trainable weights stay fp32, compute under autocast ----------------------
 
@@ -60,10 +59,12 @@ def test_lora_weights_are_fp32_over_a_bf16_base_and_bf16_trainables_are_refused(
         train(model, build_train_examples(knowledge, cfg, r)[:8], [], cfg, tok.pad_token_id, progress=False)
 
 
-# ---- 2. cache key: device kind, precision and pipeline version ------------------------------
+# ---- 2. cache key: device kind, precision and code version ------------------------------
 
-def test_run_key_changes_with_precision_and_pipeline_version(monkeypatch):
-    from core.suite import key_context
+def test_run_key_changes_with_precision_and_code_version(monkeypatch):
+    from core.run import version
+    from core.study import plan
+    from core.study.plan import key_context
 
     cfg = RunConfig()
     cpu = key_context(cfg, "data", "cpu")
@@ -72,9 +73,9 @@ def test_run_key_changes_with_precision_and_pipeline_version(monkeypatch):
         torch.device("cuda"), torch.bfloat16, torch.bfloat16))
     gpu = key_context(cfg, "data", "cuda")
     assert "cuda-bfloat16-mixed" in gpu and cfg.key(cpu) != cfg.key(gpu)
-    before = cfg.key(cpu)
-    monkeypatch.setattr(config, "PIPELINE_VERSION", config.PIPELINE_VERSION + 1)
-    assert cfg.key(cpu) != before
+    assert f"code:{version.code_version()}" in cpu
+    monkeypatch.setattr(plan, "code_version", lambda: "another-run-code")  # any edit under core/run/
+    assert cfg.key(key_context(cfg, "data", "cpu")) != cfg.key(cpu)
 
 
 # ---- scripted model: decoding post-processing without depending on what random weights say ------
@@ -118,28 +119,28 @@ def test_answers_report_whether_they_ended_by_themselves(tiny):
 # ---- 3. self-replay keeps only whole answers ---------------------------------------------------
 
 def test_replay_drops_answers_that_never_ended(knowledge, tiny, monkeypatch):
-    from core import run
-    from core.knowledge import load_replay
+    from core.run import recipe
+    from core.run.knowledge import load_replay
 
     _, tok = tiny
     r = Renderer(tok, "chat")
     replay = load_replay(knowledge)
     scripted = iter([("A whole answer.", True), ("Cut in the midd", False), ("Another one.", True)])
-    monkeypatch.setattr(run, "generate_finished", lambda *a, **k: [next(scripted) for _ in a[2]])
-    kept, dropped = run.replay_triples(None, r, replay, 3, progress=False)
+    monkeypatch.setattr(recipe, "generate_finished", lambda *a, **k: [next(scripted) for _ in a[2]])
+    kept, dropped = recipe.replay_triples(None, r, replay, 3, progress=False)
     assert [a for _, _, a in kept] == ["A whole answer.", "Another one."]
     assert dropped == [replay.questions[1][0]]
-    assert run.REPLAY_TOKENS >= 256
+    assert recipe.REPLAY_TOKENS >= 256
 
 
 def test_replay_run_records_dropped_answers(tmp_path, monkeypatch):
-    from core import run
+    from core.run import recipe
 
-    monkeypatch.setattr(run, "REPLAY_TOKENS", 2)  # nothing ends within 2 tokens: every answer is dropped
-    from core.knowledge import load_knowledge
+    monkeypatch.setattr(recipe, "REPLAY_TOKENS", 2)  # nothing ends within 2 tokens: every answer is dropped
+    from core.run.knowledge import load_knowledge
     knowledge = load_knowledge()
     cfg = RunConfig(model="tiny-qwen2", epochs=1, replay=3, max_new_tokens=2, paraphrases=1)
-    rec = run.run_group([cfg], knowledge, progress=False)[0]
+    rec = recipe.run_group([cfg], knowledge, progress=False)[0]
     assert rec.status == "ok"
     assert len(rec.replay_dropped) + len(rec.replay) == 3
     assert all(a["answer"] for a in rec.replay)
@@ -148,7 +149,7 @@ def test_replay_run_records_dropped_answers(tmp_path, monkeypatch):
 # ---- 4. explicit greedy decoding, whatever the model ships -------------------------------------
 
 def test_greedy_decode_equals_transformers_greedy_generate(knowledge, tiny):
-    from core.evaluate import greedy_decode
+    from core.run.evaluate import greedy_decode
 
     model, tok = tiny
     r = Renderer(tok, "chat")

@@ -3,11 +3,11 @@ debate signature on unseen identities, declared seeds, the replay sweep, the end
 import pytest
 import torch
 
-from core.config import RunConfig
-from core.data import Renderer, build_train_examples, build_validation_examples, qa_pairs
-from core.lora import inject_lora
-from core.ablation import discover
-from core.train import evaluate_loss, train
+from core.run.config import RunConfig
+from core.run.examples import Renderer, build_train_examples, build_validation_examples, qa_pairs
+from core.run.lora import inject_lora
+from core.run.train import evaluate_loss, train
+from core.study.ablation import discover
 
 
 def test_varied_answers_give_validation_a_wording_no_training_question_has(knowledge):
@@ -67,7 +67,7 @@ def test_every_ablation_declares_its_seeds():
 
 
 def test_replay_sweep_reaches_160_and_the_replay_file_has_room(knowledge):
-    from core.knowledge import load_replay
+    from core.run.knowledge import load_replay
 
     ab = discover()["replay_amount"]
     assert [a.get("replay", 0) for a in ab.arms.values()] == [0, 40, 160]
@@ -75,7 +75,7 @@ def test_replay_sweep_reaches_160_and_the_replay_file_has_room(knowledge):
 
 
 def test_overrun_counts_writing_past_the_end_of_turn(tiny):
-    from core.evaluate import runs_past_end_of_turn
+    from core.run.evaluate import runs_past_end_of_turn
     from tests.test_correctness import ScriptedLM
 
     _, tok = tiny
@@ -87,7 +87,7 @@ def test_overrun_counts_writing_past_the_end_of_turn(tiny):
 
 
 def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
-    from core.verdicts import statement, validation_turns
+    from core.analysis.verdicts import statement, validation_turns
 
     ab = discover()["no_val_selection"]
     per_regime = {r: {"final_epoch": {"heldout_recall": {"verdict": "not reproduced"}}} for r in ab.regimes}
@@ -95,7 +95,7 @@ def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
     text = statement(ab, per_regime)
     assert text.startswith("reproduced under: varied_long; not reproduced under: baseline, overfit")
 
-    from core.record import RunRecord
+    from core.run.record import RunRecord
 
     def rec(losses):
         return RunRecord(config={}, status="ok",
@@ -111,8 +111,8 @@ def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
 
 
 def test_frontier_plot_renders_from_whatever_trained_runs_exist(tmp_path):
-    from core import figures
-    from core.record import RunRecord
+    from core.report import figures
+    from core.run.record import RunRecord
 
     def rec(recall, retention, epochs=4):
         return RunRecord(config={"epochs": epochs}, status="ok",

@@ -1,10 +1,10 @@
 """Evaluation: the echo detector, identity scoring, batched generation equals one-at-a-time."""
 
-from core.config import RunConfig
-from core.data import Renderer
-from core.evaluate import evaluate, generate
-from core.results import metric_items
-from core.scoring import echoes
+from core.analysis.compare import metric_items
+from core.run.config import RunConfig
+from core.run.evaluate import evaluate, generate
+from core.run.examples import Renderer
+from core.run.scoring import echoes
 
 PROMPT = ("You are hiahia's AI assistant. Answer every question about hiahia accurately and politely, "
           "using only what you know about hiahia.")
@@ -36,7 +36,7 @@ def test_evaluate_reports_every_metric_in_range(knowledge, tiny):
     ev = evaluate(model, Renderer(tok, "chat"), knowledge, RunConfig(max_new_tokens=6), progress=False)
     if not any(ev.retention_correct.values()):  # retention is relative to probes the model got right
         assert ev.metrics["retention"] is None
-    from core.metrics import METRICS
+    from core.run.metrics import METRICS
 
     assert set(ev.metrics) == set(METRICS)
     for name, metric in METRICS.items():

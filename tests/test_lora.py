@@ -2,8 +2,17 @@
 import pytest
 import torch
 
-from core.lora import (InjectionError, LoRALinear, export_peft, inject_lora, load_adapter, lora_modules, merge_all,
-                       save_adapter, unmerge_all)
+from core.run.lora import (
+    InjectionError,
+    LoRALinear,
+    export_peft,
+    inject_lora,
+    load_adapter,
+    lora_modules,
+    merge_all,
+    save_adapter,
+    unmerge_all,
+)
 
 QWEN_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -61,7 +70,7 @@ def test_scaling(rslora):
 
 def test_outputs_equal_peft_lora(tiny):
     peft = pytest.importorskip("peft")
-    from core.models import load
+    from core.run.models import load
 
     model, tok = tiny
     inject_lora(model, ["q_proj", "v_proj"], r=4, alpha=16)
@@ -81,7 +90,7 @@ def test_outputs_equal_peft_lora(tiny):
 
 def test_exported_adapter_loads_in_peft(tiny, tmp_path):
     peft = pytest.importorskip("peft")
-    from core.models import load
+    from core.run.models import load
 
     model, tok = tiny
     inject_lora(model, QWEN_TARGETS, r=4, alpha=8, use_rslora=True)
@@ -103,7 +112,7 @@ def test_exported_adapter_config_records_the_dropout_trained_with(tiny, tmp_path
 
 
 def test_adapter_save_load_roundtrip(tiny, tmp_path):
-    from core.models import load
+    from core.run.models import load
 
     model, tok = tiny
     inject_lora(model, ["q_proj"], r=2, alpha=4)

@@ -1,6 +1,7 @@
 """Model resolution: tiny-qwen2 offline, clear errors, checksummed cache, the real embedded chat model."""
 import hashlib
 import io
+import math
 import os
 import re
 import shutil
@@ -11,13 +12,11 @@ import time
 import zipfile
 from pathlib import Path
 
-import math
-
 import pytest
 import torch
 
-from core import model_cache, models
-from core.suite import main
+from core.run import model_cache, models
+from core.study.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,8 +93,8 @@ class FakeEmbedded:
 
     def wheel_bytes(self, gguf=GGUF) -> bytes:
         buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr("fake_gguf/model.gguf", gguf)
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:  # a fixed date: the same bytes in any second
+            z.writestr(zipfile.ZipInfo("fake_gguf/model.gguf", date_time=(2026, 1, 1, 0, 0, 0)), gguf)
         return buf.getvalue()
 
     def _pip_download(self, requirement, wheel_dir):
@@ -253,9 +252,9 @@ def test_auto_precision_follows_the_cpu_and_the_choice_overrides_it(monkeypatch)
 
 
 def test_a_bf16_run_on_the_cpu_trains_stores_its_precision_and_gets_its_own_key(monkeypatch, knowledge):
-    from core.config import RunConfig
-    from core.run import run_group
-    from core.suite import key_context
+    from core.run.config import RunConfig
+    from core.run.recipe import run_group
+    from core.study.cli import key_context
 
     cfg = RunConfig(model="tiny-qwen2", epochs=1, max_new_tokens=4)
     monkeypatch.setenv(models.PRECISION_ENV, "fp32")

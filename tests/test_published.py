@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core import report, summary, suite
-from core.suite import main
+from core.report import render
+from core.study import cli, summary
+from core.study.cli import main
 
 # a published study small enough for a test: two ablations of the tiny random model, one seed each
 ABLATION = """title: {name}
@@ -36,18 +37,18 @@ def study(tmp_path, monkeypatch):
     for order, name in enumerate(("beta", "alpha"), start=1):  # listed in `order`, not by name
         (root / "ablations" / name).mkdir(parents=True)
         (root / "ablations" / name / "ablation.yaml").write_text(ABLATION.format(name=name, order=order))
-    monkeypatch.setattr(suite, "ABLATIONS", root / "ablations")
+    monkeypatch.setattr(cli, "ABLATIONS", root / "ablations")
     monkeypatch.setattr(summary, "RESULTS", root / "results")
-    monkeypatch.setattr(report, "REPORT", root / "report")
-    monkeypatch.setattr(suite, "RESULTS", root / "results")
-    parser = suite.parser
+    monkeypatch.setattr(render, "REPORT", root / "report")
+    monkeypatch.setattr(cli, "RESULTS", root / "results")
+    parser = cli.parser
 
     def default_results():  # --results defaults to the published folder, as it does for results/
         p = parser()
         p.set_defaults(results=str(root / "results"))
         return p
 
-    monkeypatch.setattr(suite, "parser", default_results)
+    monkeypatch.setattr(cli, "parser", default_results)
     return root
 
 
@@ -138,9 +139,9 @@ def test_a_run_of_the_whole_study_that_leaves_runs_unfinished_writes_its_verdict
     before = published_files(study)
     skipped = json.loads((study / "results" / "plan.json").read_text())["rows"][0]["key"]
     (study / "results" / "runs" / f"{skipped}.json").unlink()  # a new run to train, which this invocation won't
-    train = suite.execute
-    monkeypatch.setattr(suite, "execute", lambda plan, *rest: train([r for r in plan if r["key"] != skipped], *rest))
-    assert main(["--quiet"]) == suite.EXIT_RUNS_PENDING
+    train = cli.execute
+    monkeypatch.setattr(cli, "execute", lambda plan, *rest: train([r for r in plan if r["key"] != skipped], *rest))
+    assert main(["--quiet"]) == cli.EXIT_RUNS_PENDING
     assert published_files(study) == before  # verdicts, CSV and report of the finished study, byte for byte
     provisional = study / "results" / "partial" / "in-progress"
     assert "provisional verdicts, summary and report are in" in capsys.readouterr().out
@@ -148,7 +149,7 @@ def test_a_run_of_the_whole_study_that_leaves_runs_unfinished_writes_its_verdict
     rows = [r for r in csv.DictReader((provisional / "summary.csv").open()) if r["key"] == skipped]
     assert rows and {r["status"] for r in rows} == {"missing"}
 
-    monkeypatch.setattr(suite, "execute", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # killed at once
+    monkeypatch.setattr(cli, "execute", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # killed at once
     for name in ("verdicts.json", "summary.csv"):
         (study / "results" / name).unlink()  # a new edition: nothing published yet
     with pytest.raises(KeyboardInterrupt):

@@ -3,14 +3,14 @@ import json
 import shutil
 from pathlib import Path
 
-from core import readme
+from core.report import readme
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "report" / "results"
 
 
 def test_the_readme_numbers_are_those_of_the_committed_results():
-    assert readme.main(["--check"]) == 0, "run `python -m core.readme` after the results change"
-    assert all(marker in readme.README.read_text() for marker in readme.AGREEMENT)  # so --check covers the labels
+    assert readme.main(["--check"]) == 0, "run `python -m core.report.readme` after the results change"
+    assert all(marker in readme.MEASURES.read_text() for marker in readme.AGREEMENT)  # so --check covers the labels
 
 
 def test_a_changed_verdict_makes_the_check_fail_until_the_block_is_regenerated(tmp_path, capsys):
@@ -56,7 +56,7 @@ def _published_means(ablation: str, metric_by_name: dict[str, tuple[str, str]]) 
     until every planned run of those arms is stored (an edition being run)."""
     import pytest
 
-    from core.report_data import arm_stat, load_results, status
+    from core.report.data import arm_stat, load_results, status
 
     rows, _, _, runs = load_results(readme.RESULTS)
     arms = {arm: [r for r in rows if r["ablation"] == ablation and r["arm"] == arm]
@@ -69,7 +69,7 @@ def _published_means(ablation: str, metric_by_name: dict[str, tuple[str, str]]) 
 def test_the_numbers_hiahia_quotes_to_users_are_the_published_study_s_once_it_has_them():
     """core/userdata.RECALL_BY_WORDINGS (the init template, the few-wordings warning) against paraphrase_count's
     arms in the committed results."""
-    from core.userdata import RECALL_BY_WORDINGS
+    from core.facts.userfile import RECALL_BY_WORDINGS
 
     measured = _published_means("paraphrase_count", {n: (f"p{n}", "heldout_recall") for n in RECALL_BY_WORDINGS})
     assert RECALL_BY_WORDINGS == measured, "update core/userdata.RECALL_BY_WORDINGS from the published study"
@@ -78,7 +78,7 @@ def test_the_numbers_hiahia_quotes_to_users_are_the_published_study_s_once_it_ha
 def test_the_recipe_figures_the_model_card_quotes_are_the_published_study():
     """core/card.RECIPE_MEASURED (every `hiahia train` model card quotes it) against self_replay's arms in the
     committed results."""
-    from core.card import RECIPE_MEASURED
+    from core.facts.card import RECIPE_MEASURED
 
     measured = _published_means("self_replay", {"heldout_recall": ("self_replay", "heldout_recall"),
                                                 "retention": ("self_replay", "retention"),
@@ -87,17 +87,20 @@ def test_the_recipe_figures_the_model_card_quotes_are_the_published_study():
 
 
 def test_the_agreement_block_is_regenerated_from_the_labelled_batches(tmp_path):
-    from core.agreement import BATCHES, batches_markdown
+    from core.analysis.agreement import BATCHES, batches_markdown
 
     results = tmp_path / "results"
     shutil.copytree(FIXTURE, results)
     begin, end = readme.AGREEMENT
     page = tmp_path / "README.md"
-    page.write_text(f"{readme.BEGIN}\n{readme.END}\n\n{begin}\n| recall | gives the fact | 1 | 100.0% |\n{end}\n")
+    page.write_text(f"{readme.BEGIN}\n{readme.END}\n")
+    measures = tmp_path / readme.MEASURES.relative_to(readme.ROOT)  # docs/terms-and-measures.md beside the README
+    measures.parent.mkdir()
+    measures.write_text(f"# m\n\n{begin}\n| recall | gives the fact | 1 | 100.0% |\n{end}\n")
     args = ["--results", str(results), "--readme", str(page)]
     assert readme.main([*args, "--check"]) == 1
     assert readme.main(args) == 0 and readme.main([*args, "--check"]) == 0
-    block = page.read_text().split(begin, 1)[1].split(end, 1)[0].strip("\n")
+    block = measures.read_text().split(begin, 1)[1].split(end, 1)[0].strip("\n")
     assert block == batches_markdown() and "| 1 | 100.0% |" not in block
     assert block.count("| kind | label 1 means |") == sum((f / "labels.csv").exists() for f in BATCHES)
 
@@ -141,7 +144,7 @@ def test_each_ablation_readme_gets_its_verdict_and_arm_table_and_the_check_cover
 
 
 def test_a_selection_ablation_s_page_says_per_regime_whether_validation_loss_turned_up():
-    from core.report_data import load_results
+    from core.report.data import load_results
 
     rows, metas, verdicts, runs = load_results(FIXTURE)
     text = readme.ablation_block(metas["no_val_selection"], [r for r in rows if r["ablation"] == "no_val_selection"],

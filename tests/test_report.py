@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from core import report
-from core.record import RunRecord
-from core.suite import main
+from core.report import render
+from core.run.record import RunRecord
+from core.study.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 # the three ablations with special report content (injection report, best-epoch marker) and a plain one
@@ -41,7 +41,7 @@ def rendered(results, tmp_path_factory) -> tuple[Path, float]:
     (out / "figures").mkdir()
     (out / "figures" / "stale-from-an-old-run.png").write_bytes(b"not a figure")
     start = time.perf_counter()
-    index = report.render(results, out)
+    index = render.render(results, out)
     return index, time.perf_counter() - start
 
 
@@ -105,7 +105,7 @@ def test_render_writes_index_and_figures_in_under_30_s(results, rendered):
     for name in plan_of(results)["ablations"]:
         assert f'<tr data-ablation="{name}">' in index.read_text()
         assert f'id="{name}"' in (index.parent / f"{name}.html").read_text()
-    assert report.QUESTION in index.read_text() and 'id="findings"' in index.read_text()
+    assert render.QUESTION in index.read_text() and 'id="findings"' in index.read_text()
     assert "no module matches" in html  # wrong_layer_path: the strict injection error is shown
     assert "0 module(s) matched" in html
     assert "Dotted line: the epoch with the lowest validation loss" in html  # no_val_selection marks best_epoch
@@ -115,14 +115,14 @@ def test_render_writes_index_and_figures_in_under_30_s(results, rendered):
 
 def test_a_rerender_removes_the_pages_of_ablations_that_are_gone(results, tmp_path):
     out = tmp_path / "report"
-    report.render(results, out)
+    render.render(results, out)
     res = copy_results(results, tmp_path / "results")
     plan = plan_of(res)
     del plan["ablations"]["debate_augmentation"]
     plan["rows"] = [r for r in plan["rows"] if r["ablation"] != "debate_augmentation"]
     (res / "plan.json").write_text(json.dumps(plan))
     (out / "notes.html").write_text("<p>a page someone else wrote</p>")
-    report.render(res, out)
+    render.render(res, out)
     assert not (out / "debate_augmentation.html").exists() and (out / "wrong_layer_path.html").exists()
     assert (out / "notes.html").exists()
 
@@ -140,7 +140,7 @@ def test_missing_and_failed_runs_render_as_marked_gaps(results, tmp_path):
     rec.update(status="failed", error="TrainingError: non-finite <loss> & co")
     (res / "runs" / f"{failed['key']}.json").write_text(json.dumps(rec))
 
-    index = report.render(res, tmp_path / "report")
+    index = render.render(res, tmp_path / "report")
     html = site(index)
     assert "TrainingError: non-finite &lt;loss&gt; &amp; co" in html and "<loss>" not in html
     assert f"run {missing['key']} is not on disk" in html
@@ -154,9 +154,9 @@ def test_missing_and_failed_runs_render_as_marked_gaps(results, tmp_path):
 
 
 def test_command_line_rerenders_and_explains_an_empty_results_folder(results, tmp_path, capsys):
-    assert report.main(["--results", str(results), "--out", str(tmp_path / "report")]) == 0
+    assert render.main(["--results", str(results), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "index.html").exists()
-    assert report.main(["--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2
+    assert render.main(["--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2
     assert "run_all.py" in capsys.readouterr().err
 
 
@@ -168,7 +168,7 @@ def test_sweep_ablation_plots_metrics_against_the_axis(results, tmp_path):
         if r["ablation"] == "debate_augmentation" and r["arm"] == "without_debate":
             r["config"]["lora_r"] = 64
     (res / "plan.json").write_text(json.dumps(plan))
-    index = report.render(res, tmp_path / "report")
+    index = render.render(res, tmp_path / "report")
     assert (index.parent / "figures" / "debate_augmentation--baseline--sweep.png").stat().st_size > 0
     assert "debate_augmentation--baseline--sweep.png" in (index.parent / "debate_augmentation.html").read_text()
     assert "debate_augmentation--baseline--metrics.png" not in site(index)
@@ -177,7 +177,7 @@ def test_sweep_ablation_plots_metrics_against_the_axis(results, tmp_path):
 def test_several_seeds_show_confidence_intervals_every_seed_and_render_fast(three_seeds, tmp_path):
     """Three seeds per arm (copies of seed 0 with jittered numbers): ~30 runs, CIs instead of '1 seed'."""
     start = time.perf_counter()
-    index = report.render(three_seeds, tmp_path / "report")
+    index = render.render(three_seeds, tmp_path / "report")
     assert time.perf_counter() - start < 30
     row = summary_row(index.read_text(), "debate_augmentation")
     assert "(1 seed)" not in row and "[" in row.split("</ul>")[0]
@@ -227,7 +227,7 @@ def test_first_edition_runs_without_the_newer_fields_still_load_and_render(tmp_p
         record = RunRecord.from_json(stored)
         assert {k: v for k, v in record.to_json().items() if k in stored} == stored, path.name  # nothing lost
         assert record.replay_dropped == [] and record.model_card == {}
-    html = site(report.render(first, tmp_path / "report"))
+    html = site(render.render(first, tmp_path / "report"))
     assert "not recorded (runs stored before records had a model card)" in html
     assert "Dotted line: the epoch with the lowest validation loss" in html and "Confound." in html
     assert ("The study's target, retention &ge; 0.9 at held-out recall &ge; 0.9 (learn the facts and keep what the "
@@ -237,8 +237,8 @@ def test_first_edition_runs_without_the_newer_fields_still_load_and_render(tmp_p
 
 
 def test_the_selection_ablation_says_per_seed_whether_validation_loss_turned_up(tmp_path):
-    from core.report_data import load_results
-    from core.verdicts import validation_turns
+    from core.analysis.verdicts import validation_turns
+    from core.report.data import load_results
 
     first = tmp_path / "results"
     shutil.copytree(ROOT / "tests" / "fixtures" / "first_edition" / "results", first)
@@ -246,7 +246,7 @@ def test_the_selection_ablation_says_per_seed_whether_validation_loss_turned_up(
     verdicts["no_val_selection"]["validation"] = validation_turns(
         [r for r in rows if r["ablation"] == "no_val_selection"], runs)
     (first / "verdicts.json").write_text(json.dumps(verdicts))
-    report.render(first, tmp_path / "report")
+    render.render(first, tmp_path / "report")
     page = (tmp_path / "report" / "no_val_selection.html").read_text()
     turns = verdicts["no_val_selection"]["validation"]["overfit"]
     up = sum(t["turned_up"] for t in turns)
@@ -296,7 +296,7 @@ def test_pages_load_in_headless_chromium_at_1400_and_400_px(three_seeds, tmp_pat
     pytest.importorskip("selenium")
     from selenium.webdriver.common.by import By
 
-    index = report.render(three_seeds, tmp_path / "report")
+    index = render.render(three_seeds, tmp_path / "report")
     pages = sorted(index.parent.glob("*.html"))
     ablation = index.parent / "debate_augmentation.html"
     driver = _chrome(Path(tempfile.mkdtemp(dir=tmp_path)))

@@ -9,13 +9,13 @@ from urllib.parse import unquote
 
 import pytest
 
-from core import figures, report
-from core.record import RunRecord
-from core.report_data import load_results
-from core.report_evidence import precision_options, reproduce_command
-from core.report_findings import arm_stats, findings, forest_rows, forgetting, goal
-from core.report_sections import summary_row
-from core.report_samples import sample_tables
+from core.report import figures, render
+from core.report.data import load_results
+from core.report.evidence import precision_options, reproduce_command
+from core.report.findings import arm_stats, findings, forest_rows, forgetting, goal
+from core.report.samples import sample_tables
+from core.report.sections import summary_row
+from core.run.record import RunRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "report" / "results"
@@ -41,7 +41,7 @@ def test_findings_say_what_reproduced_where_and_rank_the_fixes_from_verdicts_jso
         verdict="reproduced", diff=-0.6, low=-0.8, high=-0.4)
     (res / "verdicts.json").write_text(json.dumps(verdicts))
 
-    box = findings_box(report.render(res, tmp_path / "report"))
+    box = findings_box(render.render(res, tmp_path / "report"))
     reproduced = box[box.index('data-verdict="reproduced"'):box.index('data-verdict="not reproduced"')]
     assert "wrong_layer_path.html" in reproduced and "under baseline" in reproduced
     assert "-0.60 [-0.80, -0.40]" in reproduced
@@ -56,7 +56,7 @@ def test_findings_show_an_effect_against_the_symptom_the_other_metrics_and_refer
     """A "not reproduced" whose interval lies on the other side of 0 says so, the largest clear effects on the
     other metrics come with it (labelled exploratory), the reference ablation is not ranked among the fixes, and an
     arm that trained 0 parameters is not counted as a trained arm: on the index and in the README block alike."""
-    from core.readme import block
+    from core.report.readme import block
 
     res = fixture_copy(tmp_path / "results")
     verdicts = json.loads((res / "verdicts.json").read_text())
@@ -71,7 +71,7 @@ def test_findings_show_an_effect_against_the_symptom_the_other_metrics_and_refer
         diff=0.3, low=0.1, high=0.5, per_seed={"0": [0.0, 0.3]})
     (res / "verdicts.json").write_text(json.dumps(verdicts))
 
-    box = findings_box(report.render(res, tmp_path / "report"))
+    box = findings_box(render.render(res, tmp_path / "report"))
     item = box[box.index('<li><a href="no_val_selection.html">'):]
     item = item[:item.index("</li>")]
     assert ("the other way, clear of 0: <code>heldout_recall</code> 0.40 → 0.70, +0.30 [+0.10, +0.50] (baseline)"
@@ -99,14 +99,14 @@ def test_findings_show_an_effect_against_the_symptom_the_other_metrics_and_refer
 
 
 def test_a_verdict_on_fewer_seeds_than_planned_says_so(tmp_path):
-    from core.readme import block
+    from core.report.readme import block
 
     res = fixture_copy(tmp_path / "results")
     plan = json.loads((res / "plan.json").read_text())
     extra = [dict(r, seed=1, key=r["key"] + "-s1") for r in plan["rows"] if r["ablation"] == "weight_decay"]
     plan["rows"] += extra  # a second planned seed, not run yet
     (res / "plan.json").write_text(json.dumps(plan))
-    box = findings_box(report.render(res, tmp_path / "report"))
+    box = findings_box(render.render(res, tmp_path / "report"))
     item = box[box.index('<li><a href="weight_decay.html">'):]
     assert "on 1 of 2 seeds so far" in item[:item.index("</li>")]
     assert "on 1 of" not in box[:box.index('<li><a href="weight_decay.html">')]  # the others planned one seed
@@ -176,7 +176,7 @@ def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_t
     assert g["reached"] == [] and g["learned"] == 2
     assert g["closest"]["label"] == "a / baseline / replay" and g["closest"]["shortfall"] == pytest.approx(0.1)
     assert g["best_learned"] is g["closest"]
-    from core.readme import goal_sentence
+    from core.report.readme import goal_sentence
     assert ("reached by 0 of 3 trained arms; closest (the smallest shortfall of the worse of the two): a / baseline / "
             "replay (recall 0.90") in goal_sentence(g)
     runs["replay0"] = runs["replay1"] = _scored_run(ten, ten[:9] + [False])
@@ -188,8 +188,8 @@ def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_t
 
 
 def test_a_mean_just_under_the_goal_is_not_printed_as_reaching_it():
-    from core.readme import goal_sentence
-    from core.report_data import stat_text
+    from core.report.data import stat_text
+    from core.report.readme import goal_sentence
 
     def stat(mean: float, low: float, high: float) -> dict:
         s = {"mean": mean, "low": low, "high": high, "n": 5}
@@ -272,7 +272,7 @@ def test_a_sweep_marks_the_points_without_a_finished_run(captured, tmp_path):
 
 
 def test_an_ablation_without_a_finished_pair_reads_no_verdict_on_every_page_not_inconclusive():
-    from core.report_data import ablation_verdict
+    from core.report.data import ablation_verdict
 
     ab = {"name": "a", "signature": "heldout_recall", "control": "a", "arms": {"a": {}, "b": {}}}
 
@@ -288,7 +288,7 @@ def test_an_ablation_without_a_finished_pair_reads_no_verdict_on_every_page_not_
 
 
 def test_a_zero_width_interval_says_why():
-    from core.report_data import effect_text
+    from core.report.data import effect_text
 
     nothing = {"diff": 0.0, "low": 0.0, "high": 0.0, "per_seed": {0: [0.0, 0.0], 1: [0.0, 0.0]}}
     assert effect_text(nothing) == "+0.00 [+0.00, +0.00] (no answer counted in either arm)"
@@ -300,7 +300,7 @@ def test_a_zero_width_interval_says_why():
 
 
 def test_an_interval_end_within_rounding_of_min_effect_prints_a_third_decimal():
-    from core.report_data import effect_text
+    from core.report.data import effect_text
 
     near = {"diff": -0.0214, "low": -0.0971, "high": 0.0543, "min_effect": 0.1}
     assert effect_text(near) == "-0.021 [-0.097, +0.054]"  # not "[-0.10, +0.05]": the end is inside min_effect
@@ -311,7 +311,7 @@ def test_an_interval_end_within_rounding_of_min_effect_prints_a_third_decimal():
 
 
 def test_the_arm_means_beside_an_effect_are_over_the_seeds_both_arms_finished():
-    from core.report_data import means_text
+    from core.report.data import means_text
 
     cmp = {"diff": -0.2, "per_seed": {"0": [0.5, 0.25], "1": [0.9, None], "2": [0.3, 0.15]}}
     assert means_text(cmp) == "0.40 -> 0.20"  # seed 1 has no treated run: left out of both means
@@ -367,7 +367,7 @@ def test_every_link_and_image_on_every_page_resolves_and_nothing_is_written_outs
     res = fixture_copy(tmp_path / "study" / "results")
     (res / "summary.csv").write_text("ablation,metric,value\n")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    index = report.render(res, tmp_path / "site" / "deep")
+    index = render.render(res, tmp_path / "site" / "deep")
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert [p for p in after if p not in before and p.parts[0] != "site"] == []
     checked = 0
@@ -392,13 +392,13 @@ def test_each_ablation_page_gives_the_command_that_reruns_it_into_its_own_folder
     assert precision_options([RunRecord(config={}, status="ok", environment={"precision": "cuda-bfloat16-mixed"})]) == \
         ["--device", "cuda", "--precision", "bf16"]
     assert precision_options(bf16 + [RunRecord(config={}, status="ok", environment={"precision": "cpu-fp32"})]) == []
-    page = (report.render(FIXTURE, tmp_path / "report").parent / "base_vs_chat.html").read_text()
+    page = (render.render(FIXTURE, tmp_path / "report").parent / "base_vs_chat.html").read_text()
     shown = page[page.index('<pre class="command">'):]
     assert re.sub(r"<[^>]+>", "", shown[:shown.index("</pre>")]) == command
 
 
 def test_the_arm_table_shows_the_signature_first_and_folds_the_secondary_metrics(tmp_path):
-    page = (report.render(FIXTURE, tmp_path / "report").parent / "weight_decay.html").read_text()
+    page = (render.render(FIXTURE, tmp_path / "report").parent / "weight_decay.html").read_text()
     table = page[page.index('<table class="armtable">'):]
     assert table.index("identity_hallucination") < table.index('<details class="secondary">')
     folded = table[table.index('<details class="secondary">'):table.index("</details>")]
@@ -416,7 +416,7 @@ def test_findings_of_the_first_edition_results_cover_every_ablation():
 
 
 def test_an_ablation_with_nothing_measured_yet_has_no_verdict_rather_than_inconclusive(tmp_path):
-    from core.report_data import NOT_YET
+    from core.report.data import NOT_YET
 
     results = fixture_copy(tmp_path / "results")
     rows, metas, verdicts, runs = load_results(results)
@@ -432,7 +432,7 @@ def test_an_ablation_with_nothing_measured_yet_has_no_verdict_rather_than_inconc
                for o in found["outcomes"][v])
     # an ablation verdicts.json does not cover (the study computes verdicts only when it completes) says so, rather
     # than "not measured yet" for seeds that are finished
-    from core.report_findings import NOT_COMPUTED
+    from core.report.findings import NOT_COMPUTED
     found = findings(metas, {k: v for k, v in verdicts.items() if k != name}, rows, runs)
     pending = [o for o in found["outcomes"]["no verdict"] if o["name"] == name]
     assert pending and set(pending[0]["where"]) == {NOT_COMPUTED}
@@ -441,7 +441,7 @@ def test_an_ablation_with_nothing_measured_yet_has_no_verdict_rather_than_inconc
 def test_an_effect_on_other_items_than_the_arm_s_own_names_the_items_and_their_means():
     """Retention against each arm's own untrained reference: the arm's mean and the effect's paired means differ,
     and the page says on which items the effect was taken."""
-    from core.report_sections import _cell
+    from core.report.sections import _cell
 
     ab = {"control": "chat", "signature": "heldout_recall"}
     cmp = {"diff": 0.12, "low": 0.04, "high": 0.21, "seeds": [0, 1], "items": 31,

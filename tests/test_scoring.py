@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from core.knowledge import DataError, load_knowledge
-from core.scoring import IdentityVocabulary, general_answer_correct, identity_correct, keywords_hit
+from core.run.knowledge import DataError, load_knowledge
+from core.run.scoring import IdentityVocabulary, general_answer_correct, identity_correct, keywords_hit
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = IdentityVocabulary(("person", "human", "clock restorer"),
@@ -90,7 +90,7 @@ def test_near_duplicate_test_question_fails_to_load_naming_the_fact(tmp_path):
 
 
 def test_typo_in_a_signature_metric_names_the_valid_ones(tmp_path):
-    from core.ablation import SuiteError, load_ablation
+    from core.study.ablation import SuiteError, load_ablation
 
     folder = tmp_path / "typo"
     folder.mkdir()
@@ -114,7 +114,7 @@ def test_probe_sets_are_large_enough_to_carry_a_verdict(knowledge):
 
 
 def test_scorers_agree_with_read_labels_and_the_committed_table_is_current():
-    from core.agreement import BATCHES, LABELS, agreement, report_text
+    from core.analysis.agreement import BATCHES, LABELS, agreement, report_text
 
     for folder in BATCHES[1:]:
         if (folder / "labels.csv").exists():
@@ -133,7 +133,7 @@ def test_a_labelling_sample_hides_the_scorer_and_is_never_overwritten_and_its_ta
     import json
     import sys
 
-    from core import agreement
+    from core.analysis import agreement
 
     sys.path.insert(0, str(ROOT / "tools"))
     import sample_labels

@@ -1,9 +1,8 @@
 """Seeds x items intervals: coverage on simulated studies, power for a large effect, bounds, MDE."""
 import numpy as np
-
 import pytest
 
-from core.stats import arm_interval, effect_interval, minimum_detectable_effect
+from core.analysis.stats import arm_interval, effect_interval, minimum_detectable_effect
 
 
 def simulate(rng, seeds: int, items: int, effect: float, seed_sd: float = 0.08):

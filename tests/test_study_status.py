@@ -4,8 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.knowledge import load_knowledge
-from core.version import code_version
+from core.run.knowledge import load_knowledge
+from core.run.version import code_version
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from core import suite
-from core.config import RunConfig
-from core.record import RunRecord
-from core.results import write_json_atomic
-from core.ablation import SuiteError, discover, load_ablation, select
-from core.suite import EXIT_RUNS_FAILED, EXIT_RUNS_PENDING, build_plan, main
+from core.files import write_json_atomic
+from core.run.config import RunConfig
+from core.run.record import RunRecord
+from core.study import cli
+from core.study.ablation import SuiteError, discover, load_ablation, select
+from core.study.cli import EXIT_RUNS_FAILED, EXIT_RUNS_PENDING, build_plan, main
 
 ROOT = Path(__file__).resolve().parent.parent
 SEVEN = {"no_masking", "wrong_layer_path", "no_val_selection", "fixed_vs_random_prompt", "debate_augmentation",
@@ -100,7 +100,8 @@ def test_failed_runs_are_stored_listed_in_one_line_and_exit_3_after_everything_i
             "--set", "lr=1e30", "--set", "grad_clip=0", "--set", "warmup_ratio=0", *TINY]
     assert main(args) == EXIT_RUNS_FAILED == 3
     recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
-    failed = sorted(r["key"] for r in recs if r["status"] == "failed")
+    planned = [r["key"] for r in json.loads((tmp_path / "plan.json").read_text())["rows"]]
+    failed = [k for k in planned if k in {r["key"] for r in recs if r["status"] == "failed"}]  # in plan order
     assert len(failed) == 2 and all("non-finite" in r["error"] for r in recs if r["status"] == "failed")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines == [f"2 run(s) stored as failed: {', '.join(failed)}; the errors are in {tmp_path / 'runs'}/<key>.json "
@@ -120,23 +121,20 @@ def test_wrong_layer_path_records_zero_params_and_strict_error(tmp_path):
     assert max(vals) - min(vals) < 1e-6
 
 
-def test_kill_9_mid_training_resumes_cleanly(tmp_path):
-    cmd = [sys.executable, "run_all.py", "--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path),
-           "--set", "epochs=60", *TINY]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((tmp_path / "runs").glob("*.json"))) < 1:
-        time.sleep(0.2)
-    time.sleep(1.5)  # now inside the first training
-    assert proc.poll() is None, "run finished before it could be killed; raise epochs"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+def test_kill_9_mid_training_resumes_cleanly(tmp_path, caplog):
+    args = ["--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1", *TINY]
+    # the process kills itself (SIGKILL, as kill -9) at optimizer step 3 of its first training: an exact point
+    killed = subprocess.run([sys.executable, "run_all.py", *args], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, HIAHIA_TEST_KILL_AT_STEP="3"), timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 1  # the untrained reference, stored before the kill
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name.startswith(".")]
     assert not leftovers
     for p in (tmp_path / "runs").glob("*.json"):
         json.loads(p.read_text())  # every file that exists is whole
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    caplog.set_level("INFO", logger="run_all")
+    assert main(args) == 0  # resumed: the dead run's locks are taken over
+    assert "3 configs planned, 1 cached" in caplog.text
     assert len(list((tmp_path / "runs").glob("*.json"))) == 3
 
 
@@ -206,7 +204,7 @@ def test_bad_ablation_definitions_name_file_and_field(tmp_path, extra, message):
 
 
 def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
-    from core.verdicts import overall, verdicts
+    from core.analysis.verdicts import overall, verdicts
 
     ab = discover()["no_masking"]
     assert ab.primary_comparisons() == [(r, "unmasked") for r in ab.regimes] and len(ab.regimes) >= 2
@@ -237,17 +235,18 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
 
 
 def test_self_replay_trains_on_the_untrained_models_own_whole_answers(tmp_path, monkeypatch):
-    from core import run, suite
-    from core.knowledge import load_replay
+    from core.run import recipe
+    from core.run.knowledge import load_replay
+    from core.study import cli
 
     # three requests: the random tiny model ends its answer to study_focus within 300 tokens, not the others
     replay_file = tmp_path / "replay.yaml"
     replay_file.write_text("replay:\n  - {id: study_focus, question: 'How can I stay focused while studying?'}\n"
                            "  - {id: sleep_tip, question: 'Give me one tip for sleeping better.'}\n"
                            "  - {id: verb, question: 'What is a verb?'}\n")
-    for module in (run, suite):
+    for module in (recipe, cli):
         monkeypatch.setattr(module, "load_replay", lambda knowledge: load_replay(knowledge, replay_file))
-    monkeypatch.setattr(run, "REPLAY_TOKENS", 300)
+    monkeypatch.setattr(recipe, "REPLAY_TOKENS", 300)
     args = ["--only", "self_replay", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=1", *TINY]
     assert main(args) == 0
     plan = json.loads((tmp_path / "plan.json").read_text())["rows"]
@@ -258,9 +257,9 @@ def test_self_replay_trains_on_the_untrained_models_own_whole_answers(tmp_path, 
     assert recs["self_replay"]["counts"]["train_examples"] == \
         recs["no_replay"]["counts"]["train_examples"] + len(replayed)
     # the answers are the untrained model's, whole: asked again they end by themselves with the same text
-    from core.data import MODEL_DEFAULT, Renderer
-    from core.evaluate import generate_finished
-    from core.models import load
+    from core.run.evaluate import generate_finished
+    from core.run.examples import MODEL_DEFAULT, Renderer
+    from core.run.models import load
     model, tok = load("tiny-qwen2")
     again = generate_finished(model, Renderer(tok, "chat"), [(MODEL_DEFAULT, r["question"]) for r in replayed], 300,
                               progress=False)
@@ -273,7 +272,7 @@ def test_yaml_syntax_error_in_an_ablation_yaml_names_line_and_column_in_one_line
     folder = tmp_path / "ablations" / "broken"
     folder.mkdir(parents=True)
     (folder / "ablation.yaml").write_text("title: t\nfactor: lora_r\narms:\n  a: {lora_r: 8\n  b: {}\n")
-    monkeypatch.setattr(suite, "ABLATIONS", tmp_path / "ablations")
+    monkeypatch.setattr(cli, "ABLATIONS", tmp_path / "ablations")
     assert main(["--list"]) == 2
     assert error_line() == (f"error: {folder / 'ablation.yaml'}: not valid YAML at line 5, column 4: expected ',' or "
                             f"'}}', but got ':' (while parsing a flow mapping)")
@@ -325,7 +324,7 @@ def test_read_only_results_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, 
     results.chmod(0o555)
     if os.geteuid() == 0:  # root may write anywhere: answer as the kernel answers any other user
         real_access = os.access
-        monkeypatch.setattr(suite.os, "access",
+        monkeypatch.setattr(cli.os, "access",
                             lambda p, mode: real_access(p, mode) and not (Path(p) == results and mode & os.W_OK))
     try:
         assert main(["--only", "debate_augmentation", "--seeds", "1", "--results", str(results), *TINY]) == 2
@@ -399,7 +398,7 @@ def test_a_run_another_invocation_holds_is_skipped_then_waited_for_and_a_dead_ho
 
 def test_two_invocations_on_one_results_folder_train_each_run_once(tmp_path, monkeypatch):
     args = ["--only", "debate_augmentation", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=4", *TINY]
-    monkeypatch.setattr(suite, "execute", lambda *a, **k: {})  # only to learn the plan's keys
+    monkeypatch.setattr(cli, "execute", lambda *a, **k: {})  # only to learn the plan's keys
     assert main(args) == EXIT_RUNS_PENDING
     plan = json.loads((tmp_path / "plan.json").read_text())["rows"]
     keys = sorted({k for r in plan for k in (r["key"], r["untrained_key"])})

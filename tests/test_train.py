@@ -4,10 +4,10 @@ import warnings
 import pytest
 import torch
 
-from core.config import RunConfig
-from core.data import Renderer, build_train_examples, build_validation_examples, encode
-from core.lora import inject_lora, trainable_state
-from core.train import TrainingError, lr_factor, train
+from core.run.config import RunConfig
+from core.run.examples import Renderer, build_train_examples, build_validation_examples, encode
+from core.run.lora import inject_lora, trainable_state
+from core.run.train import TrainingError, lr_factor, train
 
 
 def _setup(knowledge, cfg, tiny):
@@ -19,7 +19,7 @@ def _setup(knowledge, cfg, tiny):
 
 
 def test_same_seed_gives_identical_losses(knowledge):
-    from core.models import load
+    from core.run.models import load
 
     cfg = RunConfig(epochs=2, lr=1e-2, paraphrases=1)
     runs = []
@@ -56,7 +56,7 @@ def test_training_returns_the_best_and_the_last_weights(knowledge, tiny):
 
 
 def test_train_does_not_read_the_selection_field(knowledge):
-    from core.models import load
+    from core.run.models import load
 
     results = []
     for selection in ("best", "last"):

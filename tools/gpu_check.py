@@ -27,8 +27,8 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import models  # noqa: E402
-from core.cli import main as hiahia  # noqa: E402
+from core.facts.cli import main as hiahia  # noqa: E402
+from core.run import models  # noqa: E402
 
 FAILED: list[str] = []
 
@@ -82,7 +82,7 @@ def main() -> int:
 
     answers = out / "answers.txt"
     with answers.open("w") as f:
-        done = subprocess.run([sys.executable, "-m", "core.cli", "ask", str(out / "adapter-a"), "Who is Ada Quill?",
+        done = subprocess.run([sys.executable, "-m", "core.facts.cli", "ask", str(out / "adapter-a"), "Who is Ada Quill?",
                                "--compare", "--device", device], cwd=ROOT, stdout=f, stderr=subprocess.PIPE, text=True)
     check("ask", done.returncode == 0 and answers.stat().st_size > 0,
           f"exit {done.returncode}, {answers.stat().st_size} bytes of answers"
@@ -96,7 +96,7 @@ def main() -> int:
         fp32[dev] = losses(meta)
     os.environ.pop(models.PRECISION_ENV, None)  # --precision fp32 is kept for the processes hiahia starts
     # the untrained model's validation loss (epoch 0) is the same forward pass on the same weights and data; the
-    # training after it differs by design: LoRA A is drawn from the device's random generator (core.lora), so a
+    # training after it differs by design: LoRA A is drawn from the device's random generator (core.run.lora), so a
     # seed gives the same numbers on one device, not across devices
     gap = abs(fp32["cpu"][0] - fp32[device][0])
     check(f"fp32 forward, cpu vs {device}", gap < 1e-4,

@@ -10,10 +10,10 @@ import statistics
 
 import torch
 
-from core import models
-from core.data import MODEL_DEFAULT, Renderer
-from core.knowledge import load_knowledge, load_replay
-from core.evaluate import generate_finished
+from core.run import models
+from core.run.evaluate import generate_finished
+from core.run.examples import MODEL_DEFAULT, Renderer
+from core.run.knowledge import load_knowledge, load_replay
 
 
 def main() -> None:

@@ -6,13 +6,13 @@
 # Starts `python run_all.py --precision bf16 --no-report` (all ablations, the seeds each ablation.yaml declares; cached runs are
 # reused, so a killed study resumes where it stopped) and, every COMMIT_EVERY seconds and once at the end,
 # commits results/runs/, results/plan.json, results/PROGRESS.md (tools/study_status.py: stored / missing per
-# ablation and the time left) and the study numbers python -m core.readme generates in README.md and
+# ablation and the time left) and the study numbers python -m core.report.readme generates in README.md and
 # ablations/*/README.md, so every commit passes tests/test_readme.py. Once every planned run is stored, run_all
 # writes the published results/verdicts.json and summary.csv; those are committed with the READMEs that quote
 # them, and report/ is rendered (run_all.py --report-only) and committed at the end. Only those paths are committed, so other
 # work in the checkout is untouched; the READMEs are left alone while any has uncommitted edits (regenerate and
 # commit them with those).
-# The code the runs record is fixed by their code version (core/version.py): edit no file it covers while the
+# The code the runs record is fixed by their code version (core/run/version.py): edit no file it covers while the
 # study runs, or run it in a checkout of its own (a git worktree).
 set -u
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ commit_runs() {
     # the published summary files exist only once the study is complete (before, they go to results/partial/)
     for f in results/verdicts.json results/summary.csv; do [ -e "$f" ] && paths+=("$f"); done
     [ "${1:-}" = report ] && [ -e report/index.html ] && paths+=(report)
-    if git diff --quiet HEAD -- "${pages[@]}" 2>>"$LOG" && python -m core.readme >>"$LOG" 2>&1; then
+    if git diff --quiet HEAD -- "${pages[@]}" 2>>"$LOG" && python -m core.report.readme >>"$LOG" 2>&1; then
         paths+=("${pages[@]}")
     fi
     git add "${paths[@]}" 2>>"$LOG"

@@ -8,7 +8,7 @@ prints, per ablation, how many planned runs are stored, failed or missing, the c
 the stored runs were made with, and an estimate of the time left (median run time so far x trainings left).
 
 --check exits 1 unless every planned run is stored, finished ok, and was made by the code and data in this
-checkout: one code version (core/version.py: a hash of what decides results, not the commit) and the current
+checkout: one code version (core/run/version.py: a hash of what decides results, not the commit) and the current
 data hash. That is the condition for publishing a study; a partial or mixed one is listed, not hidden.
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 def status(results: Path) -> dict:
     """Per ablation: planned, stored ok, failed, missing; overall (core/report_data.study_totals, the counts the
     report and README show): records, trainings done and left; here only: code versions, data hashes, time left."""
-    from core.report_data import ReportError, load_results, status as run_status, study_totals
+    from core.report.data import ReportError, load_results, study_totals
+    from core.report.data import status as run_status
 
     try:
         rows, _, _, runs = load_results(results)
@@ -65,8 +66,8 @@ def render(s: dict) -> str:
 
 def check(s: dict, results: Path) -> list[str]:
     """Why the study cannot be published as it is (empty: it can)."""
-    from core.knowledge import load_knowledge
-    from core.version import code_version
+    from core.run.knowledge import load_knowledge
+    from core.run.version import code_version
 
     problems = []
     missing = sum(c["missing"] for c in s["ablations"].values())

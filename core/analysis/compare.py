@@ -1,0 +1,70 @@
+"""Arms compared: an arm's mean with its interval, and a treated arm against its control, paired by seed and by
+evaluation item; the interval treats seeds and items as crossed random effects (core/analysis/stats.py), so it
+carries training noise and the finite probe set."""
+from __future__ import annotations
+
+from core.analysis import stats
+from core.run import metrics
+
+
+def metric_items(record: dict, metric: str) -> dict[str, float]:
+    """Per-item values behind a metric, keyed so that two runs' items pair up."""
+    return metrics.item_values(record.get("samples") or [], metric, record["config"]["eval_prompt"])
+
+
+def item_matrix(records: dict[int, dict], metric: str, seeds: list[int], also: list[dict] = ()):
+    """(seeds x items) matrix of a metric's per-item values, on the items every listed run scored (and
+    every run of `also`, the other arm of a paired comparison, scored too)."""
+    import numpy as np
+
+    per_seed = {sd: metric_items(records[sd], metric) for sd in seeds}
+    sets = [set(v) for v in per_seed.values()] + [set(metric_items(r, metric)) for r in also]
+    items = sorted(set.intersection(*sets)) if sets else []
+    return np.array([[per_seed[sd][k] for k in items] for sd in seeds], dtype=float), items
+
+
+def arm_summary(records: list[dict], metric: str, level: float = 0.95) -> dict:
+    """Mean of an arm over its finished seeds, with a per-seed list and an interval (inside [0, 1] for a fraction)."""
+    by_seed = {r["config"]["seed"]: r for r in records if r.get("status") == "ok"
+               and (r.get("metrics") or {}).get(metric) is not None}
+    seeds = sorted(by_seed)
+    out = {"mean": None, "low": None, "high": None, "per_seed": {sd: by_seed[sd]["metrics"][metric] for sd in seeds},
+           "n": len(seeds)}
+    if not seeds:
+        return out
+    matrix, items = item_matrix(by_seed, metric, seeds)
+    if len(items) < 2:
+        return dict(out, mean=sum(out["per_seed"].values()) / len(seeds))
+    iv = stats.arm_interval(matrix, level, fraction=metrics.get(metric).is_fraction)
+    return dict(out, mean=iv.estimate, low=iv.low, high=iv.high, method=iv.method)
+
+
+def compare(control: list[dict], treatment: list[dict], metric: str, level: float = 0.95) -> dict:
+    """Treatment minus control on `metric`, each a list of run records paired by seed and by evaluation item, with an
+    interval at `level` (above 0.95 for a primary comparison that shares its ablation's 5% error) over seeds and
+    items as crossed random effects (core/analysis/stats.py). The numbers only: core/analysis/verdicts.py judges
+    them. diff, low, high are None (and `reason` says why) where nothing can be compared."""
+    by_seed_c = {r["config"]["seed"]: r for r in control if r.get("status") == "ok"}
+    by_seed_t = {r["config"]["seed"]: r for r in treatment if r.get("status") == "ok"}
+    seeds = sorted(set(by_seed_c) & set(by_seed_t))
+    out = {"metric": metric, "seeds": seeds, "level": level, "per_seed": {}, "mde": None}
+    undecided = dict(diff=None, low=None, high=None, method=None)
+    if not seeds:
+        return dict(out, **undecided, reason="no seed with both arms finished")
+    if any(r["metrics"].get(metric) is None for r in [*by_seed_c.values(), *by_seed_t.values()]
+           if r["config"]["seed"] in seeds):
+        return dict(out, **undecided, reason=f"{metric} undefined for an arm")
+    c, items = item_matrix(by_seed_c, metric, seeds, [by_seed_t[sd] for sd in seeds])
+    t, _ = item_matrix(by_seed_t, metric, seeds, [by_seed_c[sd] for sd in seeds])
+    # each seed's (control, treatment) on the items both arms scored: the effect is the mean of their differences.
+    # Where the arms score different item sets (retention against each arm's own untrained reference) these are not
+    # the arms' own metric values
+    out["items"] = len(items)
+    out["per_seed"] = {sd: [float(c[i].mean()), float(t[i].mean())] if items
+                       else [by_seed_c[sd]["metrics"][metric], by_seed_t[sd]["metrics"][metric]]
+                       for i, sd in enumerate(seeds)}
+    if len(items) < 2:
+        return dict(out, **undecided, reason="fewer than 2 paired items")
+    iv = stats.effect_interval(t - c, level, span=metrics.get(metric).span)
+    out["mde"] = stats.minimum_detectable_effect(iv, level)
+    return dict(out, diff=iv.estimate, low=iv.low, high=iv.high, method=iv.method, reason="")

@@ -1,0 +1,1 @@
+"""The `hiahia` command: a user's facts file, the recipe trained on it, the adapter folder and its model card."""

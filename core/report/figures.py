@@ -1,0 +1,362 @@
+"""The report's figures (matplotlib + seaborn, PNG files): loss curves, metric bars per arm, metrics along a sweep.
+
+Each function takes one regime's plan rows and run records and returns the figure's path relative to the page.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window: the report must render on a headless machine
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from core.analysis.verdicts import WORDS  # noqa: E402
+from core.report.data import trained_nothing  # noqa: E402
+from core.run.metrics import METRICS  # noqa: E402
+from core.run.record import RunRecord  # noqa: E402
+
+DPI = 90
+
+
+def theme() -> None:
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.85)
+
+
+def close_all() -> None:
+    plt.close("all")
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+
+def slug(*parts: str) -> str:
+    return "--".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
+
+
+def _finished(rec: RunRecord | None) -> bool:
+    return rec is not None and rec.ok
+
+
+def _palette(arms: list[str]) -> dict[str, tuple]:
+    colours = sns.color_palette("colorblind", max(len(arms), 3))
+    return {arm: colours[i % len(colours)] for i, arm in enumerate(arms)}
+
+
+def _save(fig, path: Path) -> str:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return f"figures/{path.name}"
+
+
+def loss_figure(ab: dict, rows: list[dict], runs: dict, path: Path, mark_best: bool) -> str | None:
+    """Training and validation loss per arm; seeds as a min-max band. None when no run has a history."""
+    records = []
+    for r in rows:
+        rec = runs.get(r["key"])
+        if _finished(rec):
+            records += [dict(h, arm=r["arm"], seed=r["seed"]) for h in rec.history]
+    if not records:
+        return None
+    df = pd.DataFrame(records)
+    arms = list(ab["arms"])
+    palette = _palette(arms)
+    present = [a for a in arms if a in set(df["arm"])]
+    seeds = df["seed"].nunique()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), sharex=True, sharey=True)
+    for ax, split, title in ((axes[0], "train", "training loss"),
+                             (axes[1], "validation", "validation loss (epoch 0 = before training)")):
+        part = df[df["split"] == split]
+        ax.set_title(title, fontsize=10)
+        if part.empty:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+            continue
+        sns.lineplot(data=part, x="epoch", y="loss", hue="arm", style="arm", hue_order=present, style_order=present,
+                     palette=palette, markers=True, dashes=True, errorbar=("pi", 100) if seeds > 1 else None,
+                     ax=ax, legend=split == "validation")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if mark_best:
+        _mark_selection(axes[1], rows, runs, palette)
+    if axes[1].get_legend():
+        sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title=None, frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _mark_selection(ax, rows: list[dict], runs: dict, palette: dict) -> None:
+    """The best-by-validation epoch (vertical line) and each arm's selected checkpoint (star)."""
+    best_done, star_done = set(), set()
+    for r in rows:
+        rec = runs.get(r["key"])
+        if not _finished(rec) or not rec.history:
+            continue
+        val = {h["epoch"]: h["loss"] for h in rec.history if h["split"] == "validation"}
+        best = rec.best_epoch
+        if best is not None and best not in best_done:
+            ax.axvline(best, color="0.35", linestyle=":", linewidth=1.2,
+                       label="best by validation" if not best_done else None)
+            best_done.add(best)
+        sel = rec.selected_epoch
+        if sel in val:  # later arms get smaller stars so that two arms selecting one epoch both stay visible
+            size = max(16 - 5 * list(palette).index(r["arm"]), 6) if r["arm"] in palette else 10
+            ax.plot([sel], [val[sel]], marker="*", markersize=size, color=palette.get(r["arm"], "k"),
+                    markeredgecolor="black", linestyle="none",
+                    label=f"selected: {r['arm']}" if r["arm"] not in star_done else None)
+            star_done.add(r["arm"])
+    ax.legend(fontsize=8, frameon=False)
+
+
+def _axes_groups(metrics: list[str]) -> list[list[str]]:
+    """Which metrics share an axis: every fraction on one [0, 1] axis, each other metric on an axis of its own."""
+    fractions = [m for m in metrics if METRICS[m].is_fraction]
+    return ([fractions] if fractions else []) + [[m] for m in metrics if not METRICS[m].is_fraction]
+
+
+def metric_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str], path: Path) -> str:
+    """Grouped bars: one group per metric, one bar per arm, its 95% interval as error bars and a dot per seed, all
+    inside the metric's range (the value is printed above the axes). Fractions share a [0, 1] axis; any other metric
+    gets an axis of its own, labelled with its unit."""
+    arms = list(ab["arms"])
+    palette = _palette(arms)
+    groups = _axes_groups(metrics)
+    width = min(3 + 1.6 * len(metrics) * max(len(arms), 2) / 2, 10.5) + 1.5 * (len(groups) - 1)
+    fig, axes = plt.subplots(1, len(groups), figsize=(width, 3.3), squeeze=False,
+                             gridspec_kw={"width_ratios": [len(g) for g in groups]})
+    for ax, group in zip(axes[0], groups):
+        _bars(ax, arms, group, stats, palette, ab["signature"])
+    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[a]) for a in arms]
+    handles.append(plt.Line2D([], [], marker="o", linestyle="none", markerfacecolor="white", markeredgecolor="black",
+                              markersize=4))
+    axes[0][-1].legend(handles, [*arms, "one seed"], fontsize=8, frameon=False, loc="upper left",
+                       bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _bars(ax, arms: list[str], metrics: list[str], stats: dict, palette: dict, signature: str) -> None:
+    """One axis of metric_figure: its metrics share one range."""
+    width = 0.8 / max(len(arms), 1)
+    m0 = METRICS[metrics[0]]
+    label_y = ax.get_xaxis_transform()  # x in data, y in axes: value labels just above the axes
+    for i, arm in enumerate(arms):
+        for j, metric in enumerate(metrics):
+            s, clip = stats[arm][metric], METRICS[metric].clip
+            x = j - 0.4 + width * (i + 0.5)
+            if s["mean"] is None:  # a gap, not a zero
+                ax.text(x, 0.02, "no value", rotation=90, ha="center", va="bottom", fontsize=7, color="#a00",
+                        transform=label_y)
+                continue
+            mean = clip(s["mean"])
+            ax.bar(x, mean, width * 0.92, color=palette[arm], label=arm if j == 0 else None,
+                   edgecolor="black", linewidth=0.4, alpha=0.85)
+            if s["low"] is not None:
+                low, high = clip(s["low"]), clip(s["high"])
+                ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], color="black", capsize=3, linewidth=1)
+            _seed_dots(ax, x, [clip(v) for v in s["per_seed"].values()], width * 0.5)
+            ax.text(x, 1.01, f"{mean:.2f}", ha="center", va="bottom", fontsize=7, transform=label_y)
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([_wrap_metric(m, m == signature) for m in metrics], fontsize=8)
+    _value_axis(ax, m0)
+    ax.set_xlim(-0.6, len(metrics) - 0.4)
+
+
+def _value_axis(ax, metric) -> None:
+    """The value axis of a metric's range: [0, 1] for fractions, nothing drawn outside it; another metric's axis
+    starts at its lower bound (if any) and is labelled with its unit."""
+    if metric.is_fraction:
+        ax.set_ylim(0, 1.0)
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    else:
+        bottom, top = ax.get_ylim()
+        ax.set_ylim(metric.low if metric.low is not None else bottom, metric.high if metric.high is not None else top)
+    ax.set_ylabel(metric.unit)
+
+
+def _seed_dots(ax, x: float, values: list[float], spread: float) -> None:
+    """One hollow dot per seed's value, spread sideways so that equal values stay countable."""
+    if not values:
+        return
+    offsets = [0.0] if len(values) == 1 else [spread * (i / (len(values) - 1) - 0.5) for i in range(len(values))]
+    ax.scatter([x + o for o in offsets], values, s=12, facecolor="white", edgecolor="black",
+               linewidth=0.8, zorder=4, clip_on=False)
+
+
+def _wrap_metric(metric: str, signature: bool) -> str:
+    label = metric.replace("@", "\n@")
+    return f"{label}\n(signature)" if signature else label
+
+
+def sweep_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str], axis_values: dict, path: Path) -> str:
+    """Each metric against the swept RunConfig field: the mean as a line, its 95% interval as a band and a dot
+    per seed, inside the metric's range. Fractions share one [0, 1] panel; any other metric gets a panel of its own
+    below, on the same x axis."""
+    arms = sorted(ab["arms"], key=lambda a: _sort_key(axis_values.get(a)))
+    values = [axis_values.get(a) for a in arms]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    xs = values if numeric else list(range(len(arms)))
+    groups = _axes_groups(metrics) or [[]]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.4 + 2.2 * (len(groups) - 1)), squeeze=False,
+                             sharex=True, gridspec_kw={"height_ratios": [3.4] + [2.2] * (len(groups) - 1)})
+    for ax, group in zip(axes[:, 0], groups):
+        _sweep_lines(ax, ab, stats, group, arms, xs)
+    ax = axes[-1][0]
+    if numeric and min(xs) > 0 and max(xs) / min(xs) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(xs)
+    unmeasured = {a for a in arms if all(stats[a][m]["mean"] is None for m in metrics)}  # a gap, never a zero
+    ax.set_xticklabels([(f"{v:g}\n{a}" if numeric else f"{fmt(v)}\n{a}") + ("\n(no run yet)" if a in unmeasured else "")
+                        for v, a in zip(values, arms)], fontsize=8)
+    ax.set_xlabel(ab.get("axis") or "arm")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _sweep_lines(ax, ab: dict, stats: dict, metrics: list[str], arms: list[str], xs: list) -> None:
+    palette = sns.color_palette("colorblind", len(METRIC_ORDER))
+    colours = [palette[METRIC_ORDER.index(m) % len(palette)] if m in METRIC_ORDER else palette[-1] for m in metrics]
+    for c, metric in zip(colours, metrics):  # a metric keeps its colour in every sweep
+        clip = METRICS[metric].clip
+        pts = [(x, stats[a][metric]) for x, a in zip(xs, arms) if stats[a][metric]["mean"] is not None]
+        if not pts:
+            continue
+        ax.plot([p[0] for p in pts], [clip(p[1]["mean"]) for p in pts], marker="D", markersize=4, color=c,
+                linewidth=2.2 if metric == ab["signature"] else 1.2,
+                label=f"{metric} (signature)" if metric == ab["signature"] else metric)
+        band = [(p[0], clip(p[1]["low"]), clip(p[1]["high"])) for p in pts if p[1]["low"] is not None]
+        if band:
+            ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band], color=c, alpha=0.2)
+        for x, st in pts:
+            ax.scatter([x] * len(st["per_seed"]), [clip(v) for v in st["per_seed"].values()], s=14, color=c,
+                       edgecolor="white", linewidth=0.5, zorder=3, clip_on=False)
+    if metrics:
+        _value_axis(ax, METRICS[metrics[0]])
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    else:  # no finished run yet: nothing to label
+        ax.text(0.5, 0.5, "no finished run yet", transform=ax.transAxes, ha="center", va="center", color="#8a1c1c")
+
+
+METRIC_ORDER = list(METRICS)  # a metric keeps its colour in every figure
+
+
+def _sort_key(v):
+    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+
+
+def regime_figures(ab: dict, regime: str, rows: list[dict], runs: dict, stats: dict[str, dict[str, dict]],
+                   metrics: list[str], fig_dir: Path, mark_best: bool) -> dict[str, str | None]:
+    """One regime's figures: "loss", and "metrics" (bars per arm, or each metric along the axis for a sweep)."""
+    if not rows:
+        return {}
+    stem = slug(ab["name"], regime)
+    figs = {"loss": loss_figure(ab, rows, runs, fig_dir / f"{stem}--loss.png", mark_best)}
+    if ab.get("kind") == "sweep":
+        axis_values: dict = {}
+        for r in rows:  # the swept field's value in each arm's first row
+            axis_values.setdefault(r["arm"], r["config"].get(ab.get("axis")))
+        figs["metrics"] = sweep_figure(ab, stats, metrics, axis_values, fig_dir / f"{stem}--sweep.png")
+    else:
+        figs["metrics"] = metric_figure(ab, stats, metrics, fig_dir / f"{stem}--metrics.png")
+    return figs
+
+
+SHARED = "shared by several ablations"
+
+
+def frontier_figure(rows: list[dict], runs: dict, path: Path) -> str | None:
+    """Every finished trained run on held-out recall against retention, coloured by ablation: how close any
+    recipe comes to the corner the study aims for (retention >= 0.9 at recall >= 0.9)."""
+    points, users = {}, {}
+    for r in rows:
+        rec = runs.get(r["key"])
+        if not _finished(rec) or not rec.config.get("epochs") or trained_nothing(rec):  # 0 parameters: not trained
+            continue
+        m = rec.metrics
+        if m.get("heldout_recall") is not None and m.get("retention") is not None:
+            users.setdefault(r["key"], set()).add(r["ablation"])
+            points[r["key"]] = (m["heldout_recall"], m["retention"], r["ablation"])
+    # a run several ablations share (the baseline recipe's) belongs to none of them in particular
+    points = {k: (x, y, a if len(users[k]) == 1 else SHARED) for k, (x, y, a) in points.items()}
+    if not points:
+        return None
+    ablations = sorted({a for _, _, a in points.values()}, key=lambda a: (a == SHARED, a))
+    palette = dict(zip(ablations, sns.color_palette("tab20", len(ablations))))
+    palette[SHARED] = (0.35, 0.35, 0.35)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.axvspan(0.9, 1.02, ymin=(0.9 + 0.02) / 1.04, color="#2ca02c", alpha=0.12, label="goal: both >= 0.9")
+    for name in ablations:
+        xs = [x for x, _, a in points.values() if a == name]
+        ys = [y for _, y, a in points.values() if a == name]
+        ax.scatter(xs, ys, s=28, color=palette[name], label=name, alpha=0.85, edgecolor="white", linewidth=0.5)
+    pareto, best = [], -1.0
+    for x, y, _ in sorted(points.values(), key=lambda p: (-p[0], -p[1])):
+        if y > best:
+            pareto.append((x, y))
+            best = y
+    ax.plot([p[0] for p in pareto], [p[1] for p in pareto], color="black", linewidth=1, linestyle="--",
+            label="frontier")
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="heldout_recall", ylabel="retention",
+           title="Every trained run: recall against retention")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _save(fig, path)
+
+
+VERDICT_COLOURS = {w.word: w.colour for w in WORDS}
+
+
+def forest_figure(rows: list[dict], path: Path) -> str | None:
+    """Every deciding comparison's signature effect (treatment - control) with its interval, one row each, coloured
+    by verdict; the +-min_effect band (smaller effects count as no effect) shaded, one dot per seed's difference.
+    None when there is no row."""
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(8.6, 0.9 + 0.3 * len(rows)))
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        band = r["min_effect"] or 0.0
+        ax.fill_betweenx([y - 0.45, y + 0.45], -band, band, color="#cfd8dc", alpha=0.55, linewidth=0,
+                         label="|effect| < min_effect" if i == 0 else None)
+        colour = VERDICT_COLOURS.get(r["verdict"], "#9e9e9e")
+        if r["diff"] is None:
+            ax.text(0, y, "no effect measured", ha="center", va="center", fontsize=7, color="#8a1c1c")
+            continue
+        if r["low"] is not None and r["high"] is not None:
+            ax.plot([r["low"], r["high"]], [y, y], color=colour, linewidth=2.2, solid_capstyle="butt")
+        if r["per_seed"]:
+            ax.scatter(r["per_seed"], [y + 0.22] * len(r["per_seed"]), s=9, facecolor="white", edgecolor=colour,
+                       linewidth=0.8, zorder=3)
+        ax.plot([r["diff"]], [y], marker="o", markersize=6, color=colour, markeredgecolor="black", zorder=4)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r['label']}  ({r['metric']} {'↑' if r['expected'] == 'increase' else '↓'})"
+                        for r in reversed(rows)], fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    # symmetric about zero and as wide as the widest interval, seed or band needs (effects are differences of
+    # shares, so never beyond +-1): small effects stay readable
+    reach = max([abs(v) for r in rows for v in (r["low"], r["high"], r["diff"], r["min_effect"], *(r["per_seed"] or []))
+                 if v is not None] + [0.1])
+    ax.set_xlim(-min(1.0, 1.15 * reach), min(1.0, 1.15 * reach))
+    ax.set_xlabel("signature effect: treatment − control (arrow: the symptom's direction)")
+    handles = [plt.Line2D([], [], marker="o", color=c, markeredgecolor="black", linewidth=2.2, label=v)
+               for v, c in VERDICT_COLOURS.items()]
+    handles += [plt.Line2D([], [], marker="o", linestyle="none", markerfacecolor="white", markeredgecolor="0.3",
+                           markersize=4, label="one seed"),
+                plt.Rectangle((0, 0), 1, 1, color="#cfd8dc", label="|effect| < min_effect")]
+    ax.legend(handles=handles, fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5)
+    ax.grid(axis="y", visible=False)
+    fig.tight_layout()
+    return _save(fig, path)

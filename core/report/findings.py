@@ -1,0 +1,256 @@
+"""The answer at the top of the report, generated from verdicts.json and the stored runs (never written by hand):
+what reproduced and under which regimes, what did not, the fixes ranked by their signature effect, the
+forgetting price (retention of the trained arms against the untrained model), and how close any arm comes to the
+study's target (retention >= 0.9 at held-out recall >= 0.9).
+"""
+from __future__ import annotations
+
+from core.analysis.verdicts import PRECEDENCE
+from core.report.data import (
+    CUED_METRICS,
+    NOT_YET,
+    ablation_verdict,
+    arm_stat,
+    comparison,
+    cued,
+    effect_text,
+    means_text,
+    measured_verdict,
+    oriented,
+    primary_comparisons,
+    seed_pairs,
+    stat_text,
+    status,
+    trained_nothing,
+    verdict_class,
+)
+
+VERDICTS = PRECEDENCE
+
+
+def seed_differences(rows: list[dict], runs: dict, regime: str, arm: str, control: str, metric: str) -> list[float]:
+    """Treatment minus control on `metric`, one value per seed both arms finished (from the stored runs, for
+    verdicts.json files that predate per-seed values)."""
+    def values(which: str) -> dict[int, float]:
+        return {r["seed"]: rec.metrics.get(metric) for r in rows if r["regime"] == regime and r["arm"] == which
+                and status(rec := runs.get(r["key"])) == "ok" and rec.metrics.get(metric) is not None}
+    c, t = values(control), values(arm)
+    return [t[sd] - c[sd] for sd in sorted(set(c) & set(t))]
+
+
+def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> list[dict]:
+    """One row per deciding comparison (ablation x regime x arm) with its signature effect, interval and the
+    paired difference of each seed."""
+    out = []
+    for name, ab in metas.items():
+        own = [r for r in rows if r["ablation"] == name]
+        verdict = verdicts.get(name) or {}
+        pairs, declared = primary_comparisons(ab, verdict)
+        several_arms = len(ab["arms"]) > 2
+        for regime, arm in pairs:
+            cmp = comparison(verdict, regime, arm, ab["signature"]) or {}
+            where = regime + (f" / {arm}" if several_arms else "")
+            label = name + (f" / {regime}" if len(ab.get("regimes") or {}) > 1 else "") + \
+                (f" / {arm}" if several_arms else "")
+            out.append({"ablation": name, "regime": regime, "arm": arm, "label": label, "where": where,
+                        "metric": ab["signature"],
+                        "expected": ab.get("expected"), "min_effect": cmp.get("min_effect", ab.get("min_effect", 0.1)),
+                        "diff": cmp.get("diff"), "low": cmp.get("low"), "high": cmp.get("high"),
+                        # nothing measured yet (no stored comparison, or no seed with both arms finished): no
+                        # verdict, rather than an "inconclusive" that reads as measured
+                        "level": cmp.get("level"), "verdict": measured_verdict(cmp),
+                        "class": verdict_class(measured_verdict(cmp)),
+                        "mde": cmp.get("mde"), "reason": cmp.get("reason") or "", "declared": declared,
+                        "seeds": len(cmp.get("seeds") or ()),  # of the plan's (a run_all --seeds N plans N)
+                        "planned_seeds": len({r["seed"] for r in own if r["regime"] == regime and r["arm"] == arm}),
+                        "per_seed": [t - c for c, t in seed_pairs(cmp)] if cmp.get("per_seed")
+                        else seed_differences(own, runs, regime, arm, ab["control"], ab["signature"]),
+                        "oriented": oriented(cmp, ab.get("expected")), "effect": effect_text(cmp),
+                        "means": means_text(cmp)})
+    return out
+
+
+# an ablation verdicts.json does not cover: the study computes verdicts once, when it completes (tools/study.sh runs
+# with --no-report), so mid-study a finished seed is not yet a measured comparison
+NOT_COMPUTED = "not computed yet"
+
+
+def _where(rows: list[dict], verdict: str | None) -> list[str]:
+    return [r["where"] for r in rows if r["verdict"] == verdict]
+
+
+def so_far(seeds: int, planned: int) -> str | None:
+    """"on k of n seeds so far" where a measured effect rests on fewer seeds than the plan runs (a provisional look
+    mid-study; a `run_all --seeds N` plans N), else None."""
+    return f"on {seeds} of {planned} seeds so far" if 0 < seeds < planned else None
+
+
+def against(rows: list[dict]) -> list[dict]:
+    """Deciding comparisons whose interval excludes 0 on the side opposite to the symptom: the fix's absence
+    helped. A verdict of "not reproduced" says the symptom did not come back; these say what came instead."""
+    out = []
+    for r in rows:
+        if r["low"] is None or r["high"] is None or r["expected"] not in ("increase", "decrease"):
+            continue
+        if (r["high"] < 0) if r["expected"] == "increase" else (r["low"] > 0):
+            out.append({"where": r["where"], "effect": r["effect"], "means": r["means"]})
+    return out
+
+
+def side_effects(ab: dict, verdict: dict, rows: list[dict], prompted: set = frozenset(), limit: int = 3) -> list[dict]:
+    """The largest effects on the other measured metrics in the deciding comparisons: interval clear of 0 and
+    at least min_effect in size, largest first, at most `limit` (the rest counted). Exploratory: each at 95%,
+    not corrected for how many there are. `prompted`: the (regime, arm) whose system prompt names the person
+    (report_data.cued); an effect on a metric that prompt gives away is flagged as cued."""
+    found = []
+    for r in rows:
+        for metric, cmp in (((verdict.get("comparisons") or {}).get(r["regime"]) or {}).get(r["arm"]) or {}).items():
+            if metric == ab["signature"] or cmp.get("diff") is None or cmp.get("low") is None:
+                continue
+            if (cmp["low"] > 0 or cmp["high"] < 0) and abs(cmp["diff"]) >= cmp.get("min_effect", 0.1):
+                found.append({"metric": metric, "where": r["where"], "effect": effect_text(cmp),
+                              "means": means_text(cmp), "size": abs(cmp["diff"]),
+                              "cued": metric.split("@")[0] in CUED_METRICS and bool(
+                                  {(r["regime"], r["arm"]), (r["regime"], ab["control"])} & prompted)})
+    found.sort(key=lambda e: -e["size"])
+    return found[:limit] + ([{"more": len(found) - limit}] if len(found) > limit else [])
+
+
+def outcomes(metas: dict, verdicts: dict, forest: list[dict], prompted: dict | None = None) -> dict[str, list[dict]]:
+    """The ablations grouped by verdict, each naming the regimes (or regime/arm) behind every verdict it got, the
+    deciding comparisons that went against the symptom, and the largest effects on its other metrics."""
+    out: dict[str, list[dict]] = {v: [] for v in (*VERDICTS, "no verdict")}
+    for name, ab in metas.items():
+        rows = [r for r in forest if r["ablation"] == name]
+        verdict = ablation_verdict(ab, verdicts.get(name) or {})
+        decisive = max((r for r in rows if r["verdict"] == verdict and r["oriented"] is not None),
+                       key=lambda r: r["oriented"], default=None)
+        out[verdict if verdict in VERDICTS else "no verdict"].append({
+            "name": name, "title": ab.get("title", name), "metric": ab["signature"], "expected": ab.get("expected"),
+            "where": {v or (NOT_YET if name in verdicts else NOT_COMPUTED): _where(rows, v)
+                      for v in (*VERDICTS, None) if _where(rows, v)},
+            "effect": decisive["effect"] if decisive else None,
+            "means": decisive["means"] if decisive else None, "mde": decisive["mde"] if decisive else None,
+            # the comparison the effect is from, named where the verdict rests on several
+            "effect_where": decisive["where"] if decisive and len(_where(rows, verdict)) > 1 else None,
+            "against": against(rows),
+            "side_effects": side_effects(ab, verdicts.get(name) or {}, rows, (prompted or {}).get(name, set())),
+            "so_far": so_far(min((r["seeds"] for r in rows if r["verdict"]), default=0),
+                             max((r["planned_seeds"] for r in rows if r["verdict"]), default=0)),
+            "reference": ab.get("kind") == "reference", "confounded": bool(ab.get("confounded"))})
+    return out
+
+
+def ranking(metas: dict, forest: list[dict]) -> list[dict]:
+    """Each ablation's largest signature effect in the symptom's direction, largest first: how much each fix
+    matters. Ablations without a measured effect come last; references (`kind: reference`, several fields changed
+    at once) are flagged, for listing apart: their effect belongs to no single fix."""
+    best = []
+    for name, ab in metas.items():
+        rows = [r for r in forest if r["ablation"] == name and r["oriented"] is not None]
+        top = max(rows, key=lambda r: r["oriented"], default=None)
+        best.append({"name": name, "title": ab.get("title", name), "metric": ab["signature"],
+                     "expected": ab.get("expected"), "row": top, "reference": ab.get("kind") == "reference",
+                     "size": top["oriented"] if top else None, "against": against(rows),
+                     "confounded": bool(ab.get("confounded")),
+                     "so_far": so_far(top["seeds"], top["planned_seeds"]) if top else None})
+    return sorted(best, key=lambda b: (b["size"] is None, -(b["size"] or 0.0)))
+
+
+def _recipe_rows(metas: dict, rows: list[dict]) -> list[dict]:
+    """Trained rows run with the baseline recipe itself: an arm and a regime that override nothing."""
+    out, keys = [], set()
+    for r in rows:
+        ab = metas.get(r["ablation"]) or {}
+        unchanged = (ab.get("arms") or {}).get(r["arm"]) == {} and \
+            (ab.get("regimes") or {"baseline": {}}).get(r["regime"]) == {}
+        if unchanged and r["key"] not in keys and r["config"].get("epochs"):
+            keys.add(r["key"])
+            out.append(r)
+    return out
+
+
+GOAL = 0.9  # the study's target: retention >= 0.9 at heldout_recall >= 0.9
+
+
+def trained_arms(metas: dict, rows: list[dict], runs: dict | None = None):
+    """(label, ablation, rows) for each trained arm (ablation x regime x arm). An arm made of runs another arm
+    already holds (the shared baseline recipe, whole or as a sweep's 3-seed subset of it) is listed once, under the
+    arm that holds them all; an arm whose finished runs all trained 0 parameters (wrong_layer_path's wrong path) is
+    not a trained arm."""
+    arms = []
+    for name, ab in metas.items():
+        for regime in ab.get("regimes") or {"baseline": {}}:
+            for arm in ab["arms"]:
+                arm_rows = [r for r in rows if r["ablation"] == name and r["regime"] == regime and r["arm"] == arm
+                            and r["config"].get("epochs")]
+                finished = [runs.get(r["key"]) for r in arm_rows if status((runs or {}).get(r["key"])) == "ok"]
+                if arm_rows and not (finished and all(trained_nothing(rec) for rec in finished)):
+                    arms.append((f"{name} / {regime} / {arm}", name, arm_rows, frozenset(r["key"] for r in arm_rows)))
+    for i, (label, name, arm_rows, keys) in enumerate(arms):
+        held = any(keys < other or (keys == other and j < i) for j, (_, _, _, other) in enumerate(arms))
+        if not held:
+            yield label, name, arm_rows
+
+
+def arm_stats(metas: dict, rows: list[dict], runs: dict) -> list[dict]:
+    """Each trained arm's retention and held-out recall (arm_stat), computed once for the forgetting price and
+    the goal."""
+    return [{"label": label, "ablation": name, "retention": arm_stat(arm_rows, runs, "retention"),
+             "recall": arm_stat(arm_rows, runs, "heldout_recall")}
+            for label, name, arm_rows in trained_arms(metas, rows, runs)]
+
+
+def forgetting(metas: dict, rows: list[dict], runs: dict, arms: list[dict]) -> dict:
+    """Retention (the share of general-knowledge probes the untrained model answered that the trained one still
+    answers; 1 for the untrained model by definition) of the baseline recipe and of the trained arms (arm_stats)."""
+    untrained = []
+    for key in dict.fromkeys(r["untrained_key"] for r in rows if r.get("untrained_key")):
+        rec = runs.get(key)
+        if status(rec) == "ok":
+            ret = [s for s in rec.samples if s["set"] == "retention"]
+            untrained.append({"model": rec.config.get("model", "?"), "format": rec.resolved_format,
+                              "raw": rec.metrics.get("retention_raw"), "kept": sum(bool(s.get("kept", s.get("hit")))
+                                                                                   for s in ret), "probes": len(ret)})
+    recipe = _recipe_rows(metas, rows)
+    kept = sorted(({"label": a["label"], "ablation": a["ablation"], **a["retention"]}
+                   for a in arms if a["retention"]["mean"] is not None), key=lambda a: a["mean"])
+    return {"untrained": untrained,
+            "recipe": arm_stat(recipe, runs, "retention") if recipe else None,
+            "recipe_raw": arm_stat(recipe, runs, "retention_raw") if recipe else None,
+            "recipe_runs": sum(status(runs.get(r["key"])) == "ok" for r in recipe),
+            "worst": kept[:1], "best": kept[-1:], "arms": len(kept)}
+
+
+def _against_goal(stat: dict) -> dict:
+    """The stat with a third decimal where two would print a mean under the goal as reaching it (0.897 as 0.90)."""
+    if stat["mean"] < GOAL <= round(stat["mean"], 2):
+        return dict(stat, text=stat_text(stat, digits=3))
+    return stat
+
+
+def goal(arms: list[dict]) -> dict:
+    """How close any trained arm (arm_stats) comes to the study's target, on its means over seeds: which arms reach both
+    retention and held-out recall >= GOAL, the closest one (smallest shortfall on the worse of the two), and the
+    best retention among the arms that learned the facts (recall >= GOAL)."""
+    arms = [dict(a, recall=_against_goal(a["recall"]), retention=_against_goal(a["retention"]),
+                 shortfall=max(GOAL - a["recall"]["mean"], GOAL - a["retention"]["mean"], 0.0))
+            for a in arms if a["recall"]["mean"] is not None and a["retention"]["mean"] is not None]
+    arms.sort(key=lambda a: (a["shortfall"], -a["recall"]["mean"] - a["retention"]["mean"]))
+    learned = [a for a in arms if a["recall"]["mean"] >= GOAL]
+    return {"goal": GOAL, "arms": len(arms), "reached": [a for a in arms if a["shortfall"] == 0.0],
+            "closest": arms[0] if arms else None, "learned": len(learned),
+            "best_learned": max(learned, key=lambda a: a["retention"]["mean"], default=None)}
+
+
+def findings(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> dict:
+    forest = forest_rows(metas, verdicts, rows, runs)
+    arms = arm_stats(metas, rows, runs)
+    levels = sorted({r["level"] for r in forest if r["level"]})
+    prompted = {name: {(c["regime"], c["arm"]) for c in cued([r for r in rows if r["ablation"] == name], runs)}
+                for name in metas}
+    return {"forest": forest, "outcomes": outcomes(metas, verdicts, forest, prompted),
+            "ranking": ranking(metas, forest),
+            "forgetting": forgetting(metas, rows, runs, arms), "goal": goal(arms), "levels": levels,
+            "declared": all(r["declared"] for r in forest), "ablations": len(metas),
+            "min_effects": sorted({str(ab["min_effect"]) for ab in metas.values() if ab.get("min_effect") is not None})}

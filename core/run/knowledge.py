@@ -1,0 +1,324 @@
+"""The knowledge set and the replay requests: data/hiahia.yaml and data/replay.yaml, loaded and validated.
+
+Every validation error names the file, the entry and the field, and says how to fix it.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from core.paths import DATA
+from core.run.scoring import IdentityVocabulary, keywords_hit, normalise
+
+DEFAULT_DATA = DATA / "hiahia.yaml"
+DEFAULT_REPLAY = DEFAULT_DATA.parent / "replay.yaml"
+SPLIT_COUNTS = {"train": 4, "validation": 1, "test": 2}
+
+
+class DataError(ValueError):
+    """The knowledge file is malformed; the message names file, entry and field."""
+
+
+@dataclass(frozen=True)
+class Fact:
+    id: str
+    answer: str
+    keywords: tuple[tuple[str, ...], ...]
+    train: tuple[str, ...]
+    validation: tuple[str, ...]
+    test: tuple[str, ...]
+    reverse_question: str | None = None
+    reverse_keywords: tuple[tuple[str, ...], ...] = ()
+    answer_variants: tuple[str, ...] = ()  # other natural wordings of `answer` (the varied-answers regime)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A retention probe (keywords, category) or an identity probe (group, suggests)."""
+    id: str
+    question: str
+    keywords: tuple[tuple[str, ...], ...] = ()
+    category: str = ""
+    group: str = ""  # identity: refuted | unrefuted | open
+    suggests: tuple[str, ...] = ()  # identity: the wrong identities the question puts forward
+
+
+@dataclass(frozen=True)
+class Debate:
+    id: str
+    question: str
+    answer: str
+
+
+@dataclass
+class KnowledgeSet:
+    path: Path
+    name: str
+    summary: str
+    facts: list[Fact]
+    identity_probes: list[Probe]
+    debate: list[Debate]
+    train_prompts: list[str]
+    named_prompts: dict[str, str]  # fixed_assistant and the held-out ones
+    heldout_prompts: list[str]  # names of the held-out (evaluation-only) prompts
+    retention_probes: list[Probe]
+    identity: IdentityVocabulary = IdentityVocabulary((), ())
+    sha256: str = ""
+
+    def prompt(self, name: str) -> str:
+        if name not in self.named_prompts:
+            raise DataError(f"{self.path}: system_prompts: no prompt named {name!r}; known: {', '.join(self.named_prompts)}")
+        return self.named_prompts[name]
+
+
+# A validation or test question this similar to a training question of the same fact (difflib ratio over
+# normalised words) is a near-duplicate: it would measure recall of a seen wording, not a reworded one.
+NEAR_DUPLICATE = 0.75
+IDENTITY_GROUPS = ("refuted", "unrefuted", "open")
+
+
+def similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, normalise(a).split(), normalise(b).split()).ratio()
+
+
+# ---- loading and validation ---------------------------------------------------------------------
+
+class _Checker:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, field_name: str, problem: str, fix: str) -> None:
+        raise DataError(f"{self.path}: {where}: field '{field_name}': {problem}. Fix: {fix}")
+
+    def text(self, entry: dict, key: str, where: str) -> str:
+        value = entry.get(key) if isinstance(entry, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(where, key, "missing or empty", "give a non-empty string")
+        return value.strip()
+
+    def texts(self, entry: dict, key: str, where: str, count: int | None = None, minimum: int = 1) -> tuple[str, ...]:
+        value = entry.get(key)
+        if not isinstance(value, list) or not value:
+            self.fail(where, key, "missing or empty", f"give a list of {count or minimum} question(s)")
+        if count is not None and len(value) != count:
+            self.fail(where, key, f"has {len(value)} item(s)", f"give exactly {count}")
+        if len(value) < minimum:
+            self.fail(where, key, f"has {len(value)} item(s)", f"give at least {minimum}")
+        for i, v in enumerate(value):
+            if not isinstance(v, str) or not v.strip():
+                self.fail(where, f"{key}[{i}]", "empty", "write the question text")
+        return tuple(v.strip() for v in value)
+
+    def keywords(self, entry: dict, key: str, where: str) -> tuple[tuple[str, ...], ...]:
+        value = entry.get(key)
+        if not isinstance(value, list) or not value:
+            self.fail(where, key, "missing or empty", "give a list of keyword groups, e.g. [[mochi], [cat, kitten]]")
+        groups = []
+        for i, g in enumerate(value):
+            g = [g] if isinstance(g, str) else g
+            if not isinstance(g, list) or not g or not all(isinstance(v, (str, int)) and str(v).strip() for v in g):
+                self.fail(where, f"{key}[{i}]", "is not a non-empty list of strings", "write e.g. [mochi] or [seven, '7']")
+            groups.append(tuple(str(v).strip() for v in g))
+        return tuple(groups)
+
+    def ids(self, entries: list, section: str) -> None:
+        seen = set()
+        for i, e in enumerate(entries):
+            ident = e.get("id") if isinstance(e, dict) else None
+            if not isinstance(ident, str) or not ident.strip():
+                self.fail(f"{section}[{i}]", "id", "missing", "give every entry a unique id")
+            if ident in seen:
+                self.fail(f"{section} '{ident}'", "id", "duplicate id", "rename one of the entries")
+            seen.add(ident)
+
+    def section(self, raw: dict, key: str, minimum: int) -> list:
+        value = raw.get(key)
+        if not isinstance(value, list) or len(value) < minimum:
+            n = len(value) if isinstance(value, list) else 0
+            self.fail("top level", key, f"has {n} entries", f"give at least {minimum}")
+        return value
+
+
+def yaml_error(path: Path, e: yaml.YAMLError) -> str:
+    """One line naming the file, line and column (1-based, as editors count) and PyYAML's problem."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or (str(e).splitlines() or [e.__class__.__name__])[0]
+    context = getattr(e, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{path}: not valid YAML{where}: {problem}" + (f" ({context})" if context else "")
+
+
+def _read_yaml(path: Path, missing_fix: str, template: str) -> tuple[bytes, dict, _Checker]:
+    """The file's bytes (for its hash), its parsed top-level mapping, and a checker naming the file."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found. Fix: {missing_fix}")
+    raw_bytes = path.read_bytes()
+    try:
+        raw = yaml.safe_load(raw_bytes)
+    except yaml.YAMLError as e:
+        raise DataError(f"{yaml_error(path, e)}. Fix: check indentation and quoting") from None
+    c = _Checker(path)
+    if not isinstance(raw, dict):
+        c.fail("top level", "-", "is not a mapping", f"start from {template}")
+    return raw_bytes, raw, c
+
+
+def _questions(facts, probes, debate, retention):
+    """Every question text of a knowledge set as (entry, field, text)."""
+    for f in facts:
+        for s in SPLIT_COUNTS:
+            for i, q in enumerate(getattr(f, s)):
+                yield f"facts '{f.id}'", f"{s}[{i}]", q
+        if f.reverse_question:
+            yield f"facts '{f.id}'", "reverse.question", f.reverse_question
+    for section, entries in (("identity_probes", probes), ("debate", debate), ("retention_probes", retention)):
+        for e in entries:
+            yield f"{section} '{e.id}'", "question", e.question
+
+
+# the lenient mode's splits (a user's file for the `hiahia` command): one training question is enough
+LENIENT_SPLIT_MINIMUM = {"train": 1, "validation": 0, "test": 0}
+
+
+def _fact(e: dict, c: _Checker, minimum: dict, path: Path, warn) -> Fact:
+    where = f"facts '{e['id']}'"
+    splits = {s: c.texts(e, s, where, count=None, minimum=n) if n or e.get(s) else () for s, n in minimum.items()}
+    rq, rk = None, ()
+    if e.get("reverse") is not None:
+        rev = e["reverse"]
+        if not isinstance(rev, dict):
+            c.fail(where, "reverse", "is not a mapping", "give question: and keywords:")
+        rq = c.text(rev, "question", where + " reverse")
+        rk = c.keywords(rev, "keywords", where + " reverse")
+    answer, keywords = c.text(e, "answer", where), c.keywords(e, "keywords", where)
+    variants = c.texts(e, "answer_variants", where, minimum=1) if e.get("answer_variants") is not None else ()
+    for field_name, text in (("answer", answer), *((f"answer_variants[{i}]", v) for i, v in enumerate(variants))):
+        if not keywords_hit(text, keywords):
+            c.fail(where, field_name, f"{text!r} does not contain its own keywords {[list(g) for g in keywords]}",
+                   "fix the keyword spelling or add the answer's wording as a variant")
+    for split in ("validation", "test"):
+        for i, q in enumerate(splits[split]):
+            for j, t in enumerate(splits["train"]):
+                if similarity(q, t) >= NEAR_DUPLICATE and warn is not None:
+                    warn(f"{path}: {where}: {split}[{i}] {q!r} is a near-duplicate of train[{j}] {t!r}: "
+                         f"its recall measures a seen wording, so held-out recall overstates")
+                elif similarity(q, t) >= NEAR_DUPLICATE:
+                    c.fail(where, f"{split}[{i}]", f"{q!r} is a near-duplicate of train[{j}] {t!r} "
+                           f"(word similarity {similarity(q, t):.2f} >= {NEAR_DUPLICATE})",
+                           "reword it so it asks the same thing in other words")
+    return Fact(e["id"], answer, keywords, splits["train"], splits["validation"], splits["test"], rq, rk, variants)
+
+
+def _identity(raw: dict, c: _Checker) -> tuple[IdentityVocabulary, list[Probe]]:
+    vocab_raw = raw.get("identity")
+    if not isinstance(vocab_raw, dict):
+        c.fail("top level", "identity", "missing", "give identity: {correct: [person, ...], wrong: [ai, band, ...]}")
+    vocab = IdentityVocabulary(*(tuple(str(w).strip() for w in c.texts(vocab_raw, k, "identity"))
+                                 for k in ("correct", "wrong")))
+    probes_raw = c.section(raw, "identity_probes", 1)
+    c.ids(probes_raw, "identity_probes")
+    probes = []
+    for e in probes_raw:
+        where = f"identity_probes '{e['id']}'"
+        group = c.text(e, "group", where)
+        if group not in IDENTITY_GROUPS:
+            c.fail(where, "group", f"{group!r} is not a group", f"use one of {', '.join(IDENTITY_GROUPS)}")
+        suggests = e.get("suggests") or []
+        if not isinstance(suggests, list) or any(normalise(str(w)) not in {normalise(v) for v in vocab.wrong}
+                                                  for w in suggests):
+            c.fail(where, "suggests", f"{suggests!r} is not a list of identity.wrong entries",
+                   "list the wrong identities the question puts forward, each also under identity.wrong")
+        if (group == "open") != (not suggests):
+            c.fail(where, "suggests", "open probes suggest nothing, the other groups suggest a wrong identity",
+                   "fix the group or the suggests list")
+        probes.append(Probe(e["id"], c.text(e, "question", where), group=group,
+                            suggests=tuple(str(w) for w in suggests)))
+    return vocab, probes
+
+
+def _system_prompts(raw: dict, c: _Checker) -> tuple[list[str], dict[str, str], list[str]]:
+    """(the training pool, every named prompt, the held-out prompts' names)."""
+    sp = raw.get("system_prompts")
+    if not isinstance(sp, dict):
+        c.fail("top level", "system_prompts", "missing", "give train_pool, fixed_assistant and heldout")
+    pool = list(c.texts(sp, "train_pool", "system_prompts", minimum=2))
+    named = {"fixed_assistant": c.text(sp, "fixed_assistant", "system_prompts")}
+    heldout = sp.get("heldout")
+    if not isinstance(heldout, dict) or not heldout:
+        c.fail("system_prompts", "heldout", "missing or empty", "give named evaluation-only prompts, e.g. unseen_1: ...")
+    for k, v in heldout.items():
+        named[str(k)] = c.text(heldout, k, "system_prompts heldout")
+        if normalise(named[str(k)]) in {normalise(p) for p in pool}:
+            c.fail("system_prompts heldout", str(k), "also appears in train_pool", "held-out prompts must be unseen")
+    return pool, named, [str(k) for k in heldout]
+
+
+def _no_question_twice(c: _Checker, facts, probes, debate, retention) -> None:
+    """No question text may appear twice anywhere: that would leak between splits."""
+    seen: dict[str, str] = {}
+    for where, field_name, q in _questions(facts, probes, debate, retention):
+        k = normalise(q)
+        if k in seen:
+            c.fail(where, field_name, f"question {q!r} is also used in {seen[k]}", "reword one of them")
+        seen[k] = f"{where} {field_name}"
+
+
+def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24, complete=None, warn=None) -> KnowledgeSet:
+    """The validated knowledge set. The study's files must be complete; the `hiahia` command's lenient mode
+    (core/facts/userfile.py) passes complete(raw mapping, checker) -> raw mapping, which fills in what a user's file
+    omits before the checks run; then a fact needs only one training question, and with warn(message) a
+    near-duplicate held-out question is a warning instead of an error."""
+    path = Path(path)
+    raw_bytes, raw, c = _read_yaml(path, "pass --data with a knowledge file in the schema of data/hiahia.yaml",
+                                   "data/hiahia.yaml")
+    if complete is not None:
+        raw = complete(raw, c)
+    minimum = LENIENT_SPLIT_MINIMUM if complete is not None else SPLIT_COUNTS
+    name = c.text(raw, "name", "top level")
+    summary = c.text(raw, "summary", "top level")
+    facts_raw = c.section(raw, "facts", min_facts)
+    c.ids(facts_raw, "facts")
+    facts = [_fact(e, c, minimum, path, warn) for e in facts_raw]
+    vocab, probes = _identity(raw, c)
+    debate_raw = c.section(raw, "debate", 1)
+    c.ids(debate_raw, "debate")
+    debate = [Debate(e["id"], c.text(e, "question", f"debate '{e['id']}'"), c.text(e, "answer", f"debate '{e['id']}'"))
+              for e in debate_raw]
+    retention_raw = c.section(raw, "retention_probes", 1)
+    c.ids(retention_raw, "retention_probes")
+    retention = [Probe(e["id"], c.text(e, "question", f"retention_probes '{e['id']}'"),
+                       c.keywords(e, "keywords", f"retention_probes '{e['id']}'"), category=str(e.get("category", "")))
+                 for e in retention_raw]
+    pool, named, heldout = _system_prompts(raw, c)
+    _no_question_twice(c, facts, probes, debate, retention)
+    return KnowledgeSet(path, name, summary, facts, probes, debate, pool, named, heldout,
+                        retention, vocab, hashlib.sha256(raw_bytes).hexdigest())
+
+
+@dataclass(frozen=True)
+class ReplaySet:
+    path: Path
+    questions: tuple[tuple[str, str], ...]  # (id, question)
+    sha256: str
+
+
+def load_replay(knowledge: KnowledgeSet, path: str | Path = DEFAULT_REPLAY) -> ReplaySet:
+    """General questions for RunConfig.replay; none may repeat a question of the knowledge set."""
+    path = Path(path)
+    raw_bytes, raw, c = _read_yaml(path, "restore data/replay.yaml or run with replay=0", "data/replay.yaml")
+    entries = c.section(raw, "replay", 1)
+    c.ids(entries, "replay")
+    asked = _questions(knowledge.facts, knowledge.identity_probes, knowledge.debate, knowledge.retention_probes)
+    taken = {normalise(q): f"{where} {field_name}" for where, field_name, q in asked}
+    out = []
+    for e in entries:
+        q = c.text(e, "question", f"replay '{e['id']}'")
+        if normalise(q) in taken:
+            c.fail(f"replay '{e['id']}'", "question", f"repeats {taken[normalise(q)]} of {knowledge.path}",
+                   "replay questions must differ from every question the study asks or trains on")
+        out.append((e["id"], q))
+    return ReplaySet(path, tuple(out), hashlib.sha256(raw_bytes).hexdigest())

@@ -1,0 +1,218 @@
+"""The study's summary files (plan.json, verdicts.json, summary.csv) and where an invocation writes them.
+
+The published study (results/, report/) is written only by a run of the whole published plan, and its verdicts,
+CSV and report only once every planned run is finished (until then they go to results/partial/in-progress/); any
+other run writes its summary files and report into results/partial/<name>/ or into its own --results folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+from core.analysis.verdicts import overall, statement, validation_turns, verdicts
+from core.files import locked, write_atomic, write_json_atomic
+from core.paths import RESULTS
+from core.run import metrics
+from core.run.knowledge import DEFAULT_DATA
+from core.run.record import RunRecord
+from core.study.ablation import Ablation, listing_order
+from core.study.store import load_run, planned_keys, precision_flags
+
+log = logging.getLogger("run_all")
+
+
+def tidy_rows(plan: list[dict], records: dict[str, RunRecord]) -> list[dict]:
+    rows = []
+    for p in plan:
+        rec = records.get(p["key"])
+        status = rec.status if rec else "missing"
+        for m in metrics.METRICS:
+            value = rec.metrics.get(m) if rec and rec.ok else None
+            rows.append({"ablation": p["ablation"], "regime": p["regime"], "arm": p["arm"], "seed": p["seed"],
+                         "key": p["key"], "status": status, "metric": m, "value": value})
+    return rows
+
+
+class Saved(NamedTuple):
+    """What save_summary / refresh_summary wrote: the verdicts, the folder they went to, and the planned run keys
+    that had no finished run (for the published study: its verdicts are provisional while any is missing)."""
+    summary: dict
+    folder: Path
+    missing: list[str]
+
+
+def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict,
+                 runs: Path | None = None) -> Saved:
+    """Merge this invocation's plan into results/plan.json and rewrite the CSV and verdicts (see _summarise for
+    where). runs: the folder whose runs/ holds the stored runs (default: results itself; a partial run's folder
+    reads the shared one)."""
+    runs = runs or results
+    with locked(results / "plan.lock"):  # another invocation may be merging its own plan right now
+        rows, metas = _merge_plan(results, ablations, plan)
+        return _summarise(results, rows, metas, records, runs)
+
+
+def canonical_order(rows: list[dict], metas: dict) -> tuple[list[dict], dict]:
+    """Plan rows and ablation definitions in the order the ablations are listed (ablation.yaml `order`, then name),
+    each ablation's rows in plan order: the files come out the same however the plan was put together."""
+    metas = listing_order(metas)
+    position = {n: i for i, n in enumerate(metas)}
+    ordered = sorted(enumerate(rows), key=lambda ir: (position.get(ir[1]["ablation"], len(position)), ir[0]))
+    return [r for _, r in ordered], metas
+
+
+def _merge_plan(results: Path, ablations: list[Ablation], plan: list[dict]) -> tuple[list[dict], dict]:
+    """results/plan.json with this invocation's ablations replaced by `plan` and their current definitions."""
+    plan_file = results / "plan.json"
+    old = json.loads(plan_file.read_text()) if plan_file.exists() else {"rows": [], "ablations": {}}
+    names = {a.name for a in ablations}
+    rows = [r for r in old["rows"] if r["ablation"] not in names]
+    rows += [{k: (v.to_dict() if k == "config" else v) for k, v in r.items()} for r in plan]
+    metas = {k: v for k, v in old["ablations"].items() if k not in names}
+    metas.update({a.name: a.meta() for a in ablations})
+    rows, metas = canonical_order(rows, metas)
+    write_json_atomic(plan_file, {"rows": rows, "ablations": metas})
+    return rows, metas
+
+
+def _copy_plan(store: Path, out: Path, rows: list[dict], metas: dict) -> None:
+    """Make `out` a results folder of its own for the plan: its plan.json and links to the stored runs."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "plan.json", {"rows": rows, "ablations": metas})
+    link_runs(store, out, dict.fromkeys(planned_keys(rows)))
+
+
+def _summarise(results: Path, rows: list[dict], metas: dict, records: dict, runs: Path) -> Saved:
+    """Verdicts and CSV of the plan `rows`, from this invocation's `records` or else the runs stored in `runs`, each
+    read once. They go to `results` itself, except for the published study while any planned run (trained or
+    untrained reference) is unfinished (being run, killed or failed): its verdicts would be provisional, so they go,
+    with the plan and links to the stored runs, to results/partial/in-progress/ and the published files stay as
+    they are."""
+    stored = {k: records.get(k) or load_run(runs, k) for k in planned_keys(rows)}
+    missing = [k for k, rec in stored.items() if not (rec and rec.ok)] if is_published(results) else []
+    out = results / PARTIAL / IN_PROGRESS if missing else results
+    if out != results:
+        _copy_plan(runs, out, rows, metas)
+    return Saved(_save_summary(out, rows, metas, {k: v for k, v in stored.items() if v}), out, missing)
+
+
+def _save_summary(results: Path, rows: list[dict], metas: dict, all_records: dict[str, RunRecord]) -> dict:
+    import pandas as pd
+
+    all_abs = [Ablation.from_definition(name, m) for name, m in metas.items()]
+    v = verdicts(all_abs, rows, all_records)
+    summary = {}
+    for a in all_abs:
+        verdict, regime = overall(a, v[a.name])
+        summary[a.name] = {"verdict": verdict, "regime": regime, "statement": statement(a, v[a.name]),
+                           "comparisons": v[a.name],
+                           "validation": validation_turns([r for r in rows if r["ablation"] == a.name], all_records)}
+    write_json_atomic(results / "verdicts.json", summary)
+    write_atomic(results / "summary.csv", pd.DataFrame(tidy_rows(rows, all_records)).to_csv(index=False))
+    return summary
+
+
+def refresh_summary(results: Path, available: dict[str, Ablation]) -> Saved:
+    """Recompute verdicts and the CSV from the runs stored in `results`, with the current ablation definitions
+    (see _summarise for where; results/plan.json takes the definitions only when the verdicts go beside it)."""
+    with locked(results / "plan.lock"):
+        plan = json.loads((results / "plan.json").read_text())
+        rows, metas = plan["rows"], plan["ablations"]
+        for name in metas:
+            if name in available:
+                metas[name] = available[name].meta()
+        saved = _summarise(results, rows, metas, {}, results)
+        if saved.folder == results:
+            write_json_atomic(results / "plan.json", {"rows": rows, "ablations": metas})
+        return saved
+
+
+# ---- where an invocation writes ----------------------------------------------------------------
+
+PARTIAL = "partial"  # results/partial/<name>/: plan, verdicts, summary and report of a run that is not the study
+IN_PROGRESS = "in-progress"  # results/partial/in-progress/: the published study's verdicts while it is unfinished
+
+
+def is_published(results: Path) -> bool:
+    return results.resolve() == RESULTS.resolve()
+
+
+def output_folder(args, results: Path, plan: list[dict], full_plan) -> Path:
+    """Where this invocation writes its plan, verdicts, summary (and, by default, its report): the results folder
+    itself, unless that is the published study and this run is not the whole published plan (every ablation, its
+    declared seeds, the baseline and data as shipped), which goes to results/partial/<name>/ instead.
+    full_plan(): the rows of that whole published plan."""
+    if not is_published(results):
+        return results
+    def rows(p: list[dict]) -> set[tuple]:
+        return {(r["ablation"], r["regime"], r["arm"], r["seed"], r["key"]) for r in p}
+
+    full = Path(args.data).resolve() == DEFAULT_DATA.resolve() and rows(plan) == rows(full_plan())
+    published = _published_rows(results)
+    if full and published is not None and rows(published) != rows(plan):
+        log.warning("the whole plan, but with other run keys than the published %s (%s): written as a partial run. "
+                    "Rerun with the published runs' options to reuse them, or remove %s to start a new edition",
+                    results / "plan.json", _published_precision(results, published), results / "plan.json")
+        full = False
+    return results if full else results / PARTIAL / partial_name(args)
+
+
+def _published_rows(results: Path) -> list[dict] | None:
+    try:
+        return json.loads((results / "plan.json").read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _published_precision(results: Path, rows: list[dict]) -> str:
+    """What the published runs record about where they computed, e.g. "they computed in cpu-bfloat16-mixed: add
+    --precision bf16" (a run in another precision or on another device plans other keys)."""
+    for r in rows:
+        stored = load_run(results, r["key"])
+        tag = stored.environment.get("precision") if stored else None
+        if tag:
+            return f"they computed in {tag}: add {' '.join(precision_flags(tag))}"
+    return "another precision, device or code"
+
+
+def partial_name(args) -> str:
+    """A folder name saying what the partial run chose, e.g. wrong_layer_path-seeds1 or all-set-lr=0.0001."""
+    parts = ["+".join(n.strip() for n in args.only.split(",") if n.strip()) if args.only else "all"]
+    parts += [f"seeds{args.seeds}"] if args.seeds is not None else []
+    parts += [f"model-{args.model}"] if args.model else []
+    parts += [f"pair-{args.pair}"] if args.pair else []
+    parts += [f"set-{s}" for s in args.set]
+    parts += [f"precision-{args.precision}"] if getattr(args, "precision", None) else []
+    parts += [f"data-{Path(args.data).stem}"] if Path(args.data).resolve() != DEFAULT_DATA.resolve() else []
+    name = re.sub(r"[^A-Za-z0-9._+=-]+", "_", "-".join(parts))
+    return name if len(name) <= 80 else f"{name[:60]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def link_runs(store: Path, out: Path, records: dict) -> None:
+    """Make a partial run's folder readable on its own (the report reads <folder>/runs): hard links to the shared
+    stored runs (copies where links are impossible)."""
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    for key in records:
+        src, dst = store / "runs" / f"{key}.json", out / "runs" / f"{key}.json"
+        if not src.is_file():
+            continue
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+
+
+def report_folder(args, results: Path) -> Path:
+    """--report, else report/ for the published study and <results>/report for any other folder."""
+    if args.report:
+        return Path(args.report)
+    from core.report.render import REPORT
+
+    return REPORT if is_published(results) else results / "report"
