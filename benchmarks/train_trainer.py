@@ -23,20 +23,16 @@ def lora_target_names(model, targets) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and match(n)]
 
 
-def worker_trainer(args) -> dict:
-    env = setup(args)
-    torch, model, cfg, batches, tok = env["torch"], env["model"], env["cfg"], env["batches"], env["tok"]
+def peft_adapter(torch, model, cfg, seed: int) -> tuple:
+    """peft's LoRA on the project's targets, starting from exactly the project's adapter: A as the project's injector
+    draws it (same seed, same module order), B zero. Returns (peft model, target names, scaling, trainable)."""
     from peft import LoraConfig, get_peft_model
     from peft.tuners.lora import LoraLayer
-    from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from core.run.examples import IGNORE
     from core.run.lora import LoRALinear
 
-    shape = model_shape(model)
-    # identical starting adapter: A exactly as the project's injector draws it (same seed, same module order)
     names = lora_target_names(model, cfg.lora_targets)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     init = {n: LoRALinear(model.get_submodule(n), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
                           cfg.use_rslora).lora_A.detach().clone() for n in names}
     regex = len(cfg.lora_targets) == 1 and any(c in cfg.lora_targets[0] for c in "*[]()|\\^$+?")
@@ -55,10 +51,15 @@ def worker_trainer(args) -> dict:
             layer.lora_A["default"].weight.copy_(init[n])
             layer.lora_B["default"].weight.zero_()
             scaling = layer.scaling["default"]
-    trainable = sum(p.numel() for p in pm.parameters() if p.requires_grad)
+    return pm, names, scaling, sum(p.numel() for p in pm.parameters() if p.requires_grad)
+
+
+def fixed_batches(torch, batches, pad_id: int) -> tuple:
+    """The benchmark's batches as a dataset read in order and a collator that pads them as core.run.train.collate
+    does; the collator records each batch's hash in the returned list."""
+    from core.run.examples import IGNORE
 
     flat = [e for b in batches for e in b]
-    pad_id = tok.pad_token_id
     seen_hashes: list[str] = []
 
     class Examples(torch.utils.data.Dataset):
@@ -82,6 +83,13 @@ def worker_trainer(args) -> dict:
         seen_hashes.append(batch_hash([f["input_ids"] for f in features]))
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
+    return Examples(), pad_collator, seen_hashes
+
+
+def trainer_classes(torch):
+    """Trainer reading the dataset in order, and a callback timing every step."""
+    from transformers import Trainer, TrainerCallback
+
     class SequentialTrainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
             return torch.utils.data.SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
@@ -100,6 +108,18 @@ def worker_trainer(args) -> dict:
         def on_step_end(self, a, state, control, **kw):
             Clock.ends.append(time.perf_counter())
 
+    return SequentialTrainer, Clock
+
+
+def worker_trainer(args) -> dict:
+    env = setup(args)
+    torch, model, cfg, batches, tok = env["torch"], env["model"], env["cfg"], env["batches"], env["tok"]
+    from transformers import TrainingArguments
+
+    shape = model_shape(model)
+    pm, names, scaling, trainable = peft_adapter(torch, model, cfg, args.seed)
+    dataset, pad_collator, seen_hashes = fixed_batches(torch, batches, tok.pad_token_id)
+    SequentialTrainer, Clock = trainer_classes(torch)
     with tempfile.TemporaryDirectory(prefix="bench_trainer_") as out_dir:
         targs = TrainingArguments(
             output_dir=out_dir, per_device_train_batch_size=args.batch_size, max_steps=len(batches),
@@ -109,7 +129,7 @@ def worker_trainer(args) -> dict:
             dataloader_num_workers=0, dataloader_pin_memory=False, label_names=["labels"],
             disable_tqdm=args.no_progress,
         )
-        trainer = SequentialTrainer(model=pm, args=targs, train_dataset=Examples(), data_collator=pad_collator,
+        trainer = SequentialTrainer(model=pm, args=targs, train_dataset=dataset, data_collator=pad_collator,
                                     callbacks=[Clock()])
         say(f"trainer: transformers.Trainer + peft, {len(batches)} steps of batch {args.batch_size}, "
             f"optim={getattr(targs.optim, 'value', targs.optim)}, {torch.get_num_threads()} torch threads")

@@ -1,12 +1,12 @@
 """Shared fixtures: the tiny random Qwen2 model and the project's knowledge set."""
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from core.paths import ROOT
+
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 # the same numbers on every machine: the tests compute in fp32 unless a test asks for bf16 (whatever the CPU offers)

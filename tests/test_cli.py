@@ -13,11 +13,10 @@ import torch
 
 from core.facts.cli import main
 from core.facts.userfile import carve_counts, load_user_knowledge, write_template
+from core.paths import ROOT
 from core.run import recipe
 from core.run.config import RunConfig
 from core.run.knowledge import DEFAULT_DATA, load_knowledge
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _fact(i: int, n_questions: int = 2) -> dict:

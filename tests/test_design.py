@@ -57,7 +57,7 @@ def test_no_val_selection_can_overfit_under_declared_regimes_and_no_masking_has_
 
 def test_debate_is_judged_on_identities_it_never_refuted():
     ab = discover()["debate_augmentation"]
-    assert ab.signature == "identity_hallucination@unrefuted" and "identity_hallucination@refuted" in ab.secondary_metrics
+    assert ab.signature == "identity_hallucination@unrefuted" and "identity_hallucination@refuted" in ab.also
 
 
 def test_every_ablation_declares_its_seeds():
@@ -87,11 +87,12 @@ def test_overrun_counts_writing_past_the_end_of_turn(tiny):
 
 
 def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
-    from core.analysis.verdicts import statement, validation_turns
+    from core.analysis.verdicts import Comparison, statement, validation_turns
 
     ab = discover()["no_val_selection"]
-    per_regime = {r: {"final_epoch": {"heldout_recall": {"verdict": "not reproduced"}}} for r in ab.regimes}
-    per_regime["varied_long"]["final_epoch"]["heldout_recall"]["verdict"] = "reproduced"
+    per_regime = {r: {"final_epoch": {"heldout_recall": Comparison("heldout_recall", verdict="not reproduced")}}
+                  for r in ab.regimes}
+    per_regime["varied_long"]["final_epoch"]["heldout_recall"] = Comparison("heldout_recall", verdict="reproduced")
     text = statement(ab, per_regime)
     assert text.startswith("reproduced under: varied_long; not reproduced under: baseline, overfit")
 
@@ -101,8 +102,10 @@ def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
         return RunRecord(config={}, status="ok",
                          history=[{"epoch": i, "split": "validation", "loss": v} for i, v in enumerate(losses)])
 
-    rows = [{"regime": "baseline", "seed": 0, "arm": a, "key": f"b{a}"} for a in ("best", "last")]
-    rows += [{"regime": "varied_long", "seed": 0, "arm": "best", "key": "v"}]
+    rows = [{"regime": "baseline", "seed": 0, "arm": a, "key": f"b{a}", "config": {"seed": 0, "selection": a}}
+            for a in ("best", "last")]  # one training: the two arms differ only in selection
+    rows += [{"regime": "varied_long", "seed": 0, "arm": "best", "key": "v",
+              "config": {"seed": 0, "selection": "best", "answers": "varied"}}]
     records = {"bbest": rec([2.0, 1.0, 0.5]), "blast": rec([2.0, 1.0, 0.5]), "v": rec([2.0, 0.8, 1.1, 1.4])}
     turns = validation_turns(rows, records)
     assert len(turns["baseline"]) == 1 and not turns["baseline"][0]["turned_up"]

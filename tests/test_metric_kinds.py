@@ -52,7 +52,7 @@ def test_its_arm_interval_and_effect_are_not_clipped_to_0_1(registered):
     arm = arm_summary(longer, "answer_words")
     assert 25 < arm["low"] < arm["mean"] < arm["high"] < 45
     effect = judged(control, longer, "answer_words", "increase", 5.0)
-    assert effect["low"] > 1.0 and effect["verdict"] == "reproduced"
+    assert effect.low > 1.0 and effect.verdict == "reproduced"
     stat = arm_stat([{"key": f"k{sd}", "seed": sd} for sd in range(3)],
                     {f"k{sd}": RunRecord.from_json(r) for sd, r in enumerate(longer)}, "answer_words")
     assert stat["mean"] == pytest.approx(arm["mean"]) and stat["high"] > 1.0

@@ -10,15 +10,13 @@ import subprocess
 import sys
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
 
+from core.paths import ROOT
 from core.run import model_cache, models
 from core.study.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_tiny_qwen2_resolves_offline_fast_with_qwen_paths():

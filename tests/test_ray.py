@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from core.paths import ROOT
 from core.study.cli import main, parser
 
-ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child"]
 LOOPBACK = {"127.0.0.1"}  # IPv4-mapped IPv6 listeners count as their IPv4 address
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from core.paths import ROOT
 from core.report import render
 from core.run.record import RunRecord
 from core.study.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
 # the three ablations with special report content (injection report, best-epoch marker) and a plain one
 ONLY = "wrong_layer_path,no_val_selection,debate_augmentation"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -243,12 +243,12 @@ def test_the_selection_ablation_says_per_seed_whether_validation_loss_turned_up(
     first = tmp_path / "results"
     shutil.copytree(ROOT / "tests" / "fixtures" / "first_edition" / "results", first)
     rows, _, verdicts, runs = load_results(first)
-    verdicts["no_val_selection"]["validation"] = validation_turns(
+    verdicts["no_val_selection"].validation = validation_turns(
         [r for r in rows if r["ablation"] == "no_val_selection"], runs)
-    (first / "verdicts.json").write_text(json.dumps(verdicts))
+    (first / "verdicts.json").write_text(json.dumps({k: v.to_json() for k, v in verdicts.items()}))
     render.render(first, tmp_path / "report")
     page = (tmp_path / "report" / "no_val_selection.html").read_text()
-    turns = verdicts["no_val_selection"]["validation"]["overfit"]
+    turns = verdicts["no_val_selection"].validation["overfit"]
     up = sum(t["turned_up"] for t in turns)
     assert f"Validation loss turned up (its minimum before the last epoch) in <b>{up} of {len(turns)}</b> seeds" in page
     assert all(f"seed {t['seed']} lowest at epoch {t['best_epoch']} of {t['last_epoch']}" in page for t in turns)

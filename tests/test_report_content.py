@@ -9,6 +9,8 @@ from urllib.parse import unquote
 
 import pytest
 
+from core.analysis.verdicts import AblationVerdict, Comparison, read_verdicts
+from core.paths import ROOT
 from core.report import figures, render
 from core.report.data import load_results
 from core.report.evidence import precision_options, reproduce_command
@@ -17,13 +19,17 @@ from core.report.samples import sample_tables
 from core.report.sections import summary_row
 from core.run.record import RunRecord
 
-ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "report" / "results"
 
 
 def fixture_copy(dest: Path) -> Path:
     shutil.copytree(FIXTURE, dest)
     return dest
+
+
+def _cmp(stored: dict) -> Comparison:
+    """A comparison as verdicts.json stores it."""
+    return Comparison.from_json({"metric": "heldout_recall", **stored})
 
 
 def findings_box(index: Path) -> str:
@@ -278,9 +284,10 @@ def test_an_ablation_without_a_finished_pair_reads_no_verdict_on_every_page_not_
 
     def stored(seeds):
         cmp = {"seeds": seeds, "verdict": "inconclusive", "primary": True}
-        return {"verdict": "inconclusive", "comparisons": {"baseline": {"b": {"heldout_recall": cmp}}}}
+        return AblationVerdict.from_json({"verdict": "inconclusive",
+                                          "comparisons": {"baseline": {"b": {"heldout_recall": cmp}}}})
 
-    assert ablation_verdict(ab, stored([])) is None  # what results.compare stores when no seed has both arms
+    assert ablation_verdict(ab, stored([])) is None  # what a comparison stores when no seed has both arms
     assert ablation_verdict(ab, stored([0])) == "inconclusive"
     rows, runs = [], {}
     assert summary_row(ab, rows, runs, stored([]))["verdict"] is None
@@ -291,22 +298,22 @@ def test_a_zero_width_interval_says_why():
     from core.report.data import effect_text
 
     nothing = {"diff": 0.0, "low": 0.0, "high": 0.0, "per_seed": {0: [0.0, 0.0], 1: [0.0, 0.0]}}
-    assert effect_text(nothing) == "+0.00 [+0.00, +0.00] (no answer counted in either arm)"
+    assert effect_text(_cmp(nothing)) == "+0.00 [+0.00, +0.00] (no answer counted in either arm)"
     counted = dict(nothing, seeds=[0, 1], items=72)  # verdicts.json says how many paired items each seed has
-    assert effect_text(counted) == "+0.00 [+0.00, +0.00] (none of 144 answers per arm counted, in either arm)"
+    assert effect_text(_cmp(counted)) == "+0.00 [+0.00, +0.00] (none of 144 answers per arm counted, in either arm)"
     alike = dict(nothing, per_seed={0: [1.0, 1.0], 1: [0.5, 0.5]})
-    assert effect_text(alike) == "+0.00 [+0.00, +0.00] (no item differs between the arms)"
-    assert effect_text(dict(nothing, high=0.01)) == "+0.00 [+0.00, +0.01]"
+    assert effect_text(_cmp(alike)) == "+0.00 [+0.00, +0.00] (no item differs between the arms)"
+    assert effect_text(_cmp(dict(nothing, high=0.01))) == "+0.00 [+0.00, +0.01]"
 
 
 def test_an_interval_end_within_rounding_of_min_effect_prints_a_third_decimal():
     from core.report.data import effect_text
 
     near = {"diff": -0.0214, "low": -0.0971, "high": 0.0543, "min_effect": 0.1}
-    assert effect_text(near) == "-0.021 [-0.097, +0.054]"  # not "[-0.10, +0.05]": the end is inside min_effect
-    assert effect_text(dict(near, low=-0.1)) == "-0.02 [-0.10, +0.05]"  # exactly at it: two decimals say so
-    assert effect_text(dict(near, low=-0.12)) == "-0.02 [-0.12, +0.05]"
-    assert effect_text({"diff": -0.098, "low": -0.195, "high": -0.0006, "min_effect": 0.1}) == \
+    assert effect_text(_cmp(near)) == "-0.021 [-0.097, +0.054]"  # not "[-0.10, +0.05]": the end is inside min_effect
+    assert effect_text(_cmp(dict(near, low=-0.1))) == "-0.02 [-0.10, +0.05]"  # exactly at it: two decimals say so
+    assert effect_text(_cmp(dict(near, low=-0.12))) == "-0.02 [-0.12, +0.05]"
+    assert effect_text(_cmp({"diff": -0.098, "low": -0.195, "high": -0.0006, "min_effect": 0.1})) == \
         "-0.098 [-0.195, -0.001]"  # the effect does not reach -0.1 and the end does not touch 0
 
 
@@ -314,8 +321,8 @@ def test_the_arm_means_beside_an_effect_are_over_the_seeds_both_arms_finished():
     from core.report.data import means_text
 
     cmp = {"diff": -0.2, "per_seed": {"0": [0.5, 0.25], "1": [0.9, None], "2": [0.3, 0.15]}}
-    assert means_text(cmp) == "0.40 -> 0.20"  # seed 1 has no treated run: left out of both means
-    assert means_text({"diff": None, "per_seed": {}}) is None and means_text(None) is None
+    assert means_text(_cmp(cmp)) == "0.40 -> 0.20"  # seed 1 has no treated run: left out of both means
+    assert means_text(_cmp({"diff": None, "per_seed": {}})) is None and means_text(None) is None
 
 
 def test_the_frontier_colours_a_run_shared_by_ablations_as_shared(captured, tmp_path):
@@ -423,7 +430,8 @@ def test_an_ablation_with_nothing_measured_yet_has_no_verdict_rather_than_inconc
     name = "weight_decay"
     for key in {r["key"] for r in rows if r["ablation"] == name and r["arm"] != metas[name]["control"]}:
         runs[key] = None  # the treatment arms not run yet, as verdicts.json written mid-study would say
-    stripped = json.loads(json.dumps(verdicts), object_hook=lambda d: dict(d, seeds=[]) if "seeds" in d else d)
+    stripped = read_verdicts(json.loads(json.dumps({k: v.to_json() for k, v in verdicts.items()}),
+                                        object_hook=lambda d: dict(d, seeds=[]) if "seeds" in d else d))
     found = findings(metas, {**verdicts, name: stripped[name]}, rows, runs)
     pending = [o for o in found["outcomes"]["no verdict"] if o["name"] == name]
     assert pending and set(pending[0]["where"]) == {NOT_YET}
@@ -446,7 +454,7 @@ def test_an_effect_on_other_items_than_the_arm_s_own_names_the_items_and_their_m
     ab = {"control": "chat", "signature": "heldout_recall"}
     cmp = {"diff": 0.12, "low": 0.04, "high": 0.21, "seeds": [0, 1], "items": 31,
            "per_seed": {"0": [0.3, 0.42], "1": [0.3, 0.44]}}
-    verdict = {"comparisons": {"baseline": {"plain": {"retention": cmp}}}}
+    verdict = AblationVerdict.from_json({"comparisons": {"baseline": {"plain": {"retention": cmp}}}})
     own = {"mean": 0.38, "low": 0.3, "high": 0.45, "n": 2}
     cell = _cell(ab, verdict, "baseline", "plain", "retention", own, [], {}, [])
     assert cell["paired"] == "on the 31 items both arms scored: 0.30 → 0.43"

@@ -23,30 +23,30 @@ def test_clear_drop_over_seeds_is_reproduced():
     control = [_run(s, v) for s, v in enumerate([0.90, 0.92, 0.91])]
     treatment = [_run(s, v) for s, v in enumerate([0.10, 0.12, 0.09])]
     v = judged(control, treatment, "heldout_recall", "decrease", 0.1)
-    assert v["verdict"] == "reproduced" and v["diff"] < -0.7 and v["high"] < 0
+    assert v.verdict == "reproduced" and v.diff < -0.7 and v.high < 0
 
 
 def test_tiny_difference_is_not_reproduced_and_noise_is_inconclusive():
     control = [_run(s, v) for s, v in enumerate([0.90, 0.91, 0.90])]
     same = [_run(s, v) for s, v in enumerate([0.90, 0.90, 0.91])]
-    assert judged(control, same, "heldout_recall", "decrease", 0.1)["verdict"] == "not reproduced"
+    assert judged(control, same, "heldout_recall", "decrease", 0.1).verdict == "not reproduced"
     noisy = [_run(s, v) for s, v in enumerate([0.2, 0.95, 0.6])]
-    assert judged(control, noisy, "heldout_recall", "decrease", 0.1)["verdict"] == "inconclusive"
+    assert judged(control, noisy, "heldout_recall", "decrease", 0.1).verdict == "inconclusive"
 
 
 def test_one_seed_uses_items_only_and_says_so():
     control = [_run(0, 0.9, [1] * 9 + [0])]
     treatment = [_run(0, 0.1, [0] * 9 + [1])]
     v = judged(control, treatment, "heldout_recall", "decrease", 0.1)
-    assert "training noise not covered" in v["method"] and v["verdict"] == "reproduced"
+    assert "training noise not covered" in v.method and v.verdict == "reproduced"
 
 
 def test_comparison_reports_per_seed_values_and_a_minimum_detectable_effect():
     control = [_run(s, v) for s, v in enumerate([0.90, 0.92, 0.91, 0.88, 0.9])]
     treatment = [_run(s, v) for s, v in enumerate([0.85, 0.9, 0.86, 0.9, 0.88])]
     v = judged(control, treatment, "heldout_recall", "decrease", 0.1)
-    assert v["per_seed"][0] == [0.9, 0.85] and len(v["per_seed"]) == 5
-    assert 0 < v["mde"] < 0.5 and v["low"] >= -1 and v["high"] <= 1
+    assert v.per_seed[0] == [0.9, 0.85] and len(v.per_seed) == 5
+    assert 0 < v.mde < 0.5 and v.low >= -1 and v.high <= 1
 
 
 def test_per_seed_values_are_on_the_items_both_arms_scored_so_their_differences_average_to_the_effect():
@@ -60,14 +60,14 @@ def test_per_seed_values_are_on_the_items_both_arms_scored_so_their_differences_
     control = [run(sd, {i: 1 for i in range(10)}) for sd in range(3)]  # own metric 1.0
     treatment = [run(sd, {i: int(i < 5 + sd) for i in range(5, 15)}) for sd in range(3)]  # shared items 5..9
     v = judged(control, treatment, "heldout_recall", "decrease", 0.1)
-    assert v["items"] == 5
-    assert v["per_seed"] == {0: [1.0, 0.0], 1: [1.0, 0.2], 2: [1.0, 0.4]}
-    assert abs(sum(t - c for c, t in v["per_seed"].values()) / 3 - v["diff"]) < 1e-12
+    assert v.items == 5
+    assert v.per_seed == {0: [1.0, 0.0], 1: [1.0, 0.2], 2: [1.0, 0.4]}
+    assert abs(sum(t - c for c, t in v.per_seed.values()) / 3 - v.diff) < 1e-12
     assert treatment[2]["metrics"]["heldout_recall"] == 0.2  # the arm's own value differs from its paired mean
 
 
 def test_secondary_metric_has_no_verdict_and_missing_arm_is_inconclusive():
     control = [_run(0, 0.9, [1] * 10)]
-    assert judged(control, [_run(0, 0.5, [1] * 5 + [0] * 5)], "heldout_recall", None, 0.1)["verdict"] is None
+    assert judged(control, [_run(0, 0.5, [1] * 5 + [0] * 5)], "heldout_recall", None, 0.1).verdict is None
     failed = [{"status": "failed", "config": {"seed": 0}}]
-    assert judged(control, failed, "heldout_recall", "decrease", 0.1)["verdict"] == "inconclusive"
+    assert judged(control, failed, "heldout_recall", "decrease", 0.1).verdict == "inconclusive"

@@ -1,13 +1,12 @@
 """Scoring rules on the hard cases: negation, wrong identities next to person words, off-topic answers,
 yes/no openings, CJK text, answers about the persona instead of the question; agreement with labels."""
-from pathlib import Path
 
 import pytest
 
+from core.paths import ROOT
 from core.run.knowledge import DataError, load_knowledge
 from core.run.scoring import IdentityVocabulary, general_answer_correct, identity_correct, keywords_hit
 
-ROOT = Path(__file__).resolve().parent.parent
 VOCAB = IdentityVocabulary(("person", "human", "clock restorer"),
                            ("ai", "ai system", "band", "company", "film", "program", "assistant", "river"))
 

@@ -4,10 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.paths import ROOT
 from core.run.knowledge import load_knowledge
 from core.run.version import code_version
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_study(folder: Path, versions: list[str | None], data: str) -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from core.files import write_json_atomic
+from core.paths import ROOT
 from core.run.config import RunConfig
 from core.run.record import RunRecord
 from core.study import cli
 from core.study.ablation import SuiteError, discover, load_ablation, select
 from core.study.cli import EXIT_RUNS_FAILED, EXIT_RUNS_PENDING, build_plan, main
 
-ROOT = Path(__file__).resolve().parent.parent
 SEVEN = {"no_masking", "wrong_layer_path", "no_val_selection", "fixed_vs_random_prompt", "debate_augmentation",
          "chatml_vs_plain", "base_vs_chat"}
 TINY = ["--set", "model=tiny-qwen2", "--set", "max_new_tokens=4", "--set", "paraphrases=1", "--quiet", "--no-report"]
@@ -204,7 +204,7 @@ def test_bad_ablation_definitions_name_file_and_field(tmp_path, extra, message):
 
 
 def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
-    from core.analysis.verdicts import overall, verdicts
+    from core.analysis.verdicts import ablation_verdict
 
     ab = discover()["no_masking"]
     assert ab.primary_comparisons() == [(r, "unmasked") for r in ab.regimes] and len(ab.regimes) >= 2
@@ -216,7 +216,7 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
         samples = [{"set": "test", "id": f"f{i}", "question": f"q{i}", "has_prompt": True, "hit": i % 2 == 0,
                     "echo": i < n_echo} for i in range(40)]
         return RunRecord(key=key, status="ok", config={"seed": seed, "eval_prompt": "train"}, samples=samples,
-                         metrics={m: 0.5 for m in ab.secondary_metrics} | {"prompt_echo": n_echo / 40})
+                         metrics={m: 0.5 for m in ab.also} | {"prompt_echo": n_echo / 40})
 
     plan, records = [], {}
     for regime in ab.regimes:
@@ -225,13 +225,15 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
                 key = f"{regime}-{arm}-{seed}"
                 # the repeater appears in the first regime only
                 echo = 0.0 + noise if arm == "masked" or regime != next(iter(ab.regimes)) else 0.6 + noise
-                plan.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed, "key": key})
+                plan.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed, "key": key,
+                             "config": ab.configs(RunConfig(), seed, None)[(regime, arm)].to_dict()})
                 records[key] = rec(key, seed, echo)
-    v = verdicts([ab], plan, records)[ab.name]
+    v = ablation_verdict(ab, plan, records)
     first = next(iter(ab.regimes))
-    assert v[first]["unmasked"]["prompt_echo"]["primary"] and v[first]["unmasked"]["prompt_echo"]["level"] == level
-    assert not v[first]["unmasked"]["heldout_recall"]["primary"]
-    assert overall(ab, v) == ("reproduced", first)
+    echo = v.comparison(first, "unmasked", "prompt_echo")
+    assert echo.primary and echo.level == level
+    assert not v.comparison(first, "unmasked", "heldout_recall").primary
+    assert (v.verdict, v.regime) == ("reproduced", first)
 
 
 def test_self_replay_trains_on_the_untrained_models_own_whole_answers(tmp_path, monkeypatch):

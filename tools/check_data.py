@@ -15,6 +15,7 @@ import itertools
 import re
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -92,22 +93,9 @@ class Report:
         print(f"WARN  {msg}")
 
 
-def check(data_path: Path, replay_path: Path) -> int:
-    r = Report()
-    kb = yaml.safe_load(data_path.read_text(encoding="utf-8"))
-    rp = yaml.safe_load(replay_path.read_text(encoding="utf-8"))
-    facts = kb["facts"]
-    identity = kb.get("identity") or {}
-    correct = [str(w) for w in identity.get("correct") or []]
-    wrong = [str(w) for w in identity.get("wrong") or []]
-    probes = kb.get("identity_probes") or []
-    debate = kb.get("debate") or []
-    retention = kb.get("retention_probes") or []
-    replay = rp.get("replay") or []
-    sp = kb.get("system_prompts") or {}
-    prompts = list(sp.get("train_pool") or []) + [sp.get("fixed_assistant", "")] + list((sp.get("heldout") or {}).values())
-
-    # ---- facts: answers, variants, reverse -----------------------------------------------------
+def _answers(d: Data, r: Report) -> None:
+    """Facts: answers, variants, reverse."""
+    kb, facts, wrong = d.kb, d.facts, d.wrong
     print(f"facts: {len(facts)}")
     wrong_in_answers = []
     max_answer_sim = (0.0, "")
@@ -151,7 +139,10 @@ def check(data_path: Path, replay_path: Path) -> int:
         r.error(f"wrong identity word in a fact answer wording -- {s}")
     print(f"answer wordings: max pairwise similarity within a fact {max_answer_sim[0]:.3f} ({max_answer_sim[1]})")
 
-    # ---- near-duplicate questions within a fact --------------------------------------------------
+
+def _near_duplicates(d: Data, r: Report) -> None:
+    """Near-duplicate questions within a fact."""
+    facts = d.facts
     worst = (0.0, "")
     for f in facts:
         tr, va, te = f["train"], f["validation"], f["test"]
@@ -168,7 +159,10 @@ def check(data_path: Path, replay_path: Path) -> int:
     print(f"near-duplicates: max similarity of a validation/test question to another question of its fact "
           f"{worst[0]:.3f} ({worst[1]})")
 
-    # ---- every question once ---------------------------------------------------------------------
+
+def _every_question_once(d: Data, r: Report) -> None:
+    """Every question once."""
+    facts, probes, debate, retention, replay = d.facts, d.probes, d.debate, d.retention, d.replay
     questions: list[tuple[str, str]] = []
     for f in facts:
         for s in SPLITS:
@@ -193,7 +187,10 @@ def check(data_path: Path, replay_path: Path) -> int:
             if n > 1:
                 r.error(f"{section}: id {i!r} used {n} times")
 
-    # ---- identity lists and probes ---------------------------------------------------------------
+
+def _identity(d: Data, r: Report) -> None:
+    """Identity lists and probes."""
+    correct, wrong, probes, debate = d.correct, d.wrong, d.probes, d.debate
     if not correct or not wrong:
         r.error("identity.correct / identity.wrong missing")
     for a, b in itertools.product(correct, wrong):
@@ -242,7 +239,12 @@ def check(data_path: Path, replay_path: Path) -> int:
             r.error(f"identity probes too similar ({s:.3f}): {wa} {a!r} ~ {wb} {b!r}")
     print(f"identity probes: max similarity to another probe or a debate question {worst[0]:.3f} ({worst[1]})")
 
-    # unrefuted identities must not occur anywhere in training text (or elsewhere in the data)
+
+def _unrefuted(d: Data, r: Report) -> None:
+    """Unrefuted identities must not occur anywhere in training text (or elsewhere in the data); the debate answers
+    must score as correct identity answers."""
+    kb, facts, correct, wrong, probes, debate = d.kb, d.facts, d.correct, d.wrong, d.probes, d.debate
+    retention, replay, prompts = d.retention, d.replay, d.prompts
     unrefuted = set()
     for p in probes:
         if p.get("group") == "unrefuted":
@@ -275,7 +277,10 @@ def check(data_path: Path, replay_path: Path) -> int:
         if not ok or bad:
             r.error(f"debate {d['id']}: answer would not score correct (correct={ok}, wrong asserted={bad})")
 
-    # ---- retention -------------------------------------------------------------------------------
+
+def _retention(d: Data, r: Report) -> None:
+    """Retention probes: categories, keywords, and nothing of hiahia's facts."""
+    retention = d.retention
     cats = Counter(p.get("category") for p in retention)
     for p in retention:
         if p.get("category") not in CATEGORIES:
@@ -303,7 +308,10 @@ def check(data_path: Path, replay_path: Path) -> int:
                 if has_phrase(p["question"], str(v)):
                     r.error(f"retention_probes {p['id']}: keyword {v!r} occurs in the question itself")
 
-    # ---- replay ----------------------------------------------------------------------------------
+
+def _replay(d: Data, r: Report) -> None:
+    """Replay requests: enough of them, nothing of hiahia's facts, unlike the retention probes."""
+    retention, replay = d.retention, d.replay
     print(f"replay: {len(replay)}")
     if len(replay) < MIN_REPLAY:
         r.error(f"replay: {len(replay)}, want >= {MIN_REPLAY}")
@@ -318,8 +326,41 @@ def check(data_path: Path, replay_path: Path) -> int:
             worst = (s, f"replay {a['id']} ~ retention {b['id']}")
     print(f"replay vs retention: max question similarity {worst[0]:.3f} ({worst[1]})")
 
+
+@dataclass
+class Data:
+    """The two files' entries, as the checks read them."""
+    kb: dict
+    facts: list
+    correct: list[str]
+    wrong: list[str]
+    probes: list
+    debate: list
+    retention: list
+    replay: list
+    prompts: list[str]
+
+
+def read(data_path: Path, replay_path: Path) -> Data:
+    kb = yaml.safe_load(data_path.read_text(encoding="utf-8"))
+    rp = yaml.safe_load(replay_path.read_text(encoding="utf-8"))
+    identity = kb.get("identity") or {}
+    sp = kb.get("system_prompts") or {}
+    prompts = [*(sp.get("train_pool") or []), sp.get("fixed_assistant", ""), *(sp.get("heldout") or {}).values()]
+    return Data(kb, kb["facts"], [str(w) for w in identity.get("correct") or []],
+                [str(w) for w in identity.get("wrong") or []], kb.get("identity_probes") or [], kb.get("debate") or [],
+                kb.get("retention_probes") or [], rp.get("replay") or [], prompts)
+
+
+def check(data_path: Path, replay_path: Path) -> int:
+    r = Report()
+    d = read(data_path, replay_path)
+    for section in (_answers, _near_duplicates, _every_question_once, _identity, _unrefuted, _retention, _replay):
+        section(d, r)
     print(f"\n{len(r.errors)} error(s), {len(r.warnings)} warning(s)")
     return 1 if r.errors else 0
+
+
 
 
 def main() -> int:

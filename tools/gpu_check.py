@@ -68,9 +68,17 @@ def main() -> int:
             return 1
     tag = models.pick_precision(device).tag
     print(f"torch {torch.__version__}, device {device}, precision {tag}", flush=True)
-
     facts = out / "facts.yaml"
     assert hiahia(["init", str(facts), "--force"]) == 0
+    adapter_checks(facts, out, device, tag)
+    fp32_check(facts, out, device)
+    study_check(out, device, tag)
+    print("all checks passed" if not FAILED else f"failed: {', '.join(FAILED)}", flush=True)
+    return 1 if FAILED else 0
+
+
+def adapter_checks(facts: Path, out: Path, device: str, tag: str) -> None:
+    """hiahia train in the device's precision, twice with one seed (the same adapter), then hiahia ask."""
     meta_a, weights_a, seconds = train(facts, out / "adapter-a", device, "--force")
     check("train", meta_a["precision"] == tag,
           f"{seconds:.1f} s, precision {meta_a['precision']}, losses {losses(meta_a)[:1]} -> "
@@ -79,7 +87,6 @@ def main() -> int:
     diff = max((weights_a[k].float() - weights_b[k].float()).abs().max().item() for k in weights_a)
     check("same seed, same adapter", diff == 0.0 and losses(meta_a) == losses(meta_b),
           f"largest weight difference {diff:.3g}; losses equal: {losses(meta_a) == losses(meta_b)}")
-
     answers = out / "answers.txt"
     with answers.open("w") as f:
         done = subprocess.run([sys.executable, "-m", "core.facts.cli", "ask", str(out / "adapter-a"), "Who is Ada Quill?",
@@ -88,6 +95,9 @@ def main() -> int:
           f"exit {done.returncode}, {answers.stat().st_size} bytes of answers"
           + (f"; stderr ends: {done.stderr.strip()[-200:]}" if done.returncode else ""))
 
+
+def fp32_check(facts: Path, out: Path, device: str) -> None:
+    """The same fp32 forward pass on the CPU and on the device."""
     fp32 = {}
     for dev in ("cpu", device):
         # no replay: its answers are greedy generations of the random tiny model, whose near-tied logits can turn on
@@ -103,6 +113,9 @@ def main() -> int:
           f"untrained validation loss differs by {gap:.3g}; trained losses cpu {fp32['cpu'][1:]}, "
           f"{device} {fp32[device][1:]}")
 
+
+def study_check(out: Path, device: str, tag: str) -> None:
+    """One ablation of the study on the device: run records in its precision and a report."""
     start = time.perf_counter()
     results, report = out / "study-results", out / "study-report"
     done = subprocess.run([sys.executable, "run_all.py", "--device", device, "--model", models.TINY, "--only",
@@ -115,8 +128,6 @@ def main() -> int:
           f"exit {done.returncode} in {time.perf_counter() - start:.0f} s, {len(runs)} run records, precisions "
           f"{precisions}, report {'written' if html.exists() else 'missing'}"
           + (f"; stderr ends: {done.stderr.strip()[-300:]}" if done.returncode else ""))
-    print("all checks passed" if not FAILED else f"failed: {', '.join(FAILED)}", flush=True)
-    return 1 if FAILED else 0
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.paths import DATA, ROOT
 from core.run.knowledge import DEFAULT_DATA, load_knowledge
 from core.run.scoring import echoes, general_answer_correct, identity_correct, keywords_hit
 
-LABELS = DEFAULT_DATA.parent / "labels"
+LABELS = DATA / "labels"
 KINDS = ("recall", "reverse", "identity", "retention", "echo")
 # what label 1 means for each kind, and so what the scorer's positive outcome is
 MEANING = {"recall": "gives the fact", "reverse": "names hiahia", "identity": "correct identity",
@@ -124,7 +125,7 @@ def markdown(table: dict[str, KindAgreement]) -> str:
 
 
 def report_text(table: dict[str, KindAgreement], folder: Path = LABELS) -> str:
-    where = folder.relative_to(LABELS.parent.parent).as_posix() if folder.is_relative_to(LABELS.parent.parent) \
+    where = folder.relative_to(ROOT).as_posix() if folder.is_relative_to(ROOT) \
         else folder.as_posix()
     parts = ["# Scorer agreement with labels by reading", "",
              f"Written by `python -m core.analysis.agreement` from {where}/items.jsonl and labels.csv (labels written by "
@@ -168,7 +169,7 @@ def batches_markdown() -> str:
             continue
         table = agreement(folder=folder)
         n = sum(a.n for k, a in table.items() if "@" not in k)
-        head = f"`{folder.relative_to(LABELS.parent.parent).as_posix()}/` ({n} answers"
+        head = f"`{folder.relative_to(ROOT).as_posix()}/` ({n} answers"
         if between := labeller_agreement(folder):
             head += (f"; its two labellers agreed on {between['agree']} of {between['n']} before a third reading "
                      f"settled the rest")

@@ -3,11 +3,13 @@ verdicts (primary comparisons at a corrected level), the ablation's verdict in w
 validation loss turned up in each regime."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 
 from core.analysis.compare import compare
+from core.run.config import training_of
 from core.run.record import RunRecord
 from core.study.ablation import Ablation
+from core.study.store import PlanRow
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 
@@ -46,45 +48,123 @@ def judge(cmp: dict, expected: str, min_effect: float) -> str:
     return INCONCLUSIVE
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One comparison of verdicts.json: a treated arm against the control in a regime, on one metric. Files written
+    before a field existed still load (the field takes its empty value); fields this code does not know are
+    ignored."""
+    metric: str
+    expected: str | None = None  # the symptom's direction: a verdict is given only with one (the signature)
+    min_effect: float = 0.1
+    seeds: list[int] = field(default_factory=list)  # seeds with both arms finished
+    level: float | None = None
+    per_seed: dict = field(default_factory=dict)  # seed -> [control, treatment] on the items both scored
+    mde: float | None = None
+    items: int | None = None
+    verdict: str | None = None
+    diff: float | None = None  # treatment minus control
+    low: float | None = None
+    high: float | None = None
+    method: str | None = None
+    reason: str = ""
+    primary: bool = False  # decides the ablation's verdict
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Comparison":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def measured_verdict(self) -> str | None:
+        """The verdict, or None while no seed has both arms finished: an "inconclusive" there would read as
+        measured."""
+        return (self.verdict or INCONCLUSIVE) if self.seeds else None
+
+
+@dataclass
+class AblationVerdict:
+    """One ablation's entry of verdicts.json: its verdict from the primary comparisons, in words, every comparison,
+    and per regime whether validation loss turned up."""
+    verdict: str | None = None
+    regime: str = ""
+    statement: str = ""
+    comparisons: dict[str, dict[str, dict[str, Comparison]]] = field(default_factory=dict)  # regime, arm, metric
+    validation: dict[str, list[dict]] = field(default_factory=dict)
+
+    def comparison(self, regime: str, arm: str, metric: str) -> Comparison | None:
+        return self.comparisons.get(regime, {}).get(arm, {}).get(metric)
+
+    def flagged_primary(self, signature: str) -> list[tuple[str, str]]:
+        """(regime, arm) of the comparisons stored as deciding the verdict."""
+        return [(regime, arm) for regime, arms in self.comparisons.items() for arm, by_metric in arms.items()
+                if by_metric.get(signature) is not None and by_metric[signature].primary]
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "AblationVerdict":
+        data = data or {}
+        comparisons = {regime: {arm: {m: Comparison.from_json({"metric": m, **c}) for m, c in (by_metric or {}).items()}
+                                for arm, by_metric in (arms or {}).items()}
+                       for regime, arms in (data.get("comparisons") or {}).items()}
+        return cls(data.get("verdict"), data.get("regime") or "", data.get("statement") or "", comparisons,
+                   data.get("validation") or {})
+
+    def to_json(self) -> dict:
+        return {"verdict": self.verdict, "regime": self.regime, "statement": self.statement,
+                "comparisons": {g: {a: {m: c.to_json() for m, c in by_metric.items()} for a, by_metric in arms.items()}
+                                for g, arms in self.comparisons.items()},
+                "validation": self.validation}
+
+
+def read_verdicts(stored: dict | None) -> dict[str, AblationVerdict]:
+    """verdicts.json as typed records ({} for none)."""
+    return {name: AblationVerdict.from_json(v) for name, v in (stored or {}).items()}
+
+
 def judged(control: list[dict], treatment: list[dict], metric: str, expected: str | None, min_effect: float,
-           level: float = 0.95) -> dict:
-    """compare() with the verdict (None for a secondary metric, expected None: a difference and its interval only),
-    as verdicts.json stores each comparison."""
+           level: float = 0.95) -> Comparison:
+    """compare() with the verdict (None for a secondary metric, expected None: a difference and its interval
+    only)."""
     cmp = compare(control, treatment, metric, level)
     verdict = judge(cmp, expected, min_effect) if expected else None
-    head = {"metric": metric, "expected": expected, "min_effect": min_effect}
-    numbers = {k: v for k, v in cmp.items() if k not in ("metric", "diff", "low", "high", "method", "reason")}
-    return {**head, **numbers, "verdict": verdict, "diff": cmp["diff"], "low": cmp["low"], "high": cmp["high"],
-            "method": cmp["method"], "reason": cmp["reason"]}
+    return Comparison(metric, expected, min_effect, cmp["seeds"], cmp["level"], cmp["per_seed"], cmp["mde"],
+                      cmp.get("items"), verdict, cmp["diff"], cmp["low"], cmp["high"], cmp["method"], cmp["reason"])
 
 
-def verdicts(ablations: list[Ablation], plan: list[dict], records: dict[str, RunRecord]) -> dict:
+def comparisons(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]) -> dict:
+    """Every treated arm against the control in every regime, on the signature (primary ones at the corrected
+    level) and the ablation's other metrics: {regime: {arm: {metric: Comparison}}}."""
+    primary = ab.primary_comparisons()
     out = {}
-    for ab in ablations:
-        rows = [r for r in plan if r["ablation"] == ab.name]
-        primary = ab.primary_comparisons()
-        per_regime = {}
-        for regime in ab.regimes:
-            runs = {arm: [records[r["key"]].to_json() for r in rows if r["regime"] == regime and r["arm"] == arm
-                          and r["key"] in records] for arm in ab.arms}
-            per_regime[regime] = {}
-            for arm in ab.arms:
-                if arm == ab.control:
-                    continue
-                is_primary = (regime, arm) in primary
-                per_regime[regime][arm] = {
-                    m: dict(judged(runs[ab.control], runs[arm], m, ab.expected if m == ab.signature else None,
-                                   ab.min_effect, ab.primary_level() if is_primary and m == ab.signature else 0.95),
-                            primary=is_primary and m == ab.signature)
-                    for m in [ab.signature, *ab.secondary_metrics]}
-        out[ab.name] = per_regime
+    for regime in ab.regimes:
+        runs = {arm: [records[r["key"]].to_json() for r in rows if r["regime"] == regime and r["arm"] == arm
+                      and r["key"] in records] for arm in ab.arms}
+        out[regime] = {}
+        for arm in ab.arms:
+            if arm == ab.control:
+                continue
+            deciding = (regime, arm) in primary
+            out[regime][arm] = {m: replace(judged(runs[ab.control], runs[arm], m, ab.expected if m == ab.signature
+                                                  else None, ab.min_effect,
+                                                  ab.primary_level() if deciding and m == ab.signature else 0.95),
+                                           primary=deciding and m == ab.signature)
+                                for m in [ab.signature, *ab.also]}
     return out
+
+
+def ablation_verdict(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]) -> AblationVerdict:
+    """The ablation's entry of verdicts.json, from the plan rows of this ablation and the stored runs."""
+    per_regime = comparisons(ab, rows, records)
+    verdict, regime = overall(ab, per_regime)
+    return AblationVerdict(verdict, regime, statement(ab, per_regime), per_regime, validation_turns(rows, records))
 
 
 def overall(ab: Ablation, per_regime: dict) -> tuple[str, str]:
     """The ablation's verdict from its primary comparisons only: reproduced in one of them > inconclusive >
     not reproduced (in all of them). Other comparisons are exploratory and decide nothing."""
-    found = [(regime, per_regime[regime][arm][ab.signature]["verdict"]) for regime, arm in ab.primary_comparisons()
+    found = [(regime, per_regime[regime][arm][ab.signature].verdict) for regime, arm in ab.primary_comparisons()
              if arm in per_regime.get(regime, {})]
     for wanted in PRECEDENCE:
         for regime, verdict in found:
@@ -98,13 +178,14 @@ def statement(ab: Ablation, per_regime: dict) -> str:
     "not reproduced under: baseline, overfit, varied" ..."""
     by_verdict: dict[str, list[str]] = {}
     for regime, arm in ab.primary_comparisons():
-        verdict = per_regime.get(regime, {}).get(arm, {}).get(ab.signature, {}).get("verdict") or INCONCLUSIVE
+        cmp = per_regime.get(regime, {}).get(arm, {}).get(ab.signature)
+        verdict = (cmp.verdict if cmp is not None else None) or INCONCLUSIVE
         label = regime if len(ab.arms) == 2 else f"{regime}/{arm}"
         by_verdict.setdefault(verdict, []).append(label)
     return "; ".join(f"{v} under: {', '.join(by_verdict[v])}" for v in PRECEDENCE if v in by_verdict)
 
 
-def validation_turns(rows: list[dict], records: dict[str, RunRecord]) -> dict[str, list[dict]]:
+def validation_turns(rows: list[PlanRow], records: dict[str, RunRecord]) -> dict[str, list[dict]]:
     """Per regime and seed, for runs that trained: the epoch of the lowest validation loss against the last
     epoch. Validation loss "turns up" (overfitting can show) when the minimum comes before the end."""
     out: dict[str, list[dict]] = {}
@@ -113,7 +194,7 @@ def validation_turns(rows: list[dict], records: dict[str, RunRecord]) -> dict[st
         rec = records.get(r["key"])
         history = rec.history if rec is not None else []
         val = [h for h in history if h["split"] == "validation"]
-        training = (r["regime"], r["seed"], tuple(h["loss"] for h in val))  # arms differing only in selection
+        training = (r["regime"], training_of(r["config"]))  # arms that differ only in selection share it
         if not val or training in seen:
             continue
         seen.add(training)

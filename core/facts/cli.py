@@ -9,13 +9,13 @@ import argparse
 import logging
 import sys
 
+from core.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from core.run import model_cache, models
 from core.run.config import parse_overrides
 from core.run.knowledge import DataError
 from core.run.lora import InjectionError
 from core.run.train import TrainingError
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EPILOG = f"""the three-command path:
   hiahia init facts.yaml                          # a commented template: edit in your own facts
   hiahia train --data facts.yaml --out my-adapter # the study's recipe; PEFT adapter + model card

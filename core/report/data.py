@@ -9,11 +9,12 @@ import json
 from pathlib import Path
 
 from core.analysis.compare import arm_summary
-from core.analysis.verdicts import BY_WORD, INCONCLUSIVE
+from core.analysis.verdicts import BY_WORD, AblationVerdict, Comparison, read_verdicts
+from core.run.config import training_of
 from core.run.metrics import METRICS
 from core.run.record import RunRecord
 from core.study.ablation import Ablation, listing_order
-from core.study.store import planned_keys, run_path
+from core.study.store import PlanRow, planned_keys, run_path
 
 
 class ReportError(RuntimeError):
@@ -27,14 +28,15 @@ def _read_json(path: Path):
         return None
 
 
-def load_results(results_dir: Path) -> tuple[list[dict], dict[str, dict], dict, dict[str, RunRecord | None]]:
+def load_results(results_dir: Path) -> tuple[list[dict], dict[str, dict], dict[str, AblationVerdict],
+                                             dict[str, RunRecord | None]]:
     """(plan rows, ablation metas sorted by order, verdicts, {key: run record or None when not on disk})."""
     plan = _read_json(results_dir / "plan.json")
     if not plan or "rows" not in plan:
         raise ReportError(f"{results_dir / 'plan.json'} is missing or unreadable: run `python run_all.py` first "
                           f"(or pass --results DIR with a finished run)")
     metas = listing_order({name: dict(meta, name=name) for name, meta in plan.get("ablations", {}).items()})
-    verdicts = _read_json(results_dir / "verdicts.json") or {}
+    verdicts = read_verdicts(_read_json(results_dir / "verdicts.json"))
     keys = [r["key"] for r in plan["rows"]] + [r["untrained_key"] for r in plan["rows"] if r.get("untrained_key")]
     runs = {}
     for key in dict.fromkeys(keys):
@@ -48,12 +50,7 @@ def load_results(results_dir: Path) -> tuple[list[dict], dict[str, dict], dict, 
     return plan["rows"], metas, verdicts, runs
 
 
-def _training(config: dict) -> tuple:
-    """What identifies one training: the config without its checkpoint selection (two selection arms share one)."""
-    return tuple(sorted((k, str(v)) for k, v in config.items() if k != "selection"))
-
-
-def study_totals(rows: list[dict], runs: dict) -> dict:
+def study_totals(rows: list[PlanRow], runs: dict) -> dict:
     """How many planned run records are finished, failed or missing, how many trainings the finished ones took and
     how many are still to run, and their summed stored time (a training shared by two selection arms counted
     once): the report's header, the README's generated numbers and tools/study_status.py all read this."""
@@ -65,8 +62,8 @@ def study_totals(rows: list[dict], runs: dict) -> dict:
     trained = [rec for rec in done if rec.config.get("epochs")]
     counted = [rec for rec in done if not (rec.shared_training and rec.config.get("selection") != "best")]
     return {"planned": len(keys), **counts,
-            "trainings": len({_training(rec.config) for rec in trained}),
-            "trainings_left": len({_training(r["config"]) for r in rows if runs.get(r["key"]) is None}),
+            "trainings": len({training_of(rec.config) for rec in trained}),
+            "trainings_left": len({training_of(r["config"]) for r in rows if runs.get(r["key"]) is None}),
             "seconds": sum((rec.timings or {}).get("total", 0.0) for rec in counted)}
 
 
@@ -81,7 +78,7 @@ def trained_nothing(rec: RunRecord | None) -> bool:
     return status(rec) == "ok" and (rec.injection or {}).get("trainable_params") == 0
 
 
-def cued(rows: list[dict], runs: dict) -> list[dict]:
+def cued(rows: list[PlanRow], runs: dict) -> list[dict]:
     """Where the system prompt a run answers under contains the reverse questions' own answer (the fixed "AI
     assistant" prompt names hiahia): per regime and arm, how many of its finished runs' reverse questions were
     asked under such a prompt, and one such prompt. There reverse_recall can be read off the prompt, and identity
@@ -122,7 +119,7 @@ def stat_text(stat: dict, digits: int = 2) -> str | None:
     return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
 
 
-def arm_stat(rows: list[dict], runs: dict, metric: str) -> dict:
+def arm_stat(rows: list[PlanRow], runs: dict, metric: str) -> dict:
     """Mean and 95% interval (inside the metric's range) over the arm's finished seeds and items, with each seed's
     value and run key; the text says when it rests on one seed or none."""
     recs = [runs.get(r["key"]) for r in rows]
@@ -141,23 +138,23 @@ def arm_stat(rows: list[dict], runs: dict, metric: str) -> dict:
             "per_seed": summary["per_seed"], "seeds": seeds}
 
 
-def effect_text(cmp: dict | None) -> str | None:
-    if not cmp or cmp.get("diff") is None:
+def effect_text(cmp: Comparison | None) -> str | None:
+    if cmp is None or cmp.diff is None:
         return None
-    if cmp.get("low") is None or cmp.get("high") is None:
-        return f"{cmp['diff']:+.2f}"
+    if cmp.low is None or cmp.high is None:
+        return f"{cmp.diff:+.2f}"
     # a third decimal where two would print a number as one it is not and that decides something: an interval end
     # or the effect within rounding of +-min_effect (-0.097 as "-0.10" reads as reaching it), an end within rounding
     # of 0 (-0.0006 as "-0.00" reads as touching it)
-    bound = cmp.get("min_effect") or 0.0
-    marks = {(cmp["low"], m) for m in (0.0, bound, -bound)} | {(cmp["high"], m) for m in (0.0, bound, -bound)} | \
-        {(cmp["diff"], m) for m in (bound, -bound) if bound}
+    bound = cmp.min_effect or 0.0
+    marks = {(cmp.low, m) for m in (0.0, bound, -bound)} | {(cmp.high, m) for m in (0.0, bound, -bound)} | \
+        {(cmp.diff, m) for m in (bound, -bound) if bound}
     digits = 3 if any(v != m and round(v, 2) == round(m, 2) for v, m in marks) else 2
-    text = f"{cmp['diff']:+.{digits}f} [{cmp['low']:+.{digits}f}, {cmp['high']:+.{digits}f}]"
-    if cmp["low"] == cmp["high"] == cmp["diff"] == 0:  # a zero-width interval: every paired item scored alike
-        scores = {v for pair in (cmp.get("per_seed") or {}).values() for v in pair}
+    text = f"{cmp.diff:+.{digits}f} [{cmp.low:+.{digits}f}, {cmp.high:+.{digits}f}]"
+    if cmp.low == cmp.high == cmp.diff == 0:  # a zero-width interval: every paired item scored alike
+        scores = {v for pair in cmp.per_seed.values() for v in pair}
         if scores == {0}:
-            answers = len(cmp.get("seeds") or ()) * (cmp.get("items") or 0)
+            answers = len(cmp.seeds) * (cmp.items or 0)
             text += f" (none of {answers} answers per arm counted, in either arm)" if answers else \
                 " (no answer counted in either arm)"
         else:
@@ -165,12 +162,12 @@ def effect_text(cmp: dict | None) -> str | None:
     return text
 
 
-def seed_pairs(cmp: dict | None) -> list[tuple[float, float]]:
+def seed_pairs(cmp: Comparison | None) -> list[tuple[float, float]]:
     """A stored comparison's (control, treatment) scores, one pair per seed both arms finished."""
-    return [(c, t) for c, t in ((cmp or {}).get("per_seed") or {}).values() if c is not None and t is not None]
+    return [(c, t) for c, t in (cmp.per_seed if cmp else {}).values() if c is not None and t is not None]
 
 
-def means_text(cmp: dict | None) -> str | None:
+def means_text(cmp: Comparison | None) -> str | None:
     """Control -> treatment on a comparison's metric, each the mean over the seeds both arms finished of the
     per-seed scores on the items both scored (the two means whose difference the effect is)."""
     pairs = seed_pairs(cmp)
@@ -179,12 +176,12 @@ def means_text(cmp: dict | None) -> str | None:
     return f"{sum(c for c, _ in pairs) / len(pairs):.2f} -> {sum(t for _, t in pairs) / len(pairs):.2f}"
 
 
-def stale(cmp: dict | None, rows: list[dict], runs: dict, arms: tuple[str, str]) -> bool:
+def stale(cmp: Comparison | None, rows: list[PlanRow], runs: dict, arms: tuple[str, str]) -> bool:
     """True when a stored comparison used a seed whose run (of either arm) is no longer finished on disk."""
-    if not cmp or not cmp.get("seeds"):
+    if cmp is None or not cmp.seeds:
         return False
     ok = {(r["arm"], r["seed"]) for r in rows if status(runs.get(r["key"])) == "ok"}
-    return any((arm, seed) not in ok for arm in arms for seed in cmp["seeds"])
+    return any((arm, seed) not in ok for arm in arms for seed in cmp.seeds)
 
 
 def verdict_class(verdict: str | None) -> str:
@@ -194,33 +191,23 @@ def verdict_class(verdict: str | None) -> str:
 NOT_YET = "not measured yet"  # a deciding comparison without a seed that has both arms finished (measured_verdict)
 
 
-def measured_verdict(cmp: dict | None) -> str | None:
-    """A stored comparison's verdict, or None while no seed has both arms finished: an "inconclusive" there would
-    read as measured."""
-    if not (cmp or {}).get("seeds"):
-        return None
-    return cmp.get("verdict") or INCONCLUSIVE
+def measured_verdict(cmp: Comparison | None) -> str | None:
+    """A stored comparison's verdict, or None while no seed has both arms finished (Comparison.measured_verdict)."""
+    return cmp.measured_verdict if cmp is not None else None
 
 
-def ablation_verdict(ab: dict, verdict: dict) -> str | None:
+def ablation_verdict(ab: dict, verdict: AblationVerdict) -> str | None:
     """The ablation's stored verdict, or None while none of its deciding comparisons is measured (measured_verdict)."""
     pairs, _ = primary_comparisons(ab, verdict)
-    measured = any(measured_verdict(comparison(verdict, g, a, ab["signature"])) for g, a in pairs)
-    return verdict.get("verdict") if measured else None
+    measured = any(measured_verdict(verdict.comparison(g, a, ab["signature"])) for g, a in pairs)
+    return verdict.verdict if measured else None
 
 
-def comparison(verdict: dict, regime: str, arm: str, metric: str) -> dict | None:
-    """One stored comparison of verdicts.json (treatment arm vs control in a regime, on a metric), or None."""
-    return (((verdict.get("comparisons") or {}).get(regime) or {}).get(arm) or {}).get(metric)
-
-
-def primary_comparisons(ab: dict, verdict: dict) -> tuple[list[tuple[str, str]], bool]:
+def primary_comparisons(ab: dict, verdict: AblationVerdict) -> tuple[list[tuple[str, str]], bool]:
     """((regime, arm) of the comparisons that decide the verdict, declared): those flagged primary in
     verdicts.json, else those the ablation's `primary` names; results from before `primary` existed compare
     every treatment arm in every regime, and declared is False (all of them exploratory)."""
-    comparisons = verdict.get("comparisons") or {}
-    flagged = [(regime, arm) for regime, arms in comparisons.items() for arm, by_metric in (arms or {}).items()
-               if (by_metric.get(ab["signature"]) or {}).get("primary")]
+    flagged = verdict.flagged_primary(ab["signature"])
     if flagged:
         return flagged, True
     try:
@@ -230,8 +217,8 @@ def primary_comparisons(ab: dict, verdict: dict) -> tuple[list[tuple[str, str]],
         return [(g, a) for g in regimes for a in ab["arms"] if a != ab["control"]], False
 
 
-def oriented(cmp: dict | None, expected: str | None) -> float | None:
+def oriented(cmp: Comparison | None, expected: str | None) -> float | None:
     """A signature effect in the symptom's expected direction (positive = the symptom came back)."""
-    if not cmp or cmp.get("diff") is None:
+    if cmp is None or cmp.diff is None:
         return None
-    return (-cmp["diff"] if expected == "decrease" else cmp["diff"]) + 0.0  # + 0.0: no "-0.00" on the page
+    return (-cmp.diff if expected == "decrease" else cmp.diff) + 0.0  # + 0.0: no "-0.00" on the page

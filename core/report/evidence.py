@@ -11,7 +11,7 @@ from urllib.parse import quote
 from core.run.config import RunConfig
 from core.run.knowledge import DEFAULT_DATA
 from core.study.ablation import PLACEHOLDER
-from core.study.store import precision_flags
+from core.study.store import PlanRow, precision_flags
 
 EVIDENCE_FILES = (("summary.csv", "every run's metrics, one row per run and metric"),
                   ("verdicts.json", "every comparison: effect, interval, per-seed values, verdict"),
@@ -41,7 +41,7 @@ def _shown(value) -> str:
     return str(value)
 
 
-def _pair(ab: dict, rows: list[dict]) -> str | None:
+def _pair(ab: dict, rows: list[PlanRow]) -> str | None:
     """The --pair whose models the planned rows use (None: the ablation's first pair, the default, or none)."""
     pairs = ab.get("pairs") or {}
     for name, roles in pairs.items():
@@ -57,7 +57,7 @@ def _resolve(value, roles: dict):
     return roles.get(m[1]) if m else value
 
 
-def _baseline_overrides(ab: dict, rows: list[dict]) -> dict:
+def _baseline_overrides(ab: dict, rows: list[PlanRow]) -> dict:
     """Fields every planned row sets to the same non-default value although neither its arm nor its regime
     overrides them: the --set options the study ran with."""
     default = {k: list(v) if isinstance(v, tuple) else v for k, v in RunConfig().to_dict().items()}
@@ -78,7 +78,7 @@ def precision_options(records: list) -> list[str]:
     return precision_flags(tags.pop()) if len(tags) == 1 else []
 
 
-def reproduce_command(ab: dict, rows: list[dict], runs: dict | None = None) -> str:
+def reproduce_command(ab: dict, rows: list[PlanRow], runs: dict | None = None) -> str:
     """`python run_all.py --only <name> --results results-<name>`, plus the --seeds, --pair and --set options that
     the planned rows show the study used, and the device and precision its stored runs record."""
     parts = ["python", "run_all.py", "--only", ab["name"]]

@@ -20,6 +20,7 @@ from core.analysis.verdicts import WORDS  # noqa: E402
 from core.report.data import trained_nothing  # noqa: E402
 from core.run.metrics import METRICS  # noqa: E402
 from core.run.record import RunRecord  # noqa: E402
+from core.study.store import PlanRow
 
 DPI = 90
 
@@ -62,7 +63,7 @@ def _save(fig, path: Path) -> str:
     return f"figures/{path.name}"
 
 
-def loss_figure(ab: dict, rows: list[dict], runs: dict, path: Path, mark_best: bool) -> str | None:
+def loss_figure(ab: dict, rows: list[PlanRow], runs: dict, path: Path, mark_best: bool) -> str | None:
     """Training and validation loss per arm; seeds as a min-max band. None when no run has a history."""
     records = []
     for r in rows:
@@ -97,7 +98,7 @@ def loss_figure(ab: dict, rows: list[dict], runs: dict, path: Path, mark_best: b
     return _save(fig, path)
 
 
-def _mark_selection(ax, rows: list[dict], runs: dict, palette: dict) -> None:
+def _mark_selection(ax, rows: list[PlanRow], runs: dict, palette: dict) -> None:
     """The best-by-validation epoch (vertical line) and each arm's selected checkpoint (star)."""
     best_done, star_done = set(), set()
     for r in rows:
@@ -257,7 +258,7 @@ def _sort_key(v):
     return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
 
 
-def regime_figures(ab: dict, regime: str, rows: list[dict], runs: dict, stats: dict[str, dict[str, dict]],
+def regime_figures(ab: dict, regime: str, rows: list[PlanRow], runs: dict, stats: dict[str, dict[str, dict]],
                    metrics: list[str], fig_dir: Path, mark_best: bool) -> dict[str, str | None]:
     """One regime's figures: "loss", and "metrics" (bars per arm, or each metric along the axis for a sweep)."""
     if not rows:
@@ -277,7 +278,7 @@ def regime_figures(ab: dict, regime: str, rows: list[dict], runs: dict, stats: d
 SHARED = "shared by several ablations"
 
 
-def frontier_figure(rows: list[dict], runs: dict, path: Path) -> str | None:
+def frontier_figure(rows: list[PlanRow], runs: dict, path: Path) -> str | None:
     """Every finished trained run on held-out recall against retention, coloured by ablation: how close any
     recipe comes to the corner the study aims for (retention >= 0.9 at recall >= 0.9)."""
     points, users = {}, {}

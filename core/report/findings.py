@@ -5,17 +5,15 @@ study's target (retention >= 0.9 at held-out recall >= 0.9).
 """
 from __future__ import annotations
 
-from core.analysis.verdicts import PRECEDENCE
+from core.analysis.verdicts import PRECEDENCE, AblationVerdict, Comparison
 from core.report.data import (
     CUED_METRICS,
     NOT_YET,
     ablation_verdict,
     arm_stat,
-    comparison,
     cued,
     effect_text,
     means_text,
-    measured_verdict,
     oriented,
     primary_comparisons,
     seed_pairs,
@@ -24,11 +22,12 @@ from core.report.data import (
     trained_nothing,
     verdict_class,
 )
+from core.study.store import PlanRow
 
 VERDICTS = PRECEDENCE
 
 
-def seed_differences(rows: list[dict], runs: dict, regime: str, arm: str, control: str, metric: str) -> list[float]:
+def seed_differences(rows: list[PlanRow], runs: dict, regime: str, arm: str, control: str, metric: str) -> list[float]:
     """Treatment minus control on `metric`, one value per seed both arms finished (from the stored runs, for
     verdicts.json files that predate per-seed values)."""
     def values(which: str) -> dict[int, float]:
@@ -38,32 +37,33 @@ def seed_differences(rows: list[dict], runs: dict, regime: str, arm: str, contro
     return [t[sd] - c[sd] for sd in sorted(set(c) & set(t))]
 
 
-def forest_rows(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> list[dict]:
+def forest_rows(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) -> list[dict]:
     """One row per deciding comparison (ablation x regime x arm) with its signature effect, interval and the
     paired difference of each seed."""
     out = []
     for name, ab in metas.items():
         own = [r for r in rows if r["ablation"] == name]
-        verdict = verdicts.get(name) or {}
+        verdict = verdicts.get(name) or AblationVerdict()
         pairs, declared = primary_comparisons(ab, verdict)
         several_arms = len(ab["arms"]) > 2
         for regime, arm in pairs:
-            cmp = comparison(verdict, regime, arm, ab["signature"]) or {}
+            stored = verdict.comparison(regime, arm, ab["signature"])
+            cmp = stored or Comparison(ab["signature"], min_effect=ab.get("min_effect", 0.1))
             where = regime + (f" / {arm}" if several_arms else "")
             label = name + (f" / {regime}" if len(ab.get("regimes") or {}) > 1 else "") + \
                 (f" / {arm}" if several_arms else "")
             out.append({"ablation": name, "regime": regime, "arm": arm, "label": label, "where": where,
                         "metric": ab["signature"],
-                        "expected": ab.get("expected"), "min_effect": cmp.get("min_effect", ab.get("min_effect", 0.1)),
-                        "diff": cmp.get("diff"), "low": cmp.get("low"), "high": cmp.get("high"),
+                        "expected": ab.get("expected"), "min_effect": cmp.min_effect,
+                        "diff": cmp.diff, "low": cmp.low, "high": cmp.high,
                         # nothing measured yet (no stored comparison, or no seed with both arms finished): no
                         # verdict, rather than an "inconclusive" that reads as measured
-                        "level": cmp.get("level"), "verdict": measured_verdict(cmp),
-                        "class": verdict_class(measured_verdict(cmp)),
-                        "mde": cmp.get("mde"), "reason": cmp.get("reason") or "", "declared": declared,
-                        "seeds": len(cmp.get("seeds") or ()),  # of the plan's (a run_all --seeds N plans N)
+                        "level": cmp.level, "verdict": cmp.measured_verdict,
+                        "class": verdict_class(cmp.measured_verdict),
+                        "mde": cmp.mde, "reason": cmp.reason or "", "declared": declared,
+                        "seeds": len(cmp.seeds),  # of the plan's (a run_all --seeds N plans N)
                         "planned_seeds": len({r["seed"] for r in own if r["regime"] == regime and r["arm"] == arm}),
-                        "per_seed": [t - c for c, t in seed_pairs(cmp)] if cmp.get("per_seed")
+                        "per_seed": [t - c for c, t in seed_pairs(cmp)] if cmp.per_seed
                         else seed_differences(own, runs, regime, arm, ab["control"], ab["signature"]),
                         "oriented": oriented(cmp, ab.get("expected")), "effect": effect_text(cmp),
                         "means": means_text(cmp)})
@@ -97,19 +97,20 @@ def against(rows: list[dict]) -> list[dict]:
     return out
 
 
-def side_effects(ab: dict, verdict: dict, rows: list[dict], prompted: set = frozenset(), limit: int = 3) -> list[dict]:
+def side_effects(ab: dict, verdict: AblationVerdict, rows: list[dict], prompted: set = frozenset(), limit: int = 3
+                 ) -> list[dict]:
     """The largest effects on the other measured metrics in the deciding comparisons: interval clear of 0 and
     at least min_effect in size, largest first, at most `limit` (the rest counted). Exploratory: each at 95%,
     not corrected for how many there are. `prompted`: the (regime, arm) whose system prompt names the person
     (report_data.cued); an effect on a metric that prompt gives away is flagged as cued."""
     found = []
     for r in rows:
-        for metric, cmp in (((verdict.get("comparisons") or {}).get(r["regime"]) or {}).get(r["arm"]) or {}).items():
-            if metric == ab["signature"] or cmp.get("diff") is None or cmp.get("low") is None:
+        for metric, cmp in verdict.comparisons.get(r["regime"], {}).get(r["arm"], {}).items():
+            if metric == ab["signature"] or cmp.diff is None or cmp.low is None:
                 continue
-            if (cmp["low"] > 0 or cmp["high"] < 0) and abs(cmp["diff"]) >= cmp.get("min_effect", 0.1):
+            if (cmp.low > 0 or cmp.high < 0) and abs(cmp.diff) >= cmp.min_effect:
                 found.append({"metric": metric, "where": r["where"], "effect": effect_text(cmp),
-                              "means": means_text(cmp), "size": abs(cmp["diff"]),
+                              "means": means_text(cmp), "size": abs(cmp.diff),
                               "cued": metric.split("@")[0] in CUED_METRICS and bool(
                                   {(r["regime"], r["arm"]), (r["regime"], ab["control"])} & prompted)})
     found.sort(key=lambda e: -e["size"])
@@ -122,7 +123,7 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict], prompted: dict | N
     out: dict[str, list[dict]] = {v: [] for v in (*VERDICTS, "no verdict")}
     for name, ab in metas.items():
         rows = [r for r in forest if r["ablation"] == name]
-        verdict = ablation_verdict(ab, verdicts.get(name) or {})
+        verdict = ablation_verdict(ab, verdicts.get(name) or AblationVerdict())
         decisive = max((r for r in rows if r["verdict"] == verdict and r["oriented"] is not None),
                        key=lambda r: r["oriented"], default=None)
         out[verdict if verdict in VERDICTS else "no verdict"].append({
@@ -134,7 +135,8 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict], prompted: dict | N
             # the comparison the effect is from, named where the verdict rests on several
             "effect_where": decisive["where"] if decisive and len(_where(rows, verdict)) > 1 else None,
             "against": against(rows),
-            "side_effects": side_effects(ab, verdicts.get(name) or {}, rows, (prompted or {}).get(name, set())),
+            "side_effects": side_effects(ab, verdicts.get(name) or AblationVerdict(), rows,
+                                         (prompted or {}).get(name, set())),
             "so_far": so_far(min((r["seeds"] for r in rows if r["verdict"]), default=0),
                              max((r["planned_seeds"] for r in rows if r["verdict"]), default=0)),
             "reference": ab.get("kind") == "reference", "confounded": bool(ab.get("confounded"))})
@@ -157,7 +159,7 @@ def ranking(metas: dict, forest: list[dict]) -> list[dict]:
     return sorted(best, key=lambda b: (b["size"] is None, -(b["size"] or 0.0)))
 
 
-def _recipe_rows(metas: dict, rows: list[dict]) -> list[dict]:
+def _recipe_rows(metas: dict, rows: list[PlanRow]) -> list[dict]:
     """Trained rows run with the baseline recipe itself: an arm and a regime that override nothing."""
     out, keys = [], set()
     for r in rows:
@@ -173,7 +175,7 @@ def _recipe_rows(metas: dict, rows: list[dict]) -> list[dict]:
 GOAL = 0.9  # the study's target: retention >= 0.9 at heldout_recall >= 0.9
 
 
-def trained_arms(metas: dict, rows: list[dict], runs: dict | None = None):
+def trained_arms(metas: dict, rows: list[PlanRow], runs: dict | None = None):
     """(label, ablation, rows) for each trained arm (ablation x regime x arm). An arm made of runs another arm
     already holds (the shared baseline recipe, whole or as a sweep's 3-seed subset of it) is listed once, under the
     arm that holds them all; an arm whose finished runs all trained 0 parameters (wrong_layer_path's wrong path) is
@@ -193,7 +195,7 @@ def trained_arms(metas: dict, rows: list[dict], runs: dict | None = None):
             yield label, name, arm_rows
 
 
-def arm_stats(metas: dict, rows: list[dict], runs: dict) -> list[dict]:
+def arm_stats(metas: dict, rows: list[PlanRow], runs: dict) -> list[dict]:
     """Each trained arm's retention and held-out recall (arm_stat), computed once for the forgetting price and
     the goal."""
     return [{"label": label, "ablation": name, "retention": arm_stat(arm_rows, runs, "retention"),
@@ -201,7 +203,7 @@ def arm_stats(metas: dict, rows: list[dict], runs: dict) -> list[dict]:
             for label, name, arm_rows in trained_arms(metas, rows, runs)]
 
 
-def forgetting(metas: dict, rows: list[dict], runs: dict, arms: list[dict]) -> dict:
+def forgetting(metas: dict, rows: list[PlanRow], runs: dict, arms: list[dict]) -> dict:
     """Retention (the share of general-knowledge probes the untrained model answered that the trained one still
     answers; 1 for the untrained model by definition) of the baseline recipe and of the trained arms (arm_stats)."""
     untrained = []
@@ -243,7 +245,7 @@ def goal(arms: list[dict]) -> dict:
             "best_learned": max(learned, key=lambda a: a["retention"]["mean"], default=None)}
 
 
-def findings(metas: dict, verdicts: dict, rows: list[dict], runs: dict) -> dict:
+def findings(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) -> dict:
     forest = forest_rows(metas, verdicts, rows, runs)
     arms = arm_stats(metas, rows, runs)
     levels = sorted({r["level"] for r in forest if r["level"]})

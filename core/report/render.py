@@ -19,7 +19,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
-from core.analysis.verdicts import WORDS
+from core.analysis.verdicts import WORDS, AblationVerdict
 from core.files import write_atomic
 from core.paths import REPORT, RESULTS
 from core.report import figures
@@ -29,6 +29,7 @@ from core.report.figures import fmt
 from core.report.findings import findings
 from core.report.sections import ablation_section, model_table, summary_row, untrained_section
 from core.run.version import git_commit
+from core.study.store import PlanRow
 
 __all__ = ["QUESTION", "ReportError", "main", "render"]
 
@@ -44,7 +45,7 @@ ENV_COLUMNS = ("python", "torch", "transformers", "device", "cuda", "cpu_model",
                "torch_threads", "platform", "precision", "code_version")
 
 
-def metadata_section(rows: list[dict], metas: dict, runs: dict) -> dict:
+def metadata_section(rows: list[PlanRow], metas: dict, runs: dict) -> dict:
     used: dict[str, list[str]] = {}
     for r in rows:
         used.setdefault(r["key"], []).append(f"{r['ablation']} / {r['regime']} / {r['arm']} / seed {r['seed']}")
@@ -97,15 +98,15 @@ def _environment() -> Environment:
     return env
 
 
-def _figures(metas: dict, rows: list[dict], runs: dict, verdicts: dict, found: dict, fig_dir: Path):
+def _figures(metas: dict, rows: list[PlanRow], runs: dict, verdicts: dict, found: dict, fig_dir: Path):
     """(ablation pages' data, forest plot, frontier plot), with every figure written under fig_dir."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     for old in fig_dir.glob("*.png"):  # figures of ablations or regimes that are gone must not linger
         old.unlink()
     figures.theme()
     try:
-        sections = [ablation_section(ab, [r for r in rows if r["ablation"] == name], runs, verdicts.get(name) or {},
-                                     fig_dir) for name, ab in metas.items()]
+        sections = [ablation_section(ab, [r for r in rows if r["ablation"] == name], runs,
+                                     verdicts.get(name) or AblationVerdict(), fig_dir) for name, ab in metas.items()]
         forest = figures.forest_figure(found["forest"], fig_dir / "forest.png")
         frontier = figures.frontier_figure(rows, runs, fig_dir / "frontier.png")
     finally:
@@ -127,8 +128,8 @@ def render(results_dir: Path = RESULTS, out_dir: Path = REPORT) -> Path:
     rows, metas, verdicts, runs = load_results(results_dir)
     found = findings(metas, verdicts, rows, runs)
     sections, forest, frontier = _figures(metas, rows, runs, verdicts, found, out_dir / "figures")
-    summary = [summary_row(ab, [r for r in rows if r["ablation"] == name], runs, verdicts.get(name) or {})
-               for name, ab in metas.items()]
+    summary = [summary_row(ab, [r for r in rows if r["ablation"] == name], runs,
+                           verdicts.get(name) or AblationVerdict()) for name, ab in metas.items()]
     meta = metadata_section(rows, metas, runs)
     href = results_href(results_dir, out_dir)
     models = model_table(rows, runs)

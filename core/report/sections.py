@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.analysis.verdicts import AblationVerdict
 from core.report.data import (
     NOT_YET,
     ablation_verdict,
     arm_stat,
-    comparison,
     cued,
     effect_text,
     gap,
@@ -28,6 +28,7 @@ from core.report.figures import fmt, regime_figures
 from core.report.samples import sample_tables, shown_sets
 from core.run.metrics import METRICS
 from core.run.record import RunRecord
+from core.study.store import PlanRow
 
 SHOW_PATHS = 4  # matched module paths listed per injection report
 
@@ -64,23 +65,23 @@ def overrides(over: dict, resolved: dict | None) -> list[dict]:
     return out
 
 
-def _cell(ab: dict, verdict: dict, regime: str, arm: str, metric: str, stat: dict, rrows: list[dict], runs: dict,
-          primary: list[tuple[str, str]]) -> dict:
+def _cell(ab: dict, verdict: AblationVerdict, regime: str, arm: str, metric: str, stat: dict, rrows: list[PlanRow],
+          runs: dict, primary: list[tuple[str, str]]) -> dict:
     """One arm's value on one metric, with its difference from the control where one was compared."""
-    c = None if arm == ab["control"] else comparison(verdict, regime, arm, metric)
+    c = None if arm == ab["control"] else verdict.comparison(regime, arm, metric)
     pairs = seed_pairs(c)
     # the effect pairs the seeds both arms finished and the items both scored; where those are not the arm's own
     # (retention against each arm's own untrained reference, or an arm with more seeds than the other) the means it
     # is the difference of are shown beside it, saying which
     paired = None
     if pairs and stat["mean"] is not None and abs(sum(t for _, t in pairs) / len(pairs) - stat["mean"]) > 0.005:
-        seeds = list(c.get("seeds") or [])
-        on = [f"the {c.get('items')} items both arms scored"]
+        seeds = list(c.seeds)
+        on = [f"the {c.items} items both arms scored"]
         if len(seeds) < stat["n"]:
             on.insert(0, f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} (both arms finished)")
         paired = "on " + " and ".join(on)
     # a signature comparison no seed has measured yet has no verdict (not an "inconclusive" that reads as measured)
-    shown = measured_verdict(c) if c and metric == ab["signature"] else (c or {}).get("verdict")
+    shown = measured_verdict(c) if c and metric == ab["signature"] else (c.verdict if c else None)
     return {"metric": metric, "stat": stat, "cmp": c, "effect": effect_text(c),
             "paired": f"{paired}: {means_text(c).replace('->', '→')}" if paired else None,
             "verdict": shown, "class": verdict_class(shown),
@@ -88,8 +89,8 @@ def _cell(ab: dict, verdict: dict, regime: str, arm: str, metric: str, stat: dic
             "primary": metric == ab["signature"] and (regime, arm) in primary}
 
 
-def _regime(ab: dict, regime: str, rrows: list[dict], runs: dict, verdict: dict, metrics: list[str], fig_dir: Path,
-            primary: list[tuple[str, str]], show_injection: bool) -> dict:
+def _regime(ab: dict, regime: str, rrows: list[PlanRow], runs: dict, verdict: AblationVerdict, metrics: list[str],
+            fig_dir: Path, primary: list[tuple[str, str]], show_injection: bool) -> dict:
     arms = list(ab["arms"])
     by_arm = {a: [r for r in rrows if r["arm"] == a] for a in arms}
     stats = {a: {m: arm_stat(by_arm[a], runs, m) for m in metrics} for a in arms}
@@ -115,7 +116,7 @@ def _regime(ab: dict, regime: str, rrows: list[dict], runs: dict, verdict: dict,
 NOT_MEASURED = f"{NOT_YET}: no deciding comparison has a seed with both arms finished"
 
 
-def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_dir: Path) -> dict:
+def ablation_section(ab: dict, rows: list[PlanRow], runs: dict, verdict: AblationVerdict, fig_dir: Path) -> dict:
     name, arms = ab["name"], list(ab["arms"])
     metrics = [ab["signature"], *[m for m in ab.get("also") or [] if m != ab["signature"]]]
     regimes_meta = ab.get("regimes") or {"baseline": {}}
@@ -128,13 +129,12 @@ def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_
         getattr(runs.get(r["key"]), "strict_error", None) for r in rows)
     primary, declared = primary_comparisons(ab, verdict)
     shown = ablation_verdict(ab, verdict)
-    levels = sorted({c.get("level") for g, a in primary if (c := comparison(verdict, g, a, ab["signature"]))
-                     and c.get("level")})
+    levels = sorted({c.level for g, a in primary if (c := verdict.comparison(g, a, ab["signature"])) and c.level})
     regimes = [_regime(ab, g, [r for r in rows if r["regime"] == g], runs, verdict, metrics, fig_dir,
                        primary if declared else [], show_injection) for g in regimes_meta]
     if "selection" in (ab.get("show") or []):  # did validation loss turn up, per seed (verdicts.validation_turns)
         for g in regimes:
-            g["turns"] = sorted((verdict.get("validation") or {}).get(g["name"], []), key=lambda t: t["seed"])
+            g["turns"] = sorted(verdict.validation.get(g["name"], []), key=lambda t: t["seed"])
     defined = [{"name": m, "description": METRICS[m].description, "better": METRICS[m].better}
                for m in metrics if m in METRICS]
     return {"name": name, "title": ab.get("title", name), "meta": ab, "metrics": metrics, "arms": arms, "diff": diff,
@@ -142,7 +142,7 @@ def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_
             "regimes": regimes, "confound": bool(ab.get("confounded")), "cued": cued(rows, runs),
             "mark_best": "selection" in (ab.get("show") or []),
             "verdict": shown, "class": verdict_class(shown),
-            "statement": (verdict.get("statement") or "") if shown else NOT_MEASURED,
+            "statement": verdict.statement if shown else NOT_MEASURED,
             "primary": [f"{g}/{a}" for g, a in primary],
             "declared": declared, "levels": levels, "command": reproduce_command(ab, rows, runs),
             "data_note": data_note(sorted({rec.data_sha256 for r in rows if status(rec := runs.get(r["key"])) == "ok"
@@ -151,19 +151,19 @@ def ablation_section(ab: dict, rows: list[dict], runs: dict, verdict: dict, fig_
             "planned_seeds": max((len({r["seed"] for r in rows if r["arm"] == a}) for a in arms), default=0)}
 
 
-def summary_row(ab: dict, rows: list[dict], runs: dict, verdict: dict) -> dict:
-    regime = verdict.get("regime") or next(iter(ab.get("regimes") or {"baseline": {}}))
+def summary_row(ab: dict, rows: list[PlanRow], runs: dict, verdict: AblationVerdict) -> dict:
+    regime = verdict.regime or next(iter(ab.get("regimes") or {"baseline": {}}))
     arms = list(ab["arms"])
     rrows = [r for r in rows if r["regime"] == regime]
     effects = []
     for arm in arms:
         if arm != ab["control"]:
-            c = comparison(verdict, regime, arm, ab["signature"])
-            method, level = (c or {}).get("method"), (c or {}).get("level")
+            c = verdict.comparison(regime, arm, ab["signature"])
+            method, level = (c.method, c.level) if c else (None, None)
             effects.append({"arm": arm, "text": effect_text(c),
                             "method": f"{method}; {100 * level:.1f}% interval" if method and level else method,
                             "stale": stale(c, rrows, runs, (arm, ab["control"])),
-                            "reason": (c or {}).get("reason")})
+                            "reason": c.reason if c else None})
     problems = sum(status(runs.get(r["key"])) != "ok" for r in rows)
     shown = ablation_verdict(ab, verdict)
     return {"name": ab["name"], "title": ab.get("title"),
@@ -171,11 +171,11 @@ def summary_row(ab: dict, rows: list[dict], runs: dict, verdict: dict) -> dict:
             "expected": ab.get("expected"), "control": ab["control"],
             "arms": [{"arm": a, **arm_stat([r for r in rrows if r["arm"] == a], runs, ab["signature"])} for a in arms],
             "verdict": shown, "class": verdict_class(shown),
-            "regime": (verdict.get("regime") or "") if shown else "", "shown_regime": regime, "effects": effects,
+            "regime": verdict.regime if shown else "", "shown_regime": regime, "effects": effects,
             "problems": problems, "confound": bool(ab.get("confounded"))}
 
 
-def untrained_section(rows: list[dict], runs: dict) -> list[dict]:
+def untrained_section(rows: list[PlanRow], runs: dict) -> list[dict]:
     users: dict[str, list[str]] = {}
     for r in rows:
         if r.get("untrained_key"):
@@ -202,7 +202,7 @@ def untrained_section(rows: list[dict], runs: dict) -> list[dict]:
     return out
 
 
-def model_table(rows: list[dict], runs: dict) -> list[dict]:
+def model_table(rows: list[PlanRow], runs: dict) -> list[dict]:
     """One row per model spec, described by the model card its runs recorded (runs stored before records carried
     one say so)."""
     out = []

@@ -9,6 +9,9 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 
+# what a prompt named "model_default" (eval_prompt, and the retention probes) means: no system turn given, so the
+# chat template's own default applies
+MODEL_DEFAULT = "model_default"
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -95,6 +98,12 @@ class RunConfig:
         cache key."""
         blob = json.dumps(self.to_dict(), sort_keys=True) + "|" + context
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def training_of(config: dict) -> tuple:
+    """What identifies one training in a stored config: every field but `selection`. Configs that differ only in it
+    share one training (its best and its last checkpoint are evaluated from it)."""
+    return tuple(sorted((k, str(v)) for k, v in config.items() if k != "selection"))
 
 
 def check_ranges(cfg: RunConfig) -> None:

@@ -8,13 +8,12 @@ import os
 import random
 from dataclasses import dataclass
 
-from core.run.config import RunConfig
+from core.run.config import MODEL_DEFAULT, RunConfig
 from core.run.knowledge import DataError, Fact, KnowledgeSet
 
 IGNORE = -100
 
 
-MODEL_DEFAULT = "model_default"  # the chat template's own default (no system turn given)
 NO_PROMPT = None  # no system prompt at all
 
 

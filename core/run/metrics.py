@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.run.config import MODEL_DEFAULT
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -78,7 +80,7 @@ def _recall_at(variant: str, where: str) -> Metric:
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("heldout_recall", "test", "hit", True,
            "test questions (worded unlike any training question) answered with the fact's keywords"),
-    _recall_at("model_default", "the model's own default system prompt"),
+    _recall_at(MODEL_DEFAULT, "the model's own default system prompt"),
     _recall_at("none", "no system prompt"),
     _recall_at("unseen", "system prompts never used in training"),
     Metric("train_recall", "train", "hit", True,

@@ -1,7 +1,7 @@
 """The recipe: config -> model + LoRA -> examples -> training -> the selected checkpoint, in steps that the study's
 run (run_group: evaluated into a RunRecord) and `hiahia train` (core/facts/train.py) both call.
 
-Configs that differ only in `selection` share one training (same_training): the final and the best-by-validation
+Configs that differ only in `selection` share one training (config.training_of): the final and the best-by-validation
 weights are both evaluated from it. Checkpoint selection is decided here (use_checkpoint) and nowhere else.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from core.run import models
-from core.run.config import RunConfig
+from core.run.config import RunConfig, training_of
 from core.run.evaluate import evaluate, generate_finished
 from core.run.examples import MODEL_DEFAULT, Renderer, build_train_examples, build_validation_examples
 from core.run.knowledge import KnowledgeSet, ReplaySet, load_replay
@@ -97,11 +97,6 @@ def replay_triples(model, renderer: Renderer, replay: ReplaySet, n: int, progres
     return kept, dropped
 
 
-def same_training(cfg: RunConfig) -> RunConfig:
-    """The config with `selection` set aside: configs with the same one share a training."""
-    return cfg.replace(selection="best")
-
-
 @dataclass
 class Loaded:
     """A model ready for the recipe: weights in the run's precision, the format it is prompted in."""
@@ -171,7 +166,7 @@ def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "
               ) -> list[RunRecord]:
     """Train once and evaluate each config of a group that differs only in `selection`."""
     base = configs[0]
-    if any(same_training(c) != same_training(base) for c in configs):
+    if any(training_of(c.to_dict()) != training_of(base.to_dict()) for c in configs):
         raise ValueError("run_group: the configs of a group must differ only in selection")
     t0 = time.perf_counter()
     loaded = load(base, device, cache, mixed)

@@ -23,7 +23,6 @@ SHOWABLE = {
     "injection": "an injection report per arm: targets, matched modules, trainable parameters, strict errors",
 }
 PLACEHOLDER = re.compile(r"\{pair\.(\w+)\}")  # an arm or regime value naming a model of the chosen --pair
-YAML_KEY = {"secondary_metrics": "also"}  # attributes whose ablation.yaml key is shorter
 
 
 class SuiteError(ValueError):
@@ -44,7 +43,7 @@ class Ablation:
     # each interval is at level 1 - 0.05/m (Bonferroni), so the ablation's verdict keeps a 5% error rate
     primary: list[str] = field(default_factory=list)
     regimes: dict[str, dict] = field(default_factory=lambda: {"baseline": {}})
-    secondary_metrics: list[str] = field(default_factory=list)  # yaml `also`: compared and reported, no verdict
+    also: list[str] = field(default_factory=list)  # further metrics: compared and reported, no verdict
     min_effect: float = 0.1
     kind: str = "pairwise"  # pairwise | sweep (arms are points along `axis`) | reference (arms differ in many fields)
     axis: str | None = None
@@ -59,12 +58,11 @@ class Ablation:
     @classmethod
     def from_definition(cls, name: str, definition: dict) -> "Ablation":
         """From ablation.yaml's keys (or a stored meta); unknown keys are a TypeError."""
-        attribute = {v: k for k, v in YAML_KEY.items()}
-        return cls(**{attribute.get(k, k): v for k, v in definition.items() if k != "name"}, name=name)
+        return cls(**{k: v for k, v in definition.items() if k != "name"}, name=name)
 
     def meta(self) -> dict:
         """The definition as stored in results/plan.json and read by the report (ablation.yaml's keys)."""
-        return {YAML_KEY.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def pair_models(self, pair: str | None) -> dict[str, str]:
         """{role: model spec} of the named pair (None: the first declared); {} for an ablation without pairs."""
@@ -118,7 +116,7 @@ def load_ablation(folder: Path) -> Ablation:
     missing = [k for k in required if k not in (raw or {})]
     if missing:
         raise SuiteError(f"{path}: missing field(s) {', '.join(missing)}; required: {', '.join(required)}")
-    known = {YAML_KEY.get(f.name, f.name) for f in fields(Ablation)} - {"name"}
+    known = {f.name for f in fields(Ablation)} - {"name"}
     unknown = set(raw) - known
     if unknown:
         raise SuiteError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
@@ -138,7 +136,7 @@ def load_ablation(folder: Path) -> Ablation:
                          f"valid: {', '.join(FIELD_NAMES)}")
     if ab.axis and ab.axis not in FIELD_NAMES:
         raise SuiteError(f"{path}: axis {ab.axis!r} is not a RunConfig field; valid: {', '.join(FIELD_NAMES)}")
-    for m in [ab.signature, *ab.secondary_metrics]:
+    for m in [ab.signature, *ab.also]:
         if m not in metrics.METRICS:
             raise SuiteError(f"{path}: unknown metric {m!r} (signature/also); valid metrics: {', '.join(metrics.METRICS)}")
     if ab.expected not in ("increase", "decrease"):

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.exits import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNS_FAILED, EXIT_RUNS_PENDING
 from core.files import clean_stale_temps
 from core.paths import ABLATIONS, RESULTS
 from core.run import model_cache, models
@@ -22,10 +23,9 @@ from core.study import executors
 from core.study.ablation import SuiteError, discover, select
 from core.study.execute import execute
 from core.study.plan import build_plan, key_context, resolve_models
-from core.study.store import planned_keys
+from core.study.store import PlanRow, planned_keys
 from core.study.summary import link_runs, output_folder, refresh_summary, report_folder, save_summary
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_RUNS_FAILED, EXIT_RUNS_PENDING = 0, 2, 3, 4
 EXIT_CODES = f"""exit status:
   {EXIT_OK}  every planned run finished
   {EXIT_BAD_INPUT}  bad input: the command line, a YAML file, a config value, a model, the results folder
@@ -174,13 +174,13 @@ def _main(args) -> int:
     print(f"\nfinished in {time.perf_counter() - start:.0f} s")
     for ab in chosen:
         s = summary[ab.name]
-        print(f"  {ab.name:24s} {s['verdict']:15s} (regime: {s['regime'] or '-'})")
+        print(f"  {ab.name:24s} {s.verdict:15s} (regime: {s.regime or '-'})")
     if not args.no_report:
         _render(written, report_folder(args, written))
     return _final_status(plan, records, results)
 
 
-def _final_status(plan: list[dict], records: dict, results: Path) -> int:
+def _final_status(plan: list[PlanRow], records: dict, results: Path) -> int:
     """Exit status after everything is written: one line each for failed and for still-pending runs."""
     keys = planned_keys(plan)
     failed = [k for k in keys if k in records and not records[k].ok]

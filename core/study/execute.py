@@ -13,12 +13,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from core.files import try_lock, unlock
-from core.run.config import RunConfig
-from core.run.recipe import same_training
+from core.run.config import RunConfig, training_of
 from core.run.record import RunRecord
 from core.study import executors
 from core.study.plan import untrained_config
-from core.study.store import load_run, lock_path, write_run
+from core.study.store import PlanRow, load_run, lock_path, write_run
 
 WAIT_POLL_S = 2.0  # how often a run held by another invocation is looked at again
 # Tests only: the driver kills itself with SIGKILL once this many training groups are running (handed to the
@@ -28,7 +27,7 @@ KILL_DRIVER_AT_RUNNING = "HIAHIA_TEST_KILL_DRIVER_AT_RUNNING"
 log = logging.getLogger("run_all")
 
 
-def execute(plan: list[dict], knowledge, results: Path, device: str, cache, force: bool, progress: bool,
+def execute(plan: list[PlanRow], knowledge, results: Path, device: str, cache, force: bool, progress: bool,
             key_context, baseline: RunConfig, wait: float = 3600.0, executor=None) -> dict[str, RunRecord]:
     """Run every pending config (untrained references first); returns {key: record}.
 
@@ -50,7 +49,7 @@ def execute(plan: list[dict], knowledge, results: Path, device: str, cache, forc
 class _Execution:
     """One invocation's execution: what it wants, what is stored, what it has handed to the executor."""
 
-    def __init__(self, plan: list[dict], results: Path, baseline: RunConfig, force: bool, executor):
+    def __init__(self, plan: list[PlanRow], results: Path, baseline: RunConfig, force: bool, executor):
         self.results, self.force, self.executor = results, force, executor
         refs = {row["untrained_key"]: untrained_config(row["config"], baseline) for row in plan}
         self.reference_of = {row["key"]: row["untrained_key"] for row in plan}
@@ -66,7 +65,8 @@ class _Execution:
         pending = [k for k in self.wanted if k not in self.records]
         groups: dict[str, list[str]] = {}
         for k in pending:
-            groups.setdefault(same_training(self.wanted[k]).key(key_context(self.wanted[k])), []).append(k)
+            cfg = self.wanted[k]
+            groups.setdefault(str((training_of(cfg.to_dict()), key_context(cfg))), []).append(k)
         todo = sorted(groups.values(), key=lambda keys: self.wanted[keys[0]].epochs != 0)
         log.info("%d configs planned, %d cached, %d to run in %d trainings", len(self.wanted), len(self.records),
                  len(pending), len(todo))

@@ -8,11 +8,11 @@ from core.run import models
 from core.run.config import RunConfig
 from core.run.version import code_version
 from core.study.ablation import Ablation
-from core.study.store import load_run
+from core.study.store import PlanRow, load_run
 
 
 def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int | None, pair: str | None,
-               key_context) -> list[dict]:
+               key_context) -> list[PlanRow]:
     """One row per (ablation, regime, arm, seed) with its config and cache key. pair: the --pair name for ablations
     that declare pairs (None: each one's first); key_context(cfg): what besides the config keys a run."""
     rows = []
@@ -40,7 +40,7 @@ def untrained_config(cfg: RunConfig, baseline: RunConfig) -> RunConfig:
     return baseline.replace(model=cfg.model, format=cfg.format, epochs=0, seed=0)
 
 
-def resolve_models(plan: list[dict], results: Path, force: bool, baseline: RunConfig, cache, resolve=None) -> None:
+def resolve_models(plan: list[PlanRow], results: Path, force: bool, baseline: RunConfig, cache, resolve=None) -> None:
     """Check every model a pending run will load (fetching, converting and verifying embedded ones) before
     anything is written; a model whose runs are all stored is not needed."""
     needed = {}  # an ordered set

@@ -1,11 +1,13 @@
 """The run store: one JSON per config key (results/runs/<key>.json), written atomically, and its lock files
-(several invocations may share one results folder)."""
+(several invocations may share one results folder); the plan rows (results/plan.json) that name those keys."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict
 
 from core.files import write_json_atomic
+from core.run.config import RunConfig
 from core.run.record import RunRecord
 
 
@@ -25,7 +27,18 @@ def run_path(root: Path, key: str) -> Path:
     return root / "runs" / f"{key}.json"
 
 
-def planned_keys(rows: list[dict]) -> list[str]:
+class PlanRow(TypedDict):
+    """One planned run, as the study plans it and plan.json stores it; study, analysis and report all read these."""
+    ablation: str
+    regime: str
+    arm: str
+    seed: int
+    config: RunConfig | dict  # a RunConfig while planning; its to_dict() once stored (read back as stored)
+    key: str  # the run's cache key: results/runs/<key>.json
+    untrained_key: str  # the key of the untrained reference it is compared with
+
+
+def planned_keys(rows: list[PlanRow]) -> list[str]:
     """Every run key a plan's rows name, trained runs and their untrained references, each once, in plan order."""
     return list(dict.fromkeys(k for r in rows for k in (r["key"], r.get("untrained_key")) if k))
 

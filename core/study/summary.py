@@ -15,19 +15,19 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-from core.analysis.verdicts import overall, statement, validation_turns, verdicts
+from core.analysis.verdicts import AblationVerdict, ablation_verdict
 from core.files import locked, write_atomic, write_json_atomic
 from core.paths import RESULTS
 from core.run import metrics
 from core.run.knowledge import DEFAULT_DATA
 from core.run.record import RunRecord
 from core.study.ablation import Ablation, listing_order
-from core.study.store import load_run, planned_keys, precision_flags
+from core.study.store import PlanRow, load_run, planned_keys, precision_flags
 
 log = logging.getLogger("run_all")
 
 
-def tidy_rows(plan: list[dict], records: dict[str, RunRecord]) -> list[dict]:
+def tidy_rows(plan: list[PlanRow], records: dict[str, RunRecord]) -> list[dict]:
     rows = []
     for p in plan:
         rec = records.get(p["key"])
@@ -42,12 +42,12 @@ def tidy_rows(plan: list[dict], records: dict[str, RunRecord]) -> list[dict]:
 class Saved(NamedTuple):
     """What save_summary / refresh_summary wrote: the verdicts, the folder they went to, and the planned run keys
     that had no finished run (for the published study: its verdicts are provisional while any is missing)."""
-    summary: dict
+    summary: dict[str, AblationVerdict]
     folder: Path
     missing: list[str]
 
 
-def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], records: dict,
+def save_summary(results: Path, ablations: list[Ablation], plan: list[PlanRow], records: dict,
                  runs: Path | None = None) -> Saved:
     """Merge this invocation's plan into results/plan.json and rewrite the CSV and verdicts (see _summarise for
     where). runs: the folder whose runs/ holds the stored runs (default: results itself; a partial run's folder
@@ -58,7 +58,7 @@ def save_summary(results: Path, ablations: list[Ablation], plan: list[dict], rec
         return _summarise(results, rows, metas, records, runs)
 
 
-def canonical_order(rows: list[dict], metas: dict) -> tuple[list[dict], dict]:
+def canonical_order(rows: list[PlanRow], metas: dict) -> tuple[list[dict], dict]:
     """Plan rows and ablation definitions in the order the ablations are listed (ablation.yaml `order`, then name),
     each ablation's rows in plan order: the files come out the same however the plan was put together."""
     metas = listing_order(metas)
@@ -67,7 +67,7 @@ def canonical_order(rows: list[dict], metas: dict) -> tuple[list[dict], dict]:
     return [r for _, r in ordered], metas
 
 
-def _merge_plan(results: Path, ablations: list[Ablation], plan: list[dict]) -> tuple[list[dict], dict]:
+def _merge_plan(results: Path, ablations: list[Ablation], plan: list[PlanRow]) -> tuple[list[dict], dict]:
     """results/plan.json with this invocation's ablations replaced by `plan` and their current definitions."""
     plan_file = results / "plan.json"
     old = json.loads(plan_file.read_text()) if plan_file.exists() else {"rows": [], "ablations": {}}
@@ -81,14 +81,14 @@ def _merge_plan(results: Path, ablations: list[Ablation], plan: list[dict]) -> t
     return rows, metas
 
 
-def _copy_plan(store: Path, out: Path, rows: list[dict], metas: dict) -> None:
+def _copy_plan(store: Path, out: Path, rows: list[PlanRow], metas: dict) -> None:
     """Make `out` a results folder of its own for the plan: its plan.json and links to the stored runs."""
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "plan.json", {"rows": rows, "ablations": metas})
     link_runs(store, out, dict.fromkeys(planned_keys(rows)))
 
 
-def _summarise(results: Path, rows: list[dict], metas: dict, records: dict, runs: Path) -> Saved:
+def _summarise(results: Path, rows: list[PlanRow], metas: dict, records: dict, runs: Path) -> Saved:
     """Verdicts and CSV of the plan `rows`, from this invocation's `records` or else the runs stored in `runs`, each
     read once. They go to `results` itself, except for the published study while any planned run (trained or
     untrained reference) is unfinished (being run, killed or failed): its verdicts would be provisional, so they go,
@@ -102,18 +102,14 @@ def _summarise(results: Path, rows: list[dict], metas: dict, records: dict, runs
     return Saved(_save_summary(out, rows, metas, {k: v for k, v in stored.items() if v}), out, missing)
 
 
-def _save_summary(results: Path, rows: list[dict], metas: dict, all_records: dict[str, RunRecord]) -> dict:
+def _save_summary(results: Path, rows: list[PlanRow], metas: dict, all_records: dict[str, RunRecord]
+                  ) -> dict[str, AblationVerdict]:
     import pandas as pd
 
     all_abs = [Ablation.from_definition(name, m) for name, m in metas.items()]
-    v = verdicts(all_abs, rows, all_records)
-    summary = {}
-    for a in all_abs:
-        verdict, regime = overall(a, v[a.name])
-        summary[a.name] = {"verdict": verdict, "regime": regime, "statement": statement(a, v[a.name]),
-                           "comparisons": v[a.name],
-                           "validation": validation_turns([r for r in rows if r["ablation"] == a.name], all_records)}
-    write_json_atomic(results / "verdicts.json", summary)
+    summary = {a.name: ablation_verdict(a, [r for r in rows if r["ablation"] == a.name], all_records)
+               for a in all_abs}
+    write_json_atomic(results / "verdicts.json", {name: v.to_json() for name, v in summary.items()})
     write_atomic(results / "summary.csv", pd.DataFrame(tidy_rows(rows, all_records)).to_csv(index=False))
     return summary
 
@@ -143,7 +139,7 @@ def is_published(results: Path) -> bool:
     return results.resolve() == RESULTS.resolve()
 
 
-def output_folder(args, results: Path, plan: list[dict], full_plan) -> Path:
+def output_folder(args, results: Path, plan: list[PlanRow], full_plan) -> Path:
     """Where this invocation writes its plan, verdicts, summary (and, by default, its report): the results folder
     itself, unless that is the published study and this run is not the whole published plan (every ablation, its
     declared seeds, the baseline and data as shipped), which goes to results/partial/<name>/ instead.
@@ -170,7 +166,7 @@ def _published_rows(results: Path) -> list[dict] | None:
         return None
 
 
-def _published_precision(results: Path, rows: list[dict]) -> str:
+def _published_precision(results: Path, rows: list[PlanRow]) -> str:
     """What the published runs record about where they computed, e.g. "they computed in cpu-bfloat16-mixed: add
     --precision bf16" (a run in another precision or on another device plans other keys)."""
     for r in rows:
