@@ -117,8 +117,6 @@ def main(argv=None) -> None:
         Path(args.worker_out).write_text(json.dumps(result))
         return
 
-    # the trainer comparison holds the numerics equal: fp32 in both arms, whatever precision runs default to here
-    os.environ["HIAHIA_PRECISION"] = "fp32"
     out = Path(args.out) if args.out else default_out(args.model)
     if args.model != DEFAULT_MODEL and out.resolve() == PUBLISHED.resolve():
         raise SystemExit(f"refusing to write {args.model} numbers to {PUBLISHED} (reserved for {DEFAULT_MODEL}); "

@@ -69,7 +69,8 @@ def setup(args) -> dict:
     from core.run.knowledge import load_knowledge
 
     t0 = time.perf_counter()
-    model, tok = models.load(args.model, device="cpu")
+    # fp32 in every worker, whatever precision runs default to here: the trainer comparison holds the numerics equal
+    model, tok = models.load(args.model, device=models.pick_precision("cpu", mixed=False))
     load_s = time.perf_counter() - t0
     # the baseline's defaults everywhere, except what the benchmark fixes: seed, batch size, constant LR, no warmup,
     # keep the last weights (nothing is restored after training)

@@ -26,7 +26,7 @@ from core.run.knowledge import load_knowledge
 from core.run.recipe import run_group
 t0 = time.perf_counter()
 cfg = RunConfig(seed=int(sys.argv[2]), epochs=int(sys.argv[3]), model=sys.argv[4])
-rec = run_group([cfg], load_knowledge(), progress=False)[0]
+rec = run_group([cfg], load_knowledge(), progress=False, mixed=sys.argv[5] == "bf16")[0]
 print("RESULT " + json.dumps({"wall": time.perf_counter() - t0, "timings": rec.timings, "metrics": rec.metrics,
       "precision": rec.environment["precision"], "tokens": rec.throughput.get("tokens"),
       "answers": {f"{s['set']}|{s['id']}|{s['question']}": s["answer"] for s in rec.samples if s["set"] != "overrun"}}))
@@ -34,8 +34,9 @@ print("RESULT " + json.dumps({"wall": time.perf_counter() - t0, "timings": rec.t
 
 
 def child(precision: str, threads: int, seed: int, epochs: int, model: str) -> dict:
-    env = dict(os.environ, HIAHIA_PRECISION=precision, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(seed), str(epochs), model], cwd=ROOT, env=env,
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(seed), str(epochs), model, precision], cwd=ROOT,
+                          env=env,
                           capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:

@@ -33,16 +33,22 @@ OUT = ROOT / "benchmarks" / "results.json"
 CHILD = r"""
 import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
-from core.run.config import RunConfig
-try:
-    from core.run.knowledge import load_knowledge  # the code after the refactor
-except ImportError:
-    from core.run.examples import load_knowledge
-from core.run.recipe import run_group
+try:  # core/ as packages
+    from core.run.config import RunConfig
+    from core.run.knowledge import load_knowledge
+    from core.run.recipe import run_group
+except ImportError:  # a commit before core/ became packages
+    from core.config import RunConfig
+    try:
+        from core.knowledge import load_knowledge
+    except ImportError:
+        from core.data import load_knowledge
+    from core.run import run_group
 epochs = int(sys.argv[2])
+mixed = {"auto": None, "fp32": False, "bf16": True}[sys.argv[3]]  # --precision, as run_group's `mixed`
 ks = load_knowledge()
 t0 = time.perf_counter()
-rec = run_group([RunConfig(seed=0, epochs=epochs)], ks, progress=False)[0]
+rec = run_group([RunConfig(seed=0, epochs=epochs)], ks, progress=False, mixed=mixed)[0]
 rec = rec.to_json() if hasattr(rec, "to_json") else rec
 wall = time.perf_counter() - t0
 samples = rec["samples"]
@@ -74,9 +80,9 @@ def export_commit(commit: str, dest: Path) -> Path:
     return tree
 
 
-def run_child(tree: Path, threads: int, epochs: int, **env_vars: str) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(tree), **env_vars)
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(epochs)], cwd=tree, env=env,
+def run_child(tree: Path, threads: int, epochs: int, precision: str = "auto") -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(tree))
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(epochs), precision], cwd=tree, env=env,
                           capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
@@ -113,7 +119,7 @@ def main() -> None:
         untrained = None
         if args.untrained:  # the old code computes in fp32; the new one in its default precision and in fp32
             untrained = {"old": run_child(trees["old"], args.threads, 0), "new": run_child(trees["new"], args.threads, 0),
-                         "new-fp32": run_child(trees["new"], args.threads, 0, HIAHIA_PRECISION="fp32")}
+                         "new-fp32": run_child(trees["new"], args.threads, 0, "fp32")}
     old, new = summarise(results["old"]), summarise(results["new"])
     out = {
         "date": datetime.date.today().isoformat(), "cpu": cpu_name(), "threads": args.threads, "old_commit": args.old,

@@ -1,1 +1,2 @@
-"""Shared pieces of the study: models, LoRA, data, training, evaluation, results, report."""
+"""The hiahia study in five packages: run (what one run executes), study (plan, execute, store), analysis (verdicts),
+report (the HTML report and READMEs' numbers), facts (the `hiahia` command); paths, files and exits are shared."""

@@ -9,16 +9,16 @@ from core.paths import ROOT
 
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-# the same numbers on every machine: the tests compute in fp32 unless a test asks for bf16 (whatever the CPU offers)
-os.environ.setdefault("HIAHIA_PRECISION", "fp32")
-PRECISION = os.environ["HIAHIA_PRECISION"]
+# the same numbers on every machine: the tests take the path of a CPU without bf16 hardware, so --precision auto
+# computes in fp32 (in this process, its subprocesses and Ray workers) unless a test asks for bf16
+os.environ.setdefault("HIAHIA_TEST_CPU_BF16", "0")
+CPU_BF16 = os.environ["HIAHIA_TEST_CPU_BF16"]
 
 
 @pytest.fixture(autouse=True)
-def same_precision_for_every_test(monkeypatch):
-    """A test that runs `--precision bf16` sets HIAHIA_PRECISION for its process (as the CLI does for the Ray
-    workers it starts): put the session's choice back after it, so no later test computes in bf16 by accident."""
-    monkeypatch.setenv("HIAHIA_PRECISION", PRECISION)
+def same_hardware_for_every_test(monkeypatch):
+    """Put the session's stand-in for the CPU back after a test that changed it."""
+    monkeypatch.setenv("HIAHIA_TEST_CPU_BF16", CPU_BF16)
 
 
 @pytest.fixture(scope="session")

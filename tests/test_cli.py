@@ -222,13 +222,13 @@ def test_export_merges_in_fp32_whatever_the_precision_and_saves_the_dtype_asked(
 
     from core.facts.adapter import load_adapted
 
-    monkeypatch.setenv("HIAHIA_PRECISION", "bf16")  # what --precision bf16 (or auto on a bf16 CPU) sets
+    monkeypatch.setenv("HIAHIA_TEST_CPU_BF16", "1")  # a bf16 CPU: auto would compute in bf16 mixed precision
     exact, rounded = trained["root"] / "merged-fp32", trained["root"] / "merged-bf16"
     assert main(["export", str(trained["out"]), "--merged", str(exact)]) == 0
     assert main(["export", str(trained["out"]), "--merged", str(rounded), "--dtype", "bf16"]) == 0
     assert {t.dtype for t in load_file(exact / "model.safetensors").values()} == {torch.float32}
     assert {t.dtype for t in load_file(rounded / "model.safetensors").values()} == {torch.bfloat16}
-    monkeypatch.setenv("HIAHIA_PRECISION", "fp32")
+    monkeypatch.setenv("HIAHIA_TEST_CPU_BF16", "0")
     ours = load_adapted(trained["out"])
     expected = _logits(ours.model, ours.tok)
     torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(exact), ours.tok), expected,

@@ -232,34 +232,44 @@ def test_cpu_bf16_is_read_from_the_cpu_flags(tmp_path):
 
 
 def test_auto_precision_follows_the_cpu_and_the_choice_overrides_it(monkeypatch):
-    monkeypatch.setenv(models.PRECISION_ENV, "auto")
     monkeypatch.setattr(models, "cpu_bf16_native", lambda: True)
     assert models.pick_precision("cpu").tag == "cpu-bfloat16-mixed"
     assert models.pick_precision("cpu").frozen == torch.bfloat16
     assert models.pick_precision("cpu", trains_all_weights=True).frozen == torch.float32
     monkeypatch.setattr(models, "cpu_bf16_native", lambda: False)
-    assert models.pick_precision("cpu").tag == "cpu-fp32"
-    monkeypatch.setenv(models.PRECISION_ENV, "bf16")
-    assert models.pick_precision("cpu").tag == "cpu-bfloat16-mixed"
-    monkeypatch.setenv(models.PRECISION_ENV, "fp32")
+    assert models.pick_precision("cpu", mixed=models.mixed_for("auto")).tag == "cpu-fp32"
+    assert models.pick_precision("cpu", mixed=models.mixed_for("bf16")).tag == "cpu-bfloat16-mixed"
     monkeypatch.setattr(models, "cpu_bf16_native", lambda: True)
-    assert models.pick_precision("cpu").tag == "cpu-fp32"
-    monkeypatch.setenv(models.PRECISION_ENV, "fp16")
-    with pytest.raises(models.ModelError, match="HIAHIA_PRECISION='fp16'.*auto, fp32, bf16"):
-        models.pick_precision("cpu")
+    assert models.pick_precision("cpu", mixed=models.mixed_for("fp32")).tag == "cpu-fp32"
+    with pytest.raises(models.ModelError, match="--precision 'fp16' is not a precision.*auto, fp32, bf16"):
+        models.mixed_for("fp16")
+
+
+def test_the_precision_choice_reaches_the_run_explicitly_not_through_the_environment(monkeypatch):
+    """--precision is passed to the executor that plans the keys and trains the runs; nothing is left in os.environ
+    for another run in the same process (or a test after this one) to pick up."""
+    from core.study.cli import parser
+    from core.study.executors import from_args
+
+    monkeypatch.setattr(models, "cpu_bf16_native", lambda: False)
+    before = dict(os.environ)
+    executor = from_args(parser().parse_args(["--precision", "bf16"]), models.mixed_for("bf16"))
+    assert executor.precision_tag("cpu", False) == "cpu-bfloat16-mixed"
+    assert from_args(parser().parse_args([]), None).precision_tag("cpu", False) == "cpu-fp32"
+    assert dict(os.environ) == before
 
 
 def test_a_bf16_run_on_the_cpu_trains_stores_its_precision_and_gets_its_own_key(monkeypatch, knowledge):
     from core.run.config import RunConfig
     from core.run.recipe import run_group
-    from core.study.cli import key_context
+    from core.study.executors import LocalExecutor
+    from core.study.plan import key_context
 
     cfg = RunConfig(model="tiny-qwen2", epochs=1, max_new_tokens=4)
-    monkeypatch.setenv(models.PRECISION_ENV, "fp32")
-    fp32_key = cfg.key(key_context(cfg, knowledge.sha256, "cpu"))
-    monkeypatch.setenv(models.PRECISION_ENV, "bf16")
-    assert cfg.key(key_context(cfg, knowledge.sha256, "cpu")) != fp32_key
-    rec = run_group([cfg], knowledge, progress=False)[0]
+    fp32, bf16 = LocalExecutor(mixed=False), LocalExecutor(mixed=True)
+    fp32_key = cfg.key(key_context(cfg, knowledge.sha256, "cpu", precision_tag=fp32.precision_tag))
+    assert cfg.key(key_context(cfg, knowledge.sha256, "cpu", precision_tag=bf16.precision_tag)) != fp32_key
+    rec = run_group([cfg], knowledge, progress=False, mixed=True)[0]
     assert rec.status == "ok", rec.error
     assert rec.environment["precision"] == "cpu-bfloat16-mixed"
     losses = [h["loss"] for h in rec.history if h["split"] == "validation"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -104,7 +103,6 @@ def fp32_check(facts: Path, out: Path, device: str) -> None:
         # the last bit, so the two devices would train on different text
         meta, _, _ = train(facts, out / f"fp32-{dev}", dev, "--force", "--precision", "fp32", "--set", "replay=0")
         fp32[dev] = losses(meta)
-    os.environ.pop(models.PRECISION_ENV, None)  # --precision fp32 is kept for the processes hiahia starts
     # the untrained model's validation loss (epoch 0) is the same forward pass on the same weights and data; the
     # training after it differs by design: LoRA A is drawn from the device's random generator (core.run.lora), so a
     # seed gives the same numbers on one device, not across devices

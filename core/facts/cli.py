@@ -99,7 +99,7 @@ def cmd_train(args) -> int:
     if args.model:
         overrides["model"] = args.model
     meta = train_adapter(args.data, args.out, overrides, force=args.force, device=args.device, cache=args.cache_dir,
-                         progress=not args.quiet, warn=warn)
+                         progress=not args.quiet, warn=warn, mixed=models.mixed_for(args.precision))
     m = meta["metrics"]
     recall = (f"held-out recall {m['heldout_recall']['hits']}/{m['heldout_recall']['n']}"
               if m["heldout_recall"]["n"] else "no test questions")
@@ -117,7 +117,8 @@ def cmd_ask(args) -> int:
         raise ValueError("--max-new-tokens must be >= 1")
     questions = read_questions(args.questions, args.file)
     read_meta(args.dir)
-    for row in ask(args.dir, questions, args.compare, args.system, args.max_new_tokens, args.device, args.cache_dir):
+    device = models.pick_precision(args.device, mixed=models.mixed_for(args.precision))
+    for row in ask(args.dir, questions, args.compare, args.system, args.max_new_tokens, device, args.cache_dir):
         print(f"Q: {row['question']}\nA: {row['answer']}")
         if "untrained" in row:
             print(f"   untrained: {row['untrained']}")
@@ -130,7 +131,8 @@ def cmd_chat(args) -> int:
 
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
-    return chat(args.dir, sys.stdin, sys.stdout, args.system, args.max_new_tokens, args.device, args.cache_dir)
+    device = models.pick_precision(args.device, mixed=models.mixed_for(args.precision))
+    return chat(args.dir, sys.stdin, sys.stdout, args.system, args.max_new_tokens, device, args.cache_dir)
 
 
 def cmd_export(args) -> int:
@@ -147,7 +149,6 @@ COMMANDS = {"init": cmd_init, "train": cmd_train, "ask": cmd_ask, "chat": cmd_ch
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    models.set_precision_choice(getattr(args, "precision", None))  # commands that load no model have none
     try:
         return COMMANDS[args.command](args)
     except TrainingError as e:

@@ -116,7 +116,7 @@ def measurements(before: list[dict], after: list[dict]) -> dict:
 # ---- the command ----------------------------------------------------------------------------------
 
 def train_adapter(data: str | Path, out: str | Path, overrides: dict, force: bool = False, device: str = "cpu",
-                  cache=None, progress: bool = True, warn=None, log=None) -> dict:
+                  cache=None, progress: bool = True, warn=None, log=None, mixed: bool | None = None) -> dict:
     """Train the recipe on `data` and write the adapter folder `out`; returns its hiahia.json content.
 
     Everything is checked before training (the file, the config, the model, the folder); the folder is
@@ -130,8 +130,10 @@ def train_adapter(data: str | Path, out: str | Path, overrides: dict, force: boo
     clean_stale(out)
     tmp = temp_beside(out)
     try:
-        meta, after, before, history = _train(cfg, uk, replay, data, device, cache, progress, Phases(5, log),
-                                              out, tmp)
+        phase = Phases(5, log)
+        phase(f"loading {cfg.model}")
+        loaded = recipe.load(cfg, device, cache, mixed)
+        meta, after, before, history = _train(cfg, uk, replay, data, loaded, cache, progress, phase, out, tmp)
         (tmp / META).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         (tmp / EVALUATION).write_text(json.dumps({"before": before, "after": after}, indent=1, ensure_ascii=False),
                                       encoding="utf-8")
@@ -143,12 +145,11 @@ def train_adapter(data: str | Path, out: str | Path, overrides: dict, force: boo
     return meta
 
 
-def _train(cfg: RunConfig, uk, replay, data, device: str, cache, progress: bool, phase: Phases, out: Path, tmp: Path):
+def _train(cfg: RunConfig, uk, replay, data, loaded: recipe.Loaded, cache, progress: bool, phase: Phases, out: Path,
+           tmp: Path):
     """The recipe's steps with the card's measurements around them; the adapter is exported into tmp. Returns
     (hiahia.json content, the answers after and before, the loss history)."""
     ks = uk.ks
-    phase(f"loading {cfg.model}")
-    loaded = recipe.load(cfg, device, cache)
     n_probe = sum(len(f.test) for f in ks.facts) + len(ks.facts) + len(ks.retention_probes)
     replaying = (f"{min(cfg.replay, len(replay.questions))} replay answers (up to {recipe.REPLAY_TOKENS} tokens "
                  f"each), " if replay else "")

@@ -47,7 +47,6 @@ class Precision:
         return torch.autocast(device_type=self.device.type, dtype=self.compute)
 
 
-PRECISION_ENV = "HIAHIA_PRECISION"  # auto | fp32 | bf16: set by --precision, read wherever a run computes
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
 
 
@@ -57,22 +56,29 @@ def add_precision_argument(parser) -> None:
         "fp32; fp32 or bf16 force it. Part of every run's key: runs in another precision are not reused"))
 
 
-def set_precision_choice(choice: str | None) -> None:
-    """Record --precision for this process and the processes it starts (Ray workers get it in their environment)."""
-    if choice is not None:
-        os.environ[PRECISION_ENV] = choice
-
-
-def precision_choice() -> str:
-    choice = os.environ.get(PRECISION_ENV, "auto")
+def mixed_for(choice: str | None) -> bool | None:
+    """--precision as pick_precision's `mixed`: auto (or none given) lets the hardware decide (None), bf16 forces
+    mixed precision (True), fp32 forbids it (False). The choice is passed along explicitly to every place a run
+    computes (executors, Ray workers, `hiahia`), never through the environment."""
+    if choice is None or choice == "auto":
+        return None
     if choice not in PRECISION_CHOICES:
-        raise ModelError(f"{PRECISION_ENV}={choice!r} is not a precision: use one of {', '.join(PRECISION_CHOICES)}")
-    return choice
+        raise ModelError(f"--precision {choice!r} is not a precision: use one of {', '.join(PRECISION_CHOICES)}")
+    return choice == "bf16"
 
 
-def cpu_bf16_native(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+# Tests only: "0" makes this machine's CPU count as one without bf16 hardware (the path every CPU without it takes:
+# fp32 when --precision is auto), "1" as one with it. It stands in for the hardware, not for the user's choice, and
+# reaches subprocesses and Ray workers (which forward HIAHIA_TEST_* variables) alike.
+CPU_BF16_TEST = "HIAHIA_TEST_CPU_BF16"
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_bf16_native(cpuinfo: str | os.PathLike = CPUINFO) -> bool:
     """True when the CPU multiplies bf16 in hardware (the avx512_bf16 or amx_bf16 flag). Where that cannot be read
     (not Linux), False: bf16 emulated in software is slower than fp32."""
+    if str(cpuinfo) == CPUINFO and os.environ.get(CPU_BF16_TEST) in ("0", "1"):
+        return os.environ[CPU_BF16_TEST] == "1"
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
@@ -85,19 +91,14 @@ def pick_precision(device: str = "cpu", trains_all_weights: bool = False, mixed:
     """bf16 autocast over fp32 trainable weights, frozen weights stored in bf16 (fp32 when every weight trains),
     on a GPU with bf16 and on a CPU that computes bf16 in hardware (AVX512-BF16, AMX); plain fp32 elsewhere.
     On a 2-core AMD EPYC with AVX512-BF16, mixed precision trained 1.3x and answered 2x faster than fp32
-    (benchmarks/RESULTS.md). --precision (HIAHIA_PRECISION) fp32 or bf16 overrides the choice; `mixed` forces
-    it (tests)."""
+    (benchmarks/RESULTS.md). `mixed` (--precision through mixed_for) True or False overrides the hardware's choice."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
     dev = torch.device(device)
     if mixed is None:
-        choice = precision_choice()
-        if choice == "auto":
-            mixed = torch.cuda.is_bf16_supported() if dev.type == "cuda" else cpu_bf16_native()
-        else:
-            mixed = choice == "bf16"
+        mixed = torch.cuda.is_bf16_supported() if dev.type == "cuda" else cpu_bf16_native()
     if not mixed:
         return Precision(dev, torch.float32, None)
     return Precision(dev, torch.float32 if trains_all_weights else torch.bfloat16, torch.bfloat16)

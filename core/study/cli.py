@@ -69,7 +69,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    models.set_precision_choice(args.precision)
     try:
         return _main(args)
     except (SuiteError, KeyError, ValueError, models.ModelError) as e:
@@ -141,7 +140,7 @@ def _main(args) -> int:
         overrides["model"] = args.model
     baseline = RunConfig().replace(**overrides)
     knowledge = load_knowledge(args.data)
-    executor = executors.from_args(args)
+    executor = executors.from_args(args, models.mixed_for(args.precision))
     # the replay file is read (and validated) only if a run uses replay
     replay_sha = functools.cache(lambda: load_replay(knowledge).sha256)
 

@@ -31,11 +31,12 @@ class LocalExecutor:
     """Today's path: each group trained in this process, in submission order, one at a time."""
     capacity = 1  # groups in flight at once
 
-    def __init__(self) -> None:
+    def __init__(self, mixed: bool | None = None) -> None:
+        self.mixed = mixed  # --precision (models.mixed_for): None lets the hardware decide
         self._queue: list[Job] = []
 
     def precision_tag(self, device: str, trains_all_weights: bool) -> str:
-        return models.pick_precision(device, trains_all_weights=trains_all_weights).tag
+        return models.pick_precision(device, trains_all_weights=trains_all_weights, mixed=self.mixed).tag
 
     def resolve(self, spec: str, cache) -> None:
         models.resolve(spec, cache)
@@ -52,7 +53,7 @@ class LocalExecutor:
 
         job = self._queue.pop(0)
         return [(job, run_group(job.configs, self._ks, device=self._device, cache=self._cache,
-                                progress=self._progress, retention_reference=job.reference))]
+                                progress=self._progress, retention_reference=job.reference, mixed=self.mixed))]
 
     def close(self) -> None:
         self._queue.clear()
@@ -78,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with Ray: CPUs each run reserves (default 1); on a cluster also its torch threads")
 
 
-def from_args(args: argparse.Namespace):
+def from_args(args: argparse.Namespace, mixed: bool | None = None):
     """The executor the options ask for, checked before anything starts (ExecutorError: one line)."""
     ray_options = {"--jobs": args.jobs, "--address": args.address, "--gpus-per-run": args.gpus_per_run,
                    "--cpus-per-run": args.cpus_per_run}
@@ -87,7 +88,7 @@ def from_args(args: argparse.Namespace):
     if executor == "local":
         if given:
             raise ExecutorError(f"{', '.join(given)}: only with --executor ray")
-        return LocalExecutor()
+        return LocalExecutor(mixed)
     if args.jobs is not None and args.address is not None:
         raise ExecutorError("--jobs starts a local Ray instance and --address joins a cluster: give one of them "
                             "(on a cluster its free CPUs and GPUs decide how many runs go at once)")
@@ -114,4 +115,4 @@ def from_args(args: argparse.Namespace):
     from core.study.ray_executor import RayExecutor
 
     return RayExecutor(address=args.address, jobs=args.jobs or 1, cpus_per_run=args.cpus_per_run or 1,
-                       gpus_per_run=gpus)
+                       gpus_per_run=gpus, mixed=mixed)

@@ -55,8 +55,8 @@ def stage_working_dir(source: Path) -> Path:
 def train_group(configs: list, ks, device: str, cache, reference: dict | None, expected: dict) -> list[dict]:
     """The Ray task, run on a worker: check it runs the driver's project and precision, then train the group.
 
-    expected: {"versions": shipped_versions() of the driver, "precision": the planned tag, "threads": torch
-    threads}."""
+    expected: {"versions": shipped_versions() of the driver, "precision": the planned tag, "mixed": --precision as
+    models.mixed_for gives it, "threads": torch threads}."""
     import ray
     import torch
 
@@ -70,7 +70,7 @@ def train_group(configs: list, ks, device: str, cache, reference: dict | None, e
                 f"which Ray ships as its working_dir: remove any other copy of the project from that node's Python "
                 f"path, and start the driver from the checkout you mean to run")
     base = configs[0]
-    precision = models.pick_precision(device, trains_all_weights=base.full_finetune).tag
+    precision = models.pick_precision(device, trains_all_weights=base.full_finetune, mixed=expected["mixed"]).tag
     if precision != expected["precision"]:
         raise WorkerRefused(f"refused: {where} computes in {precision}, but the driver planned {expected['precision']} "
                             f"for these run keys; start the driver on a node with the workers' kind of device")
@@ -80,7 +80,8 @@ def train_group(configs: list, ks, device: str, cache, reference: dict | None, e
         root.mkdir(parents=True, exist_ok=True)
         with locked(root / f".resolve-{base.model}.lock", timeout=3600):
             models.resolve(base.model, cache)
-    records = run_group(configs, ks, device=device, cache=cache, progress=False, retention_reference=reference)
+    records = run_group(configs, ks, device=device, cache=cache, progress=False, retention_reference=reference,
+                        mixed=expected["mixed"])
     for rec in records:
         rec.environment = dict(rec.environment or {}, executor="ray", ray_node=ray.get_runtime_context().get_node_id())
     return [rec.to_json() for rec in records]
@@ -89,8 +90,10 @@ def train_group(configs: list, ks, device: str, cache, reference: dict | None, e
 class RayExecutor:
     """Submit training groups as Ray tasks and hand back each group's records as its task finishes."""
 
-    def __init__(self, address: str | None, jobs: int = 1, cpus_per_run: int = 1, gpus_per_run: float = 0.0):
+    def __init__(self, address: str | None, jobs: int = 1, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
+                 mixed: bool | None = None):
         self.address, self.jobs, self.cpus_per_run, self.gpus_per_run = address, jobs, cpus_per_run, gpus_per_run
+        self.mixed = mixed  # --precision (models.mixed_for), sent to every worker with its task
         self.capacity = jobs
         self._running: dict = {}  # ObjectRef -> (Job, start time)
         self._env_before: dict[str, str | None] = {}
@@ -105,7 +108,7 @@ class RayExecutor:
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             return CUDA_PLANNED
-        return models.pick_precision(device, trains_all_weights=trains_all_weights).tag
+        return models.pick_precision(device, trains_all_weights=trains_all_weights, mixed=self.mixed).tag
 
     def resolve(self, spec: str, cache) -> None:
         """A local instance shares this machine's cache: fetch and convert here, once, before the workers
@@ -125,7 +128,7 @@ class RayExecutor:
         stage = stage_working_dir(SOURCE)
         runtime_env = {"working_dir": str(stage),
                        "env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                                    "TOKENIZERS_PARALLELISM": "false", models.PRECISION_ENV: models.precision_choice(),
+                                    "TOKENIZERS_PARALLELISM": "false",
                                     # the tests' exact kill points (core/run/train.py) reach the workers too
                                     **{k: v for k, v in os.environ.items() if k.startswith("HIAHIA_TEST_")}}}
         common = dict(runtime_env=runtime_env, log_to_driver=False, logging_level=logging.WARNING)
@@ -144,7 +147,7 @@ class RayExecutor:
         self._check_resources(ray)
         self._ks = ray.put(ks)
         self._device, self._cache = device, cache
-        self._expected = {"versions": shipped_versions(), "threads": threads,
+        self._expected = {"versions": shipped_versions(), "threads": threads, "mixed": self.mixed,
                           "precision": {ff: self.precision_tag(device, ff) for ff in (False, True)}}
         self._task = ray.remote(train_group).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
                                                      max_retries=RETRIES, retry_exceptions=False)
