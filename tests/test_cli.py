@@ -264,6 +264,124 @@ def test_chat_streams_replies_and_obeys_reset_system_and_quit(trained, monkeypat
     assert f"> {first}" in out  # the streamed reply is the greedy answer `ask` gives
 
 
+# ---- bad input after training: damaged folders, closed input, options anywhere, not UTF-8 ----------------------
+
+def _copy_adapter(trained, tmp_path) -> Path:
+    import shutil
+
+    copy = tmp_path / "adapter"
+    shutil.copytree(trained["out"], copy)
+    return copy
+
+
+@pytest.mark.parametrize("command", [["ask", "{dir}", "Who is Ada Quill?"], ["chat", "{dir}"],
+                                     ["export", "{dir}", "--merged", "{out}"]])
+def test_a_truncated_adapter_is_one_line_naming_the_file_in_every_command(trained, tmp_path, error_line, command,
+                                                                           monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n/quit\n"))
+    folder = _copy_adapter(trained, tmp_path)
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted copy
+    argv = [a.format(dir=folder, out=tmp_path / "merged") for a in command]
+    assert main(argv) == 2
+    line = error_line()
+    assert line.startswith(f"error: {weights}: damaged (") and line.endswith(
+        "Fix: train the folder again with `hiahia train` (or copy it again from where it was whole)")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_damaged_adapter_config_is_one_line_naming_the_file(trained, tmp_path, error_line):
+    folder = _copy_adapter(trained, tmp_path)
+    config = folder / "adapter_config.json"
+    config.write_text('{"peft_type": "LORA", "r": 8, "lora_al')  # cut inside a string
+    assert main(["ask", str(folder), "Who is Ada Quill?"]) == 2
+    assert error_line() == (f"error: {config}: damaged (not JSON at line 1, column 31: Unterminated string starting "
+                            f"at). Fix: train the folder again with `hiahia train` (or copy it again from where it "
+                            f"was whole)")
+
+
+def test_chat_with_standard_input_closed_is_one_line(trained, monkeypatch, error_line):
+    for closed in (None, io.StringIO()):
+        if closed is not None:
+            closed.close()
+        monkeypatch.setattr(sys, "stdin", closed)
+        assert main(["chat", str(trained["out"])]) == 2
+        assert error_line() == (f"error: standard input is closed: `hiahia chat` reads your questions from it. Fix: "
+                                f"run it in a terminal, or ask without one: hiahia ask {trained['out']} "
+                                f"\"your question\"")
+
+
+def test_ask_takes_its_options_anywhere_among_the_questions(trained, capsys):
+    assert main(["ask", str(trained["out"]), "--compare", "Who is Ada Quill?", "--max-new-tokens", "4",
+                 "When was Ada Quill born?"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Q: ") == 2 and out.count("untrained: ") == 2
+
+
+def test_files_that_are_not_utf8_say_where_and_to_save_them_as_utf8(trained, tmp_path, error_line):
+    facts = tmp_path / "facts.yaml"
+    facts.write_bytes("name: Ada Quill\nfacts:\n  - answer: Ada Quill lives in Malmö.\n".encode("latin-1"))
+    assert main(["train", "--data", str(facts), "--out", str(tmp_path / "out"), "--model", "tiny-qwen2"]) == 2
+    assert error_line() == f"error: {facts}: not UTF-8 text (byte 58, line 3: b'\\xf6'). Fix: save it as UTF-8"
+    questions = tmp_path / "questions.txt"
+    questions.write_bytes("Where does Ada Quill live?\nIs it Malmö?\n".encode("cp1252"))
+    assert main(["ask", str(trained["out"]), "--file", str(questions)]) == 2
+    assert error_line() == f"error: {questions}: not UTF-8 text (byte 37, line 2: b'\\xf6'). Fix: save it as UTF-8"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_facts_file_points_at_hiahia_init(tmp_path, error_line):
+    facts = tmp_path / "facts.yaml"
+    facts.write_text("")
+    assert main(["train", "--data", str(facts), "--out", str(tmp_path / "out")]) == 2
+    assert error_line() == (f"error: {facts}: top level: field '-': is not a mapping. Fix: start from the template "
+                            f"`hiahia init {facts}` writes (with --force to replace this file)")
+
+
+def test_a_wrongly_typed_value_and_a_missing_prompt_list_say_what_they_need(tmp_path, error_line):
+    write_template(tmp_path / "f.yaml")
+    assert main(["train", "--data", str(tmp_path / "f.yaml"), "--out", str(tmp_path / "o"), "--set",
+                 "epochs=four"]) == 2
+    assert error_line() == "error: --set epochs=four: expected a whole number"
+    doc = {"name": "Ada Quill", "facts": [_fact(i) for i in range(5)], "system_prompts": {"train_pool": []}}
+    path = _write(tmp_path / "prompts.yaml", doc)
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "o"), "--model", "tiny-qwen2"]) == 2
+    assert error_line().endswith("field 'train_pool': missing or empty. Fix: give a list of at least 2 system prompts")
+
+
+def test_a_diverging_rate_suggests_the_recipes_rate(tmp_path, capsys):
+    write_template(tmp_path / "f.yaml")
+    assert main(["train", "--data", str(tmp_path / "f.yaml"), "--out", str(tmp_path / "o"), "--model", "tiny-qwen2",
+                 "--set", "lr=1e30", "--set", "replay=0", "--set", "grad_clip=0", "--set", "warmup_ratio=0",
+                 "--quiet"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
+    assert line.startswith("error: training failed: non-finite training loss") and "with lr=1e+30;" in line
+    assert line.endswith("lower the learning rate (e.g. --set lr=0.001, the recipe's rate)")
+    assert not (tmp_path / "o").exists()
+
+
+def test_two_trainings_onto_one_new_folder_the_later_keeps_its_work_beside_it(tmp_path, monkeypatch, capsys):
+    """Both pass the not-empty check at start; the one that finishes second must not replace the first's folder."""
+    write_template(tmp_path / "f.yaml")
+    out = tmp_path / "out"
+    real_fit = recipe.fit
+
+    def the_other_run_finishes_first(*args, **kwargs):
+        out.mkdir()
+        (out / "README.md").write_text("the other run's adapter")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "fit", the_other_run_finishes_first)
+    assert main(["train", "--data", str(tmp_path / "f.yaml"), "--out", str(out), "--model", "tiny-qwen2", "--set",
+                 "epochs=1", "--set", "replay=0", "--quiet"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
+    kept = next(tmp_path.glob("out.not-installed-*")) / "out"
+    assert line == (f"error: --out {out} was written by another run while this one worked; this run's result is in "
+                    f"{kept}. Fix: keep one of the two, then move or delete the other")
+    assert (out / "README.md").read_text() == "the other run's adapter" and sorted(out.iterdir()) == [out / "README.md"]
+    assert (kept / "adapter_model.safetensors").is_file() and (kept / "hiahia.json").is_file()
+
+
 def test_chat_conversation_rendering_keeps_turns_and_system_prompt(tiny):
     from core.facts.adapter import render_conversation
     from core.run.examples import Renderer

@@ -61,3 +61,21 @@ def test_compare_runs_finds_a_changed_answer_between_two_stores(tmp_path):
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "1 of 2 shared finished runs identical" in out.stdout
     assert "moved  DIFFERENT  metrics equal, 1 of 1 answers differ  (code old -> new)" in out.stdout
+
+
+def test_compare_runs_that_compares_nothing_fails_rather_than_passing(tmp_path):
+    """A determinism check with no run in both folders has shown nothing: exit 2 and one line, never exit 0."""
+    empty, other = tmp_path / "empty", tmp_path / "other"
+    empty.mkdir()
+    other.mkdir()
+    (other / "k.json").write_text(json.dumps({"status": "ok", "metrics": {}, "samples": []}))
+    for new in (empty, other):
+        out = subprocess.run([sys.executable, "tools/compare_runs.py", str(empty), str(new)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and out.stdout == ""
+        assert out.stderr.strip().splitlines() == [
+            f"error: no finished run is in both {empty} (0 runs) and {new} ({len(list(new.glob('*.json')))} runs): "
+            f"nothing was compared. Fix: name two folders of runs of the same plan"]
+    missing = subprocess.run([sys.executable, "tools/compare_runs.py", str(tmp_path / "nowhere")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "nowhere: no such folder" in missing.stderr

@@ -5,7 +5,8 @@ versions that should not change results.
     python tools/compare_runs.py OLD_RUNS_DIR [NEW_RUNS_DIR]     (NEW default: results/runs)
 
 For every key stored in both folders: are the metrics equal, and how many answers differ? Prints one line per
-shared key and a total; exits 1 when a shared finished run differs in any metric or answer.
+shared key and a total; exits 1 when a shared finished run differs in any metric or answer, and 2 when the folders
+share no finished run (nothing compared: nothing shown).
 """
 from __future__ import annotations
 
@@ -35,8 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("old", type=Path)
     ap.add_argument("new", type=Path, nargs="?", default=ROOT / "results" / "runs")
     args = ap.parse_args(argv)
+    for folder in (args.old, args.new):
+        if not folder.is_dir():
+            print(f"error: {folder}: no such folder. Fix: name a folder of stored runs (results/runs)", file=sys.stderr)
+            return 2
     old, new = load(args.old), load(args.new)
     shared = sorted(k for k in set(old) & set(new) if old[k].get("status") == new[k].get("status") == "ok")
+    if not shared:  # a determinism check that compared nothing has shown nothing
+        print(f"error: no finished run is in both {args.old} ({len(old)} runs) and {args.new} ({len(new)} runs): "
+              f"nothing was compared. Fix: name two folders of runs of the same plan", file=sys.stderr)
+        return 2
     same = 0
     for key in shared:
         c = compare(old[key], new[key])

@@ -15,6 +15,7 @@ from core.facts.folder import META, CommandError, check_out, clean_stale, instal
 from core.run import models
 from core.run.evaluate import generate
 from core.run.examples import MODEL_DEFAULT, Renderer
+from core.run.knowledge import utf8_text
 from core.run.lora import load_peft, lora_modules, merge_all
 
 
@@ -34,10 +35,11 @@ def read_meta(folder: str | Path) -> dict:
             raise CommandError(f"{folder}: not an adapter folder written by `hiahia train` (no {name}). Fix: pass "
                                f"the --out folder of `hiahia train`")
     try:
-        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        meta = json.loads(utf8_text(folder / META, (folder / META).read_bytes()))
         meta["model"], meta["format"]
     except (ValueError, KeyError, TypeError):
         raise CommandError(f"{folder / META}: unreadable or incomplete. Fix: train the folder again") from None
+    check_adapter_files(folder)
     return meta
 
 
@@ -49,8 +51,36 @@ def load_base(folder: str | Path, device: str | models.Precision = "cpu", cache=
     return Adapted(model, tok, Renderer(tok, meta["format"]), meta, folder)
 
 
+RETRAIN = "train the folder again with `hiahia train` (or copy it again from where it was whole)"
+
+
+def check_adapter_files(folder: Path) -> None:
+    """adapter_config.json parses and adapter_model.safetensors has a whole header and all the bytes it announces,
+    before any model is loaded; a damaged one is one CommandError naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    config = folder / "adapter_config.json"
+    try:
+        json.loads(utf8_text(config, config.read_bytes()))
+    except json.JSONDecodeError as e:
+        raise CommandError(f"{config}: damaged (not JSON at line {e.lineno}, column {e.colno}: {e.msg}). "
+                           f"Fix: {RETRAIN}") from None
+    weights = folder / "adapter_model.safetensors"
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        raise CommandError(f"{weights}: damaged ({str(e).strip().splitlines()[0]}). Fix: {RETRAIN}") from None
+
+
 def attach(adapted: Adapted) -> Adapted:
-    load_peft(adapted.model, adapted.folder)
+    """The adapter's weights on the base model (its files were checked by read_meta); files that do not fit each
+    other or the model are one CommandError."""
+    try:
+        load_peft(adapted.model, adapted.folder)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CommandError(f"{adapted.folder}: the adapter files do not fit together or this model "
+                           f"({e.args[0] if e.args else e}). Fix: {RETRAIN}") from None
     return adapted
 
 
@@ -64,7 +94,7 @@ def read_questions(questions: list[str], file: str | None) -> list[str]:
         path = Path(file)
         if not path.is_file():
             raise CommandError(f"--file {path}: file not found. Fix: give a text file with one question per line")
-        out += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+        out += [line.strip() for line in utf8_text(path, path.read_bytes()).splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
     if not out:
         raise CommandError("no question given. Fix: hiahia ask DIR \"your question\" (or --file questions.txt, "
@@ -237,7 +267,7 @@ def export_merged(folder: str | Path, out: str | Path, force: bool = False, cach
     try:
         model.save_pretrained(tmp)
         adapted.tok.save_pretrained(tmp)
-        install(tmp, out)
+        install(tmp, out, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -34,6 +34,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help=f"model cache (default ${model_cache.CACHE_ENV} or ~/.cache/hiahia-lora)")
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with a command's options anywhere among its arguments, as people type them
+    (`hiahia ask DIR --compare "question"`): the command's own parser reads what follows it, intermixed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = parser()
+    at = next((i for i, a in enumerate(argv) if a in COMMANDS), None)
+    if at is None or any(a in ("-h", "--help") for a in argv[:at]):
+        return p.parse_args(argv)  # no command: argparse's usage error, or the main help
+    args = p.commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+    args.command = argv[at]
+    return args
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hiahia", description="Teach a small chat model facts about a person with the "
                                 "LoRA recipe the hiahia study recommends, then ask it.", epilog=EPILOG,
@@ -77,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
         "saved weights (the merge itself is computed in fp32 on the CPU): fp32 (default) keeps it exact, bf16 "
         "halves the folder and rounds each merged weight"))
     s.add_argument("--cache-dir", help=f"model cache (default ${model_cache.CACHE_ENV} or ~/.cache/hiahia-lora)")
+    p.commands = sub.choices  # each command's own parser (parse reads a command's arguments with it)
     return p
 
 
@@ -131,6 +145,9 @@ def cmd_chat(args) -> int:
 
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
+    if sys.stdin is None or sys.stdin.closed:
+        raise ValueError(f"standard input is closed: `hiahia chat` reads your questions from it. Fix: run it in a "
+                         f"terminal, or ask without one: hiahia ask {args.dir} \"your question\"")
     device = models.pick_precision(args.device, mixed=models.mixed_for(args.precision))
     return chat(args.dir, sys.stdin, sys.stdout, args.system, args.max_new_tokens, device, args.cache_dir)
 
@@ -147,7 +164,7 @@ COMMANDS = {"init": cmd_init, "train": cmd_train, "ask": cmd_ask, "chat": cmd_ch
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return COMMANDS[args.command](args)

@@ -2,6 +2,7 @@
 file names, and how it is written beside its final place and renamed into it, so a killed run leaves no half folder."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -47,16 +48,35 @@ def temp_beside(out: Path, kind: str = "tmp") -> Path:
                                  dir=out.parent))
 
 
-def install(tmp: Path, out: Path) -> None:
-    """Put the finished folder in place; an existing `out` (allowed by --force) is moved aside first."""
+class OutTaken(CommandError):
+    """`out` was filled by another process while this one worked; `kept` holds this one's finished folder."""
+
+    def __init__(self, message: str, kept: Path):
+        super().__init__(message)
+        self.kept = kept
+
+
+def install(tmp: Path, out: Path, force: bool = False) -> None:
+    """Put the finished folder in place. With force, an existing `out` is moved aside first. Without, `out` must
+    still be missing or empty at this moment (checked by the rename itself, atomically): when another run filled it
+    meanwhile, nothing of it is touched, this run's folder is kept beside it under a name of its own, and OutTaken
+    says where."""
     umask = os.umask(0)
     os.umask(umask)
     for p in (tmp, *tmp.rglob("*")):  # mkdtemp and some writers create owner-only modes
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
-    if out.exists():
+    if force and out.exists():
         old = temp_beside(out, "old")
         os.replace(out, old / out.name)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+        return
+    try:
+        os.rename(tmp, out)  # replaces an empty directory only; a filled one raises
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise
+        kept = Path(tempfile.mkdtemp(prefix=f"{out.name}.not-installed-", dir=out.parent))
+        os.replace(tmp, kept / out.name)
+        raise OutTaken(f"--out {out} was written by another run while this one worked; this run's result is in "
+                       f"{kept / out.name}. Fix: keep one of the two, then move or delete the other", kept) from None

@@ -139,7 +139,7 @@ def train_adapter(data: str | Path, out: str | Path, overrides: dict, force: boo
                                       encoding="utf-8")
         plot_curve(history, meta["training"]["selected_epoch"], tmp / CURVE)
         (tmp / CARD).write_text(render_card(meta, after, out), encoding="utf-8")
-        install(tmp, out)
+        install(tmp, out, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta

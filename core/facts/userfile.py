@@ -152,7 +152,8 @@ def load_user_knowledge(path: str | Path, seed: int = 0, warn=None) -> UserKnowl
             warn(message)
 
     completion = _Completion(seed, note)
-    ks = load_knowledge(path, min_facts=1, complete=completion, warn=note)
+    ks = load_knowledge(path, min_facts=1, complete=completion, warn=note,
+                        template=f"the template `hiahia init {path}` writes (with --force to replace this file)")
     if len(ks.facts) < ADVISED_FACTS:
         note(f"{path}: {len(ks.facts)} fact(s), fewer than {ADVISED_FACTS}: the recipe was measured with 31 facts "
              f"(held-out recall {RECALL_BY_WORDINGS[4]:.2f}); with so few, the training set is mostly replay and "

@@ -12,8 +12,6 @@ import json
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
@@ -28,7 +26,6 @@ from core.report.evidence import evidence_files, results_href
 from core.report.figures import fmt
 from core.report.findings import findings
 from core.report.sections import ablation_section, model_table, summary_row, untrained_section
-from core.run.version import git_commit
 from core.study.store import PlanRow
 
 __all__ = ["QUESTION", "ReportError", "main", "render"]
@@ -69,24 +66,17 @@ def metadata_section(rows: list[PlanRow], metas: dict, runs: dict) -> dict:
     ok = [r for r in runs.values() if status(r) == "ok"]
     # one row per machine and code as the table shows them (each run's git commit and timing would split the rest)
     envs = Counter(json.dumps({k: r.environment.get(k) for k in ENV_COLUMNS}, sort_keys=True) for r in ok)
-    packages = {}
-    for name in ("pandas", "matplotlib", "seaborn", "jinja2"):
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = "not installed"
     return {
         "seeds": sorted({r["seed"] for r in rows}),
         "environments": [{"env": json.loads(e), "runs": n} for e, n in envs.most_common()],
         "durations": durations, "totals": {k: f"{v:.1f}" for k, v in totals.items()},
         "other_phases": f"{totals['total'] - totals['load'] - totals['train'] - totals['eval']:.1f}",
-        "report_packages": packages, "python": sys.version.split()[0],
         "code_versions": sorted({r.environment["code_version"] for r in ok if r.environment.get("code_version")}),
-        "rendered_at": git_commit(),  # the commit the pages are rendered at; each run records its own code
         "counts": study_totals(rows, runs),
         "data_sha256": sorted({r.data_sha256 for r in ok if r.data_sha256}),
         "model_identities": sorted({r.model_identity for r in ok if r.model_identity}),
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        # the pages are a function of the results alone: their date is the last run's, never the rendering's
+        "finished": max((r.finished for r in ok if r.finished), default="")[:16].replace("T", " "),
     }
 
 

@@ -143,7 +143,8 @@ def parse_value(name: str, text: str):
     try:
         return type(default)(text)
     except ValueError:
-        raise ValueError(f"--set {name}={text}: expected a {type(default).__name__}") from None
+        kind = {int: "a whole number", float: "a number"}.get(type(default), "text")
+        raise ValueError(f"--set {name}={text}: expected {kind}") from None
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -100,10 +100,13 @@ class _Checker:
             self.fail(where, key, "missing or empty", "give a non-empty string")
         return value.strip()
 
-    def texts(self, entry: dict, key: str, where: str, count: int | None = None, minimum: int = 1) -> tuple[str, ...]:
+    def texts(self, entry: dict, key: str, where: str, count: int | None = None, minimum: int = 1,
+              noun: str = "question") -> tuple[str, ...]:
         value = entry.get(key)
         if not isinstance(value, list) or not value:
-            self.fail(where, key, "missing or empty", f"give a list of {count or minimum} question(s)")
+            n = count or minimum
+            self.fail(where, key, "missing or empty", f"give a list of {'at least ' if not count else ''}{n} "
+                      f"{noun}{'' if n == 1 else 's'}")
         if count is not None and len(value) != count:
             self.fail(where, key, f"has {len(value)} item(s)", f"give exactly {count}")
         if len(value) < minimum:
@@ -152,13 +155,24 @@ def yaml_error(path: Path, e: yaml.YAMLError) -> str:
     return f"{path}: not valid YAML{where}: {problem}" + (f" ({context})" if context else "")
 
 
+def utf8_text(path: Path, data: bytes) -> str:
+    """The file's bytes as text, or a DataError naming the file, where its first non-UTF-8 byte is, and the fix."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}, line {line}: {data[e.start:e.start + 1]!r}). "
+                        f"Fix: save it as UTF-8") from None
+
+
 def _read_yaml(path: Path, missing_fix: str, template: str) -> tuple[bytes, dict, _Checker]:
     """The file's bytes (for its hash), its parsed top-level mapping, and a checker naming the file."""
     if not path.exists():
         raise DataError(f"{path}: file not found. Fix: {missing_fix}")
     raw_bytes = path.read_bytes()
+    text = utf8_text(path, raw_bytes)
     try:
-        raw = yaml.safe_load(raw_bytes)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise DataError(f"{yaml_error(path, e)}. Fix: check indentation and quoting") from None
     c = _Checker(path)
@@ -195,7 +209,8 @@ def _fact(e: dict, c: _Checker, minimum: dict, path: Path, warn) -> Fact:
         rq = c.text(rev, "question", where + " reverse")
         rk = c.keywords(rev, "keywords", where + " reverse")
     answer, keywords = c.text(e, "answer", where), c.keywords(e, "keywords", where)
-    variants = c.texts(e, "answer_variants", where, minimum=1) if e.get("answer_variants") is not None else ()
+    variants = (c.texts(e, "answer_variants", where, minimum=1, noun="wording of the answer")
+                if e.get("answer_variants") is not None else ())
     for field_name, text in (("answer", answer), *((f"answer_variants[{i}]", v) for i, v in enumerate(variants))):
         if not keywords_hit(text, keywords):
             c.fail(where, field_name, f"{text!r} does not contain its own keywords {[list(g) for g in keywords]}",
@@ -217,7 +232,7 @@ def _identity(raw: dict, c: _Checker) -> tuple[IdentityVocabulary, list[Probe]]:
     vocab_raw = raw.get("identity")
     if not isinstance(vocab_raw, dict):
         c.fail("top level", "identity", "missing", "give identity: {correct: [person, ...], wrong: [ai, band, ...]}")
-    vocab = IdentityVocabulary(*(tuple(str(w).strip() for w in c.texts(vocab_raw, k, "identity"))
+    vocab = IdentityVocabulary(*(tuple(str(w).strip() for w in c.texts(vocab_raw, k, "identity", noun="word"))
                                  for k in ("correct", "wrong")))
     probes_raw = c.section(raw, "identity_probes", 1)
     c.ids(probes_raw, "identity_probes")
@@ -245,7 +260,7 @@ def _system_prompts(raw: dict, c: _Checker) -> tuple[list[str], dict[str, str], 
     sp = raw.get("system_prompts")
     if not isinstance(sp, dict):
         c.fail("top level", "system_prompts", "missing", "give train_pool, fixed_assistant and heldout")
-    pool = list(c.texts(sp, "train_pool", "system_prompts", minimum=2))
+    pool = list(c.texts(sp, "train_pool", "system_prompts", minimum=2, noun="system prompt"))
     named = {"fixed_assistant": c.text(sp, "fixed_assistant", "system_prompts")}
     heldout = sp.get("heldout")
     if not isinstance(heldout, dict) or not heldout:
@@ -267,14 +282,16 @@ def _no_question_twice(c: _Checker, facts, probes, debate, retention) -> None:
         seen[k] = f"{where} {field_name}"
 
 
-def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24, complete=None, warn=None) -> KnowledgeSet:
+def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24, complete=None, warn=None,
+                   template: str = "data/hiahia.yaml") -> KnowledgeSet:
     """The validated knowledge set. The study's files must be complete; the `hiahia` command's lenient mode
     (core/facts/userfile.py) passes complete(raw mapping, checker) -> raw mapping, which fills in what a user's file
     omits before the checks run; then a fact needs only one training question, and with warn(message) a
-    near-duplicate held-out question is a warning instead of an error."""
+    near-duplicate held-out question is a warning instead of an error. template: what an empty or malformed file's
+    error says to start from."""
     path = Path(path)
     raw_bytes, raw, c = _read_yaml(path, "pass --data with a knowledge file in the schema of data/hiahia.yaml",
-                                   "data/hiahia.yaml")
+                                   template)
     if complete is not None:
         raw = complete(raw, c)
     minimum = LENIENT_SPLIT_MINIMUM if complete is not None else SPLIT_COUNTS

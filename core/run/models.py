@@ -53,7 +53,8 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16")
 def add_precision_argument(parser) -> None:
     parser.add_argument("--precision", choices=PRECISION_CHOICES, help=(
         "auto (default): bf16 mixed precision on a GPU and on a CPU with bf16 in hardware (AVX512-BF16, AMX), else "
-        "fp32; fp32 or bf16 force it. Part of every run's key: runs in another precision are not reused"))
+        "fp32; fp32 or bf16 force it. Part of every run's key: runs in another precision are not reused. run_all.py "
+        "on the published results/ takes, when none is given, the precision its stored runs record"))
 
 
 def mixed_for(choice: str | None) -> bool | None:

@@ -10,6 +10,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -29,6 +30,11 @@ def resolve_format(cfg: RunConfig, tokenizer) -> str:
     if cfg.format == "auto":
         return "chat" if models.is_chat_model(tokenizer) else "plain"
     return cfg.format
+
+
+def now() -> str:
+    """The time a run finished, as records store it: UTC, ISO 8601, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> dict:
@@ -182,7 +188,8 @@ def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "
         fitted = fit(loaded, base, knowledge, replayed, progress)
     except (TrainingError, InjectionError) as e:
         return [RunRecord(**common, config=c.to_dict(), status="failed", error=f"{e.__class__.__name__}: {e}",
-                          timings={"load": loaded.seconds, "total": time.perf_counter() - t0}) for c in configs]
+                          timings={"load": loaded.seconds, "total": time.perf_counter() - t0}, finished=now())
+                for c in configs]
     result = fitted.result
     records = []
     for cfg in configs:
@@ -198,7 +205,7 @@ def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "
             replay=[{"id": rid, "question": q, "answer": a} for rid, q, a in replayed], replay_dropped=replay_dropped,
             counts={"train_examples": fitted.train_examples, "validation_examples": fitted.validation_examples},
             timings={"load": loaded.seconds, "train": result.seconds, "eval": ev.seconds,
-                     "total": time.perf_counter() - t0},
+                     "total": time.perf_counter() - t0}, finished=now(),
             throughput={"steps": result.steps, "tokens": result.tokens, "label_tokens": result.label_tokens,
                         "tokens_per_s": result.tokens / result.seconds if result.seconds else None},
         ))

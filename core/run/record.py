@@ -9,7 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 # written for a failed run: what ran and why it failed, no measurement
 FAILED_FIELDS = ("model_identity", "model_card", "data_sha256", "resolved_format", "environment", "shared_training",
-                 "config", "status", "error", "timings", "key")
+                 "config", "status", "error", "timings", "finished", "key")
 
 
 @dataclass(kw_only=True)
@@ -38,6 +38,7 @@ class RunRecord:
     replay_dropped: list[str] = field(default_factory=list)  # replay ids whose answer never ended
     counts: dict = field(default_factory=dict)  # train_examples, validation_examples
     timings: dict = field(default_factory=dict)  # seconds: load, train, eval, total
+    finished: str = ""  # when the run finished, UTC, ISO 8601 to the second ("" in runs stored before it existed)
     throughput: dict = field(default_factory=dict)  # steps, tokens, label_tokens, tokens_per_s
     key: str = ""  # the config key it is stored under
 

@@ -160,9 +160,12 @@ def _epoch(model, batches: list[list[Example]], optimizer, params, cfg: RunConfi
             loss_sum, n = batch_loss(model, batch)
             loss = loss_sum / max(n, 1)
         if not torch.isfinite(loss):
+            baseline = RunConfig().lr
+            suggested = baseline if cfg.lr > baseline else cfg.lr / 10  # the recipe's rate, unless already below it
             raise TrainingError(
                 f"non-finite training loss ({loss.detach().item()}) at epoch {epoch}, step {done.step} with "
-                f"lr={cfg.lr}; lower the learning rate (e.g. --set lr={cfg.lr / 10:g})")
+                f"lr={cfg.lr:g}; lower the learning rate (e.g. --set lr={suggested:g}"
+                + (", the recipe's rate)" if suggested == baseline else ")"))
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

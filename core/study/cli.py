@@ -24,7 +24,14 @@ from core.study.ablation import SuiteError, discover, select
 from core.study.execute import execute
 from core.study.plan import build_plan, key_context, resolve_models
 from core.study.store import PlanRow, planned_keys
-from core.study.summary import link_runs, output_folder, refresh_summary, report_folder, save_summary
+from core.study.summary import (
+    link_runs,
+    output_folder,
+    published_precision,
+    refresh_summary,
+    report_folder,
+    save_summary,
+)
 
 EXIT_CODES = f"""exit status:
   {EXIT_OK}  every planned run finished
@@ -140,7 +147,11 @@ def _main(args) -> int:
         overrides["model"] = args.model
     baseline = RunConfig().replace(**overrides)
     knowledge = load_knowledge(args.data)
-    executor = executors.from_args(args, models.mixed_for(args.precision))
+    precision = args.precision or published_precision(results)
+    if precision and not args.precision:
+        logging.getLogger("run_all").info("precision %s: the published study's, as its stored runs record (pass "
+                                          "--precision to plan another)", precision)
+    executor = executors.from_args(args, models.mixed_for(precision))
     # the replay file is read (and validated) only if a run uses replay
     replay_sha = functools.cache(lambda: load_replay(knowledge).sha256)
 

@@ -166,15 +166,29 @@ def _published_rows(results: Path) -> list[dict] | None:
         return None
 
 
+def _published_tag(results: Path, rows: list[PlanRow]) -> str | None:
+    """The precision tag the published runs record (e.g. cpu-bfloat16-mixed), from the first one stored."""
+    for r in rows:
+        stored = load_run(results, r["key"])
+        if stored and stored.environment.get("precision"):
+            return stored.environment["precision"]
+    return None
+
+
 def _published_precision(results: Path, rows: list[PlanRow]) -> str:
     """What the published runs record about where they computed, e.g. "they computed in cpu-bfloat16-mixed: add
     --precision bf16" (a run in another precision or on another device plans other keys)."""
-    for r in rows:
-        stored = load_run(results, r["key"])
-        tag = stored.environment.get("precision") if stored else None
-        if tag:
-            return f"they computed in {tag}: add {' '.join(precision_flags(tag))}"
-    return "another precision, device or code"
+    tag = _published_tag(results, rows)
+    return f"they computed in {tag}: add {' '.join(precision_flags(tag))}" if tag else "another precision, device or code"
+
+
+def published_precision(results: Path) -> str | None:
+    """The --precision of the published study (fp32 or bf16, from what its stored runs record), for an invocation
+    that names none: the precision belongs to the study, so regenerating it plans the same keys on any CPU. None
+    where `results` is not the published folder or records none."""
+    rows = _published_rows(results) if is_published(results) else None
+    tag = _published_tag(results, rows) if rows else None
+    return None if tag is None else ("fp32" if tag.endswith("-fp32") else "bf16")
 
 
 def partial_name(args) -> str:
