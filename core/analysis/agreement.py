@@ -162,7 +162,7 @@ BATCHES = (LABELS, LABELS / "edition2", LABELS / "edition2b")
 
 def batches_markdown() -> str:
     """Every labelled batch's agreement table (identity probe groups included) under a line naming the batch and
-    how often its two labellers agreed: the README's scorer-agreement block (core.report.readme writes it)."""
+    how often its two labellers agreed: the scorer-agreement block of docs/terms-and-measures.md (core.report.readme writes it)."""
     parts = []
     for folder in BATCHES:
         if not (folder / "labels.csv").exists():

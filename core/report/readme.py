@@ -189,7 +189,7 @@ def _ablation_intro(ab: dict, verdict: AblationVerdict, primary: list[tuple[str,
     shown = ablation_verdict(ab, verdict)
     return [f"Generated from the committed `results/` by `python -m core.report.readme`; the report's page "
             f"(`report/{name}.html`) adds curves, per-seed values and sample answers. ↑: higher is better, "
-            f"↓: lower is better (the metrics: the main README, What is measured).", "",
+            f"↓: lower is better (the metrics: docs/terms-and-measures.md, What is measured).", "",
             (f"Verdict: **{shown}** ({verdict.statement or shown})." if shown else
              f"Verdict: {NOT_COMPUTED}: verdicts are computed once every planned run of the whole study (all "
              f"ablations) is finished; `python run_all.py --precision bf16 --report-only` writes provisional ones "
