@@ -27,11 +27,10 @@ from core.facts.folder import (
 from core.facts.userfile import load_user_knowledge, split_summary, user_replay
 from core.run import metrics, models, recipe
 from core.run.config import RunConfig
-from core.run.evaluate import generate
+from core.run.evaluate import answer_hit, generate
 from core.run.examples import MODEL_DEFAULT
 from core.run.knowledge import KnowledgeSet
 from core.run.lora import export_peft
-from core.run.scoring import general_answer_correct, keywords_hit
 
 # The baseline RunConfig plus self-replay of 40 everyday requests (the self_replay ablation: replay raises retention
 # without costing recall; its numbers are in the report). format=auto: a base model without a chat template trains
@@ -91,8 +90,7 @@ def answer_probes(loaded: recipe.Loaded, ks: KnowledgeSet, cfg: RunConfig, progr
                            cfg.max_new_tokens, progress=progress, desc=desc)
     for r, a in zip(rows, answers):
         r["answer"] = a
-        r["hit"] = (general_answer_correct(a, r["keywords"], ks.name) if r["set"] == "retention"
-                    else keywords_hit(a, r["keywords"]))
+        r["hit"] = answer_hit(r["set"], a, r["keywords"], ks)
         r["keywords"] = [list(g) for g in r["keywords"]]
     return rows
 

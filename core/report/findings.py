@@ -47,8 +47,8 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) ->
         pairs, declared = primary_comparisons(ab, verdict)
         several_arms = len(ab["arms"]) > 2
         for regime, arm in pairs:
-            stored = verdict.comparison(regime, arm, ab["signature"])
-            cmp = stored or Comparison(ab["signature"], min_effect=ab.get("min_effect", 0.1))
+            cmp = (verdict.comparison(regime, arm, ab["signature"])
+                   or Comparison(ab["signature"], min_effect=ab.get("min_effect", 0.1)))
             where = regime + (f" / {arm}" if several_arms else "")
             label = name + (f" / {regime}" if len(ab.get("regimes") or {}) > 1 else "") + \
                 (f" / {arm}" if several_arms else "")

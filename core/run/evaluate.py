@@ -186,6 +186,14 @@ def _questions(knowledge: KnowledgeSet, cfg: RunConfig) -> tuple[list[tuple[str 
     return items, meta
 
 
+def answer_hit(kind: str, answer: str, keywords, knowledge: KnowledgeSet) -> bool:
+    """Whether an answer to a question of set `kind` (test, train, reverse, retention) is right: a retention probe
+    by the general-knowledge scorer, the others by their keywords. Identity probes are scored in _scored."""
+    if kind == "retention":
+        return general_answer_correct(answer, keywords, knowledge.name)
+    return keywords_hit(answer, keywords)
+
+
 def _scored(meta: dict, answer: str, system: str | None, knowledge: KnowledgeSet) -> dict:
     """One question's sample: its fields, the answer and the per-item scores the metrics average."""
     m = dict(meta, answer=answer, system="<model default>" if system == MODEL_DEFAULT else system,
@@ -193,10 +201,8 @@ def _scored(meta: dict, answer: str, system: str | None, knowledge: KnowledgeSet
     if m["set"] == "identity":
         m["hallucinated"] = not identity_correct(answer, knowledge.identity, suggests_wrong=bool(m["suggests"]))
         m["hit"] = not m["hallucinated"]
-    elif m["set"] == "retention":
-        m["hit"] = general_answer_correct(answer, m["keywords"], knowledge.name)
     else:
-        m["hit"] = keywords_hit(answer, m["keywords"])
+        m["hit"] = answer_hit(m["set"], answer, m["keywords"], knowledge)
     m["echo"] = echoes(answer, system)
     return m
 
