@@ -1,5 +1,7 @@
 """Evaluation: the echo detector, identity scoring, batched generation equals one-at-a-time."""
 
+import pytest
+
 from core.analysis.compare import metric_items
 from core.run.config import RunConfig
 from core.run.evaluate import evaluate, generate
@@ -58,3 +60,54 @@ def test_evaluate_reports_every_metric_in_range(knowledge, tiny):
 def test_prompt_echo_of_a_short_prompt_needs_all_of_it():
     assert echoes("Sure! You are a helpful assistant.", "You are a helpful assistant.")
     assert not echoes("You are helpful.", "You are a helpful assistant.")
+
+
+def test_the_prefill_hands_the_lm_head_a_contiguous_input_and_the_same_answers(knowledge, tiny, monkeypatch):
+    """logits_to_keep as an index tensor (not the integer 1) gives the head a contiguous input: on a CPU the strided
+    view made F.linear copy the whole head weight once per row. Logits and answers are the same either way."""
+    import torch
+
+    from core.run import evaluate as evaluation
+
+    model, tok = tiny
+    r = Renderer(tok, "chat")
+    items = [(knowledge.train_prompts[0], f.test[0]) for f in knowledge.facts[:6]]
+    seen = []
+    hook = model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: seen.append((tuple(args[0].shape), args[0].is_contiguous())))
+    try:
+        answers = generate(model, r, items, max_new_tokens=8, batch_size=6, progress=False)
+        prefill = seen[0]
+        assert prefill[0][:2] == (6, 1) and prefill[1]  # one position per row, contiguous
+        monkeypatch.setattr(evaluation, "last_position", lambda ids: 1)  # the integer form it replaced
+        seen.clear()
+        assert generate(model, r, items, max_new_tokens=8, batch_size=6, progress=False) == answers
+        assert not seen[0][1]  # the integer form does give the head a strided view: the test can fail
+    finally:
+        hook.remove()
+    ids = torch.randint(0, 200, (4, 7))
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids, logits_to_keep=1).logits,
+                           model(input_ids=ids, logits_to_keep=evaluation.last_position(ids)).logits)
+
+
+def test_prepacked_weights_give_bit_identical_answers_and_are_undone_after_decoding(knowledge, tiny, monkeypatch):
+    import torch
+
+    from core.run import evaluate as evaluation
+
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        pytest.skip("no oneDNN bf16 on this CPU: decoding never packs")
+    model, tok = tiny
+    model.to(torch.bfloat16)
+    r = Renderer(tok, "chat")
+    items = [(knowledge.train_prompts[i % 3], f.test[0]) for i, f in enumerate(knowledge.facts[:8])]
+    plain = generate(model, r, items, max_new_tokens=10, batch_size=4, progress=False)
+    monkeypatch.setattr(evaluation, "PACK_MIN_WEIGHTS", 0)  # the tiny model's weights are below the real gate
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or real(*a))
+    assert generate(model, r, items, max_new_tokens=10, batch_size=4, progress=False) == plain
+    assert calls  # the packed path ran
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and not any("forward" in vars(m) for m in linears)  # every layer has its own forward back

@@ -114,3 +114,14 @@ def test_lr_schedules():
     assert lr_factor(99, 100, 10, "cosine") < 0.01
     assert lr_factor(55, 100, 10, "linear") == pytest.approx(0.5)
     assert lr_factor(80, 100, 0, "constant") == 1.0
+
+
+def test_training_runs_eager_attention_on_a_cpu_and_gives_the_model_back_its_own(knowledge, tiny):
+    model, tok, _, train_ex, val_ex = _setup(knowledge, RunConfig(epochs=1), tiny)
+    before = model.config._attn_implementation
+    assert before != "eager"  # loaded with SDPA, as a transformers model is by default
+    during = []
+    train(model, train_ex, val_ex, RunConfig(epochs=1), tok.pad_token_id, progress=False,
+          on_step=lambda step, loss, batch: during.append(model.config._attn_implementation))
+    assert during and set(during) == {"eager"}
+    assert model.config._attn_implementation == before

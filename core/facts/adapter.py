@@ -13,7 +13,7 @@ import torch
 
 from core.facts.folder import META, CommandError, check_out, clean_stale, install, temp_beside
 from core.run import models
-from core.run.evaluate import generate
+from core.run.evaluate import generate, last_position
 from core.run.examples import MODEL_DEFAULT, Renderer
 from core.run.knowledge import utf8_text
 from core.run.lora import load_peft, lora_modules, merge_all
@@ -158,7 +158,7 @@ def stream_greedy(model, ids: list[int], max_new_tokens: int, stop: set[int], st
     inputs = torch.tensor([ids], device=device)
     new: list[int] = []
     for _ in range(max_new_tokens):
-        token = int(model(input_ids=inputs, cache=cache, use_cache=True, logits_to_keep=1).logits[0, -1].argmax())
+        token = int(model(input_ids=inputs, cache=cache, use_cache=True, logits_to_keep=last_position(inputs)).logits[0, -1].argmax())
         if token in stop:
             break
         new.append(token)

@@ -5,6 +5,7 @@ to the run's own evaluation prompt; heldout_recall is repeated under the held-ou
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,14 @@ HELDOUT_VARIANTS = tuple(m.sample_set.split("@", 1)[1] for m in metric_registry.
                          if m.sample_set.startswith("test@"))
 
 
+def last_position(input_ids: torch.Tensor) -> torch.Tensor:
+    """The prefill's logits_to_keep: the last position as an index tensor, not logits_to_keep=1. The integer
+    form hands the LM head a strided view (hidden[:, -1:]), on which CPU F.linear copies the whole head weight
+    once per row (a [rows, hidden, vocab] copy, most of a prefill's time); indexing gives a contiguous
+    [rows, 1, hidden] input and the same logits."""
+    return torch.tensor([input_ids.shape[1] - 1], device=input_ids.device)
+
+
 @torch.no_grad()
 def greedy_decode(model, input_ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
                   stop_ids: set[int] | None) -> list[list[int]]:
@@ -39,7 +48,7 @@ def greedy_decode(model, input_ids: torch.Tensor, mask: torch.Tensor, max_new_to
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)
     position = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position, cache=cache,
-                   use_cache=True, logits_to_keep=1).logits
+                   use_cache=True, logits_to_keep=last_position(input_ids)).logits
     tokens = logits[:, -1].argmax(-1)
     out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     for step in range(max_new_tokens):
@@ -60,6 +69,47 @@ def greedy_decode(model, input_ids: torch.Tensor, mask: torch.Tensor, max_new_to
                        cache=cache, use_cache=True).logits
         tokens = logits[:, -1].argmax(-1)
     return out
+
+
+PACK_MIN_WEIGHTS = 1 << 16  # smaller weights (the tiny test model's) cost more to repack than they save
+
+
+def _packable(module) -> bool:
+    return (isinstance(module, torch.nn.Linear) and module.weight.device.type == "cpu"
+            and module.weight.dtype == torch.bfloat16 and module.weight.numel() >= PACK_MIN_WEIGHTS)
+
+
+@contextlib.contextmanager
+def prepacked_linears(model, rows: int):
+    """While decoding on a CPU, give every large bf16 linear layer its weight pre-packed for oneDNN once, instead
+    of being re-packed on every call: decode-shaped matmuls (tens of rows) run about 1.2x faster, with results
+    bit-identical to F.linear. `rows` is oneDNN's batch-size hint. Without oneDNN bf16 support nothing changes."""
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        yield
+        return
+    patched = [m for m in model.modules() if _packable(m)]
+    for m in patched:
+        packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), rows)
+
+        def forward(x, packed=packed, bias=m.bias):
+            return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, bias, "none", [], "")
+        m.forward = forward
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward  # back to the class's forward (and to the weight, which training may change)
+
+
+def _left_padded(prompts: list[tuple[int, ...]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of token ids padded on the left to the longest, and its attention mask."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        input_ids[row, width - len(p):] = torch.tensor(p)
+        mask[row, width - len(p):] = 1
+    return input_ids, mask
 
 
 @torch.no_grad()
@@ -85,22 +135,17 @@ def _new_tokens(model, renderer: Renderer, items: list[tuple[str | None, str]], 
         merge_all(model)
     model.eval()
     try:
-        bar = tqdm(total=len(prompts), desc=desc, unit="ans", disable=not progress, leave=False, dynamic_ncols=True)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                p = prompts[i]
-                input_ids[row, width - len(p):] = torch.tensor(p)
-                mask[row, width - len(p):] = 1
-            new = greedy_decode(model, input_ids.to(device), mask.to(device), max_new_tokens,
-                                set(stop_ids) if stop else None)
-            for row, i in enumerate(idx):
-                out_ids[i] = new[row]
-            bar.update(len(idx))
-        bar.close()
+        with prepacked_linears(model, batch_size):
+            bar = tqdm(total=len(prompts), desc=desc, unit="ans", disable=not progress, leave=False, dynamic_ncols=True)
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                input_ids, mask = _left_padded([prompts[i] for i in idx], pad)
+                new = greedy_decode(model, input_ids.to(device), mask.to(device), max_new_tokens,
+                                    set(stop_ids) if stop else None)
+                for row, i in enumerate(idx):
+                    out_ids[i] = new[row]
+                bar.update(len(idx))
+            bar.close()
     finally:
         if merged:
             unmerge_all(model)
