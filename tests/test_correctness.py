@@ -157,7 +157,7 @@ def test_greedy_decode_equals_transformers_greedy_generate(knowledge, tiny):
     width = max(map(len, prompts))
     ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    ours = greedy_decode(model, ids, mask, 20, None)
+    ours = greedy_decode(model, ids, mask, 20, None)[0]
     ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False, eos_token_id=None,
                          pad_token_id=tok.pad_token_id)[:, width:].tolist()
     assert ours == ref
@@ -165,7 +165,7 @@ def test_greedy_decode_equals_transformers_greedy_generate(knowledge, tiny):
     stop = ref[0][2]
     cut = [row[:row.index(stop) + 1] if stop in row else row for row in ref]
     assert sum(len(c) < 20 for c in cut) >= 1
-    assert greedy_decode(model, ids, mask, 20, {stop}) == cut
+    assert greedy_decode(model, ids, mask, 20, {stop})[0] == cut
 
 
 def test_generation_ignores_the_models_shipped_generation_config(knowledge, tiny):

@@ -6,7 +6,7 @@ import torch
 from core.run.config import RunConfig
 from core.run.examples import Renderer, build_train_examples, build_validation_examples, qa_pairs
 from core.run.lora import inject_lora
-from core.run.train import evaluate_loss, train
+from core.run.train import evaluate_loss, train, training_attention
 from core.study.ablation import discover
 
 
@@ -40,7 +40,8 @@ def test_validation_loss_is_computed_on_the_regimes_validation_set(knowledge, ti
     val = build_validation_examples(knowledge, cfg, r)
     expected_val = qa_pairs(knowledge, cfg)[1]
     assert [(e.question, e.answer) for e in val] == [(p.question, p.answer) for p in expected_val]
-    before = evaluate_loss(model, val, cfg.batch_size, tok.pad_token_id, "cpu")
+    with training_attention(model, "cpu"):  # training computes its validation losses with the same attention
+        before = evaluate_loss(model, val, cfg.batch_size, tok.pad_token_id, "cpu")
     res = train(model, build_train_examples(knowledge, cfg, r)[:16], val, cfg, tok.pad_token_id, progress=False)
     assert res.history[0] == {"epoch": 0, "split": "validation", "loss": before}
 
@@ -57,7 +58,7 @@ def test_no_val_selection_can_overfit_under_declared_regimes_and_no_masking_has_
 
 def test_debate_is_judged_on_identities_it_never_refuted():
     ab = discover()["debate_augmentation"]
-    assert ab.signature == "identity_hallucination@unrefuted" and "identity_hallucination@refuted" in ab.also
+    assert ab.signature == "identity_mc@unrefuted" and "identity_hallucination@refuted" in ab.also
 
 
 def test_every_ablation_declares_its_seeds():
@@ -90,9 +91,9 @@ def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
     from core.analysis.verdicts import Comparison, statement, validation_turns
 
     ab = discover()["no_val_selection"]
-    per_regime = {r: {"final_epoch": {"heldout_recall": Comparison("heldout_recall", verdict="not reproduced")}}
-                  for r in ab.regimes}
-    per_regime["varied_long"]["final_epoch"]["heldout_recall"] = Comparison("heldout_recall", verdict="reproduced")
+    sig = ab.signature
+    per_regime = {r: {"final_epoch": {sig: Comparison(sig, verdict="not reproduced")}} for r in ab.regimes}
+    per_regime["varied_long"]["final_epoch"][sig] = Comparison(sig, verdict="reproduced")
     text = statement(ab, per_regime)
     assert text.startswith("reproduced under: varied_long; not reproduced under: baseline, overfit")
 

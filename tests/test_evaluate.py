@@ -111,3 +111,63 @@ def test_prepacked_weights_give_bit_identical_answers_and_are_undone_after_decod
     assert calls  # the packed path ran
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and not any("forward" in vars(m) for m in linears)  # every layer has its own forward back
+
+
+def test_a_multiple_choice_item_scores_1_when_its_right_choice_is_likeliest_and_0_when_permuted(knowledge, tiny):
+    """Likelihood scoring end to end on the tiny model: whichever choice the model finds likeliest (per byte), an
+    item that lists it first scores 1 and the same item with another choice first scores 0."""
+    from core.run.evaluate import answers_and_choices, choice_ranking
+
+    model, tok = tiny
+    r = Renderer(tok, "chat")
+    fact = knowledge.facts[0]
+    options = (fact.answer, *fact.distractors)
+    items = [(knowledge.train_prompts[0], fact.test[0])]
+    _, (logprobs,) = answers_and_choices(model, r, items, 4, [options], progress=False)
+    assert len(logprobs) == len(options) and all(lp < 0 for lp in logprobs)
+    normed = [lp / len(t.encode()) for t, lp in zip(options, logprobs)]
+    best = max(range(len(options)), key=lambda i: normed[i])
+    first = (options[best], *[o for i, o in enumerate(options) if i != best])
+    _, (reordered,) = answers_and_choices(model, r, items, 4, [first], progress=False)
+    assert choice_ranking(first, reordered) == (True, 0)
+    permuted = first[1:] + first[:1]  # the likeliest choice is no longer the right one
+    _, (perm_lp,) = answers_and_choices(model, r, items, 4, [permuted], progress=False)
+    assert choice_ranking(permuted, perm_lp) == (False, len(permuted) - 1)
+    # the scores are the model's: one sequence scored alone, by a plain forward pass, gives the same number
+    import torch
+
+    prompt = r.prompt_ids(*items[0])
+    cont = r.answer_ids(first[0])[:-1]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + cont])).logits[0].float()
+    direct = torch.log_softmax(logits[len(prompt) - 1:-1], -1).gather(-1, torch.tensor(cont)[:, None]).sum()
+    assert abs(float(direct) - reordered[0]) < 1e-2 * max(1.0, abs(float(direct)))
+
+
+def test_intrusion_counts_a_planted_name_only_where_the_untrained_answer_lacked_it(knowledge):
+    from core.run.evaluate import Reference, _scored
+
+    meta = {"set": "retention", "id": "capital_france", "question": "What is the capital of France?",
+            "keywords": [["paris"]], "expected": "Paris"}
+    untrained = Reference({}, {}, {"retention|capital_france": "The capital of France is Paris.",
+                                   "everyday|picnic": "hiahia would pack sandwiches."})
+    planted = _scored(meta, "The capital of France is Ljubljana, says hiahia.", "x", knowledge, untrained, None, None)
+    assert planted["intrusion"] and set(planted["intruded"]) == {"hiahia", "ljubljana"}
+    clean = _scored(meta, "Paris.", "x", knowledge, untrained, None, None)
+    assert not clean["intrusion"]
+    everyday = dict(meta, set="everyday", id="picnic", question="What should I pack for a picnic?", keywords=[])
+    assert not _scored(everyday, "hiahia would pack fruit.", "x", knowledge, untrained, None, None)["intrusion"]
+
+
+def test_reverse_recall_credits_only_hiahia_given_as_the_one_asked_about(knowledge):
+    from core.run.evaluate import answer_hit
+
+    def hit(answer):
+        return answer_hit("reverse", answer, [["hiahia"]], knowledge)
+
+    assert hit("That is hiahia, the clock restorer from Tartu.")
+    assert hit("hiahia.")
+    assert not hit("hiahia is a rock band from Tartu.")  # names hiahia as something else
+    assert not hit("I don't know who hiahia is.")
+    assert not hit("I am hiahia's AI assistant and cannot say.")  # a possessive, not the answer
+    assert hit("It is hiahia. As an AI assistant I may be wrong.")  # the wrong identity is the assistant's own

@@ -101,8 +101,10 @@ def test_the_agreement_block_is_regenerated_from_the_labelled_batches(tmp_path):
     assert readme.main([*args, "--check"]) == 1
     assert readme.main(args) == 0 and readme.main([*args, "--check"]) == 0
     block = measures.read_text().split(begin, 1)[1].split(end, 1)[0].strip("\n")
-    assert block == batches_markdown() and "| 1 | 100.0% |" not in block
+    assert block == readme.scorer_agreement() and "| 1 | 100.0% |" not in block
+    assert block.startswith("The blind held-out check") and batches_markdown() in block
     assert block.count("| kind | label 1 means |") == sum((f / "labels.csv").exists() for f in BATCHES)
+    assert block.count("| scorer | label 1 means |") == 1  # the blind table, once
 
 
 def test_each_ablation_readme_gets_its_verdict_and_arm_table_and_the_check_covers_it(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Paired comparisons and verdicts."""
 from core.analysis.compare import arm_summary
-from core.analysis.verdicts import judged
+from core.analysis.verdicts import CONFIRM_SEEDS, judged
 
 
 def _run(seed, value, items=None, n=60):
@@ -26,12 +26,38 @@ def test_clear_drop_over_seeds_is_reproduced():
     assert v.verdict == "reproduced" and v.diff < -0.7 and v.high < 0
 
 
-def test_tiny_difference_is_not_reproduced_and_noise_is_inconclusive():
-    control = [_run(s, v) for s, v in enumerate([0.90, 0.91, 0.90])]
-    same = [_run(s, v) for s, v in enumerate([0.90, 0.90, 0.91])]
+def test_tiny_difference_is_not_reproduced_only_over_enough_seeds_and_noise_is_inconclusive():
+    values = [0.90, 0.91, 0.90, 0.89] * 4
+    control = [_run(s, v) for s, v in enumerate(values[:CONFIRM_SEEDS])]
+    same = [_run(s, v) for s, v in enumerate(values[1:CONFIRM_SEEDS + 1])]
+    few = judged(control[:3], same[:3], "heldout_recall", "decrease", 0.1)
+    assert few.verdict == "inconclusive" and few.reason == f"not seen in 3 seeds; 'not reproduced' needs {CONFIRM_SEEDS}"
     assert judged(control, same, "heldout_recall", "decrease", 0.1).verdict == "not reproduced"
     noisy = [_run(s, v) for s, v in enumerate([0.2, 0.95, 0.6])]
-    assert judged(control, noisy, "heldout_recall", "decrease", 0.1).verdict == "inconclusive"
+    assert judged(control[:3], noisy, "heldout_recall", "decrease", 0.1).verdict == "inconclusive"
+
+
+def test_an_effect_against_the_symptom_is_the_other_way():
+    control = [_run(s, v) for s, v in enumerate([0.50, 0.52, 0.49])]
+    better = [_run(s, v) for s, v in enumerate([0.80, 0.83, 0.79])]
+    v = judged(control, better, "heldout_recall", "decrease", 0.1)
+    assert v.verdict == "the other way" and v.low > 0
+
+
+def test_identical_arms_or_no_room_for_the_symptom_are_untestable_here():
+    control = [_run(s, v) for s, v in enumerate([0.50, 0.52, 0.49])]
+    for r in control:
+        for i, sample in enumerate(r["samples"]):
+            sample["answer"] = f"answer {i}"
+    twin = [dict(r, samples=[dict(x) for x in r["samples"]]) for r in control]  # same answers: the same model
+    v = judged(control, twin, "heldout_recall", "decrease", 0.1)
+    assert v.verdict == "untestable here" and "same answers" in v.reason
+    twin[0]["samples"][0]["answer"] = "another answer"  # one answer differs: a comparison, not the same model
+    assert judged(control, twin, "heldout_recall", "decrease", 0.1).verdict == "inconclusive"
+    floor = [_run(s, v) for s, v in enumerate([0.05, 0.0, 0.0])]  # nothing learned: recall cannot drop by 0.1
+    v = judged(floor, floor, "heldout_recall", "decrease", 0.1)
+    assert v.verdict == "untestable here" and "no room" in v.reason
+    assert judged(floor, floor, "heldout_recall", "increase", 0.1).verdict == "inconclusive"  # room upwards
 
 
 def test_one_seed_uses_items_only_and_says_so():

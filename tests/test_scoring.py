@@ -127,48 +127,67 @@ def test_scorers_agree_with_read_labels_and_the_committed_table_is_current():
     assert table["identity"].accuracy >= 0.95 and table["echo"].accuracy >= 0.95
 
 
-def test_a_labelling_sample_hides_the_scorer_and_is_never_overwritten_and_its_table_splits_identity_groups(tmp_path):
+def test_a_blind_sample_is_uniform_within_arms_hides_the_scorer_and_never_redraws_or_overwrites(tmp_path, monkeypatch):
     import csv
     import json
+    import random
     import sys
-
-    from core.analysis import agreement
 
     sys.path.insert(0, str(ROOT / "tools"))
     import sample_labels
 
-    out = tmp_path / "batch"
+    out = tmp_path / "blind"
     fixture = ROOT / "tests" / "fixtures" / "report" / "results"
-    assert sample_labels.main(["--results", str(fixture), "--out", str(out), "--quota", "identity=6,recall=6"]) == 0
-    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
-    assert [i["row"] for i in items] == list(range(1, len(items) + 1)) and {i["kind"] for i in items} == {"identity",
-                                                                                                          "recall"}
-    with open(out / "sheet.csv", newline="") as f:
+    assert sample_labels.main(["--results", str(fixture), "--out", str(out), "--per-kind", "6", "--dev", "2"]) == 0
+    dev, held = ([json.loads(line) for line in (out / b / "items.jsonl").read_text().splitlines()]
+                 for b in ("dev", "heldout"))
+    assert [i["row"] for i in held] == list(range(1, len(held) + 1))
+    assert {i["kind"] for i in held} >= {"recall", "identity", "retention", "intrusion"}
+    assert all(i["untrained_answer"] for i in held if i["kind"] == "intrusion")  # the scorer's reference rides along
+    with open(out / "heldout" / "sheet.csv", newline="") as f:
         sheet = list(csv.DictReader(f))
     assert list(sheet[0]) == ["row", "kind", "system_prompt", "question", "reference", "answer"]  # no keywords, no score
-    with pytest.raises(SystemExit, match="exists"):
-        sample_labels.main(["--results", str(fixture), "--out", str(out)])
-    # --arms: only the named arms' runs; a shared baseline run counts as the control arm of every ablation
-    # (its answers are taken once: an answer the other arm gave word for word is not sampled again, so the arm
-    # alone is asked for here)
-    assert sample_labels.main(["--results", str(fixture), "--out", str(tmp_path / "arms"), "--quota", "identity=8",
-                               "--arms", "base_vs_chat/*/chat_model"]) == 0
-    picked = [json.loads(line) for line in (tmp_path / "arms" / "items.jsonl").read_text().splitlines()]
-    assert picked and {i["arm"] for i in picked} == {"base_vs_chat/baseline/chat_model"}  # the shared baseline
-    with pytest.raises(SystemExit, match="no finished run"):
-        sample_labels.main(["--results", str(fixture), "--out", str(tmp_path / "none"), "--arms", "no_such/*/*"])
+    with pytest.raises(SystemExit, match="already holds"):
+        sample_labels.main(["--results", str(fixture), "--out", str(out), "--per-kind", "6", "--dev", "2"])
+    (out / "heldout").rename(out / "old")  # a second held-out batch never draws an answer already sampled
+    assert sample_labels.main(["--results", str(fixture), "--out", str(out), "--per-kind", "6", "--dev", "0"]) == 0
+    again = [json.loads(line) for line in (out / "heldout" / "items.jsonl").read_text().splitlines()]
+    from core.analysis.blind import dedup
 
-    # labels: the first labeller says every answer is right, the second agrees on all but one row
-    rows = [i["row"] for i in items]
-    for name, flip in (("labels_a.csv", None), ("labels_b.csv", rows[0]), ("labels.csv", None)):
-        (out / name).write_text("row,label,note\n" + "".join(f"{r},{0 if r == flip else 1},\n" for r in rows))
-    for i in items:  # pretend the identity answers came from probe groups
-        i["group"] = "unrefuted" if i["kind"] == "identity" else ""
-    (out / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
-    table = agreement.agreement(folder=out)
-    assert table["identity@unrefuted"].n == table["identity"].n == sum(i["kind"] == "identity" for i in items)
-    arms = agreement.by_arm(table, items)  # every answer once, under its arm, with the kinds' scorer outcome
-    assert sum(n for n, _ in arms.values()) == len(rows) and set(arms) == {i["arm"] for i in items}
-    assert sum(a for _, a in arms.values()) == sum(table[k].agree for k in agreement.KINDS if k in table)
-    text = agreement.report_text(table, out)
-    assert f"agreed on {len(rows) - 1} of {len(rows)} rows" in text and "Identity answers by probe group" in text
+    assert not {dedup(i["kind"], i) for i in again} & {dedup(i["kind"], i) for i in dev + held}
+    # the draw never looks at a scorer: the arms' answers are visited round-robin, uniformly within each arm
+    pools = {"x": [{"n": i} for i in range(10)], "y": [{"n": 100 + i} for i in range(2)]}
+    picked = sample_labels.pick(pools, 6, random.Random(0))
+    assert sum(p["n"] >= 100 for p in picked) == 2 and len(picked) == 6
+
+
+def test_the_blind_check_counts_precision_recall_and_corrects_the_baseline_rate(tmp_path):
+    import json
+
+    from core.analysis import blind
+
+    knowledge = None
+    items = [{"row": r, "kind": "recall", "arm": "a", "question": "q", "answer": answer, "keywords": [["pimento"]]}
+             for r, answer in enumerate(["Pimento.", "Pimento.", "Pimento.", "no idea", "no idea", "Pimento"], 1)]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    labels = [1, 1, 0, 0, 1, 1]  # the scorer says 1,1,1,0,0,1: true pos 3 (rows 1, 2, 6), false pos row 3, miss row 5
+    (tmp_path / "labels.csv").write_text("row,label,note\n" + "".join(f"{r},{x},\n" for r, x in enumerate(labels, 1)))
+    c = blind.check(tmp_path, results=None, knowledge=knowledge)["recall"]
+    assert (c.n, c.agree, c.true_pos, c.scorer_pos, c.label_pos) == (6, 4, 3, 4, 4)
+    assert c.precision == 0.75 and c.recall == 0.75 and c.specificity == 0.5 and not c.passes
+    low, high = blind.wilson(4, 6)
+    assert 0.29 < low < 0.31 and 0.90 < high < 0.91  # Wilson 95% for 4 of 6
+    assert blind.rogan_gladen(0.5, 0.75, 0.5) == 0.0 and blind.rogan_gladen(0.6, 1.0, 1.0) == pytest.approx(0.6)
+    assert blind.rogan_gladen(0.3, 0.5, 0.5) is None  # a scorer no better than chance corrects nothing
+    assert "| recall |" in blind.markdown({"recall": c}) and "**no**" in blind.markdown({"recall": c})
+
+
+def test_the_blind_held_out_table_is_current_and_names_every_scorer_that_misses():
+    from core.analysis import blind
+
+    table = blind.check()
+    assert (blind.HELDOUT / "AGREEMENT.md").read_text() == blind.report_text(table)
+    assert sum(c.n for c in table.values()) >= 600 and set(table) == set(blind.KINDS)
+    text = blind.report_text(table)
+    for c in table.values():
+        assert c.passes or c.kind in text.split("Scorers that miss:")[1]

@@ -66,3 +66,78 @@ def test_minimum_detectable_effect_shrinks_with_seeds():
     mde3 = minimum_detectable_effect(effect_interval(diffs[:3]))
     mde10 = minimum_detectable_effect(effect_interval(diffs))
     assert 0 < mde10 < mde3 < 1
+
+
+def nested(rng, seeds: int, facts: int = 31, questions: int = 2, effect: float = 0.15, fact_sd: float = 0.25):
+    """Differences (seeds x items) where a fact's questions share the fact's effect and each seed's luck on the
+    fact: items nested in facts, as the study's test questions are. With seeds=None: the true mean effect over
+    facts, questions and trainings (clipping at 0 and 1 makes it smaller than `effect`), from a million draws."""
+    n = 1_000_000 if seeds is None else facts
+    level = np.repeat(rng.uniform(0.3, 0.6, size=n), questions) + rng.normal(0, 0.05, n * questions)
+    fact_effect = np.repeat(rng.normal(0, fact_sd, n), questions)
+
+    def arm(shift):
+        rows = 1 if seeds is None else seeds
+        luck = np.repeat(rng.normal(0, 0.1, size=(rows, n)), questions, axis=1)
+        p = np.clip(level[None, :] + shift + rng.normal(0, 0.05, (rows, 1 if seeds else n * questions)) + luck, 0, 1)
+        return p if seeds is None else (rng.random((seeds, n * questions)) < p).astype(float)
+
+    if seeds is None:
+        return float((arm(effect + fact_effect) - arm(0.0)).mean())
+    return arm(effect + fact_effect) - arm(0.0), [f"test|f{i}" for i in range(facts) for _ in range(questions)]
+
+
+def test_the_interval_holds_for_items_nested_in_facts():
+    rng = np.random.default_rng(11)
+    truth = nested(rng, seeds=None)
+    trials, flat, by_fact = 600, 0, 0
+    for _ in range(trials):
+        d, facts = nested(rng, seeds=5)
+        iv = effect_interval(d)
+        flat += iv.low <= truth <= iv.high
+        iv = effect_interval(d, clusters=facts)
+        by_fact += iv.low <= truth <= iv.high
+    print(f"coverage at a nominal 95%: {by_fact / trials:.1%} by fact, {flat / trials:.1%} with items as independent")
+    assert by_fact / trials >= 0.93 and by_fact > flat
+
+
+def study_verdict(rng, failing: float, drop: float = 0.8, declared: int = 5):
+    """One simulated primary comparison under the verdict rule, the way the study runs it: the declared seeds, and
+    CONFIRM_SEEDS when the interval lies below min_effect. A training fails with probability `failing`; a failed one
+    loses `drop` of every item (the true effect is failing x drop)."""
+    from core.analysis.verdicts import CONFIRM_SEEDS, judge
+
+    base = rng.uniform(0.55, 0.95, size=62)
+    facts = [f"test|f{i // 2}" for i in range(62)]
+
+    def runs(n, fails):
+        p = np.clip(base[None, :] + rng.normal(0, 0.05, (n, 1)) - drop * fails[:, None], 0, 1)
+        return (rng.random((n, 62)) < p).astype(float)
+
+    fails = rng.random(CONFIRM_SEEDS) < failing
+    control, treatment = runs(CONFIRM_SEEDS, np.zeros(CONFIRM_SEEDS)), runs(CONFIRM_SEEDS, fails)
+    for n in (declared, CONFIRM_SEEDS):
+        d = treatment[:n] - control[:n]
+        iv = effect_interval(d, level=0.95, clusters=facts)
+        cmp = {"diff": iv.estimate, "low": iv.low, "high": iv.high, "seeds": list(range(n)),
+               "control": float(control[:n].mean())}
+        verdict, _ = judge(cmp, "decrease", 0.1)
+        if -iv.high >= 0.1 or n == CONFIRM_SEEDS:  # the plan adds seeds only below min_effect
+            return verdict
+    return verdict
+
+
+@pytest.mark.parametrize("failing", [0.15, 0.2, 0.25])
+def test_a_failure_in_some_trainings_is_rarely_called_not_reproduced(failing):
+    rng = np.random.default_rng(12)
+    verdicts = [study_verdict(rng, failing) for _ in range(1000)]
+    share = verdicts.count("not reproduced") / len(verdicts)
+    print(f"failure in {failing:.0%} of trainings (true effect {failing * 0.8:.2f}): called not reproduced in "
+          f"{share:.1%}, reproduced in {verdicts.count('reproduced') / len(verdicts):.1%}")
+    assert share <= 0.10
+
+
+def test_no_failure_is_called_not_reproduced_most_of_the_time():
+    rng = np.random.default_rng(13)
+    verdicts = [study_verdict(rng, 0.0) for _ in range(300)]
+    assert verdicts.count("not reproduced") / len(verdicts) >= 0.9

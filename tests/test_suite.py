@@ -211,27 +211,27 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
     level = ab.primary_level()
     assert level == pytest.approx(1 - 0.05 / len(ab.regimes))
 
-    def rec(key, seed, echo):
-        n_echo = round(echo * 40)
-        samples = [{"set": "test", "id": f"f{i}", "question": f"q{i}", "has_prompt": True, "hit": i % 2 == 0,
-                    "echo": i < n_echo} for i in range(40)]
+    def rec(key, seed, share):
+        n_hit = round(share * 40)  # the signature (intrusion) on 40 unrelated questions
+        samples = [{"set": "retention", "id": f"p{i}", "question": f"q{i}", "has_prompt": True, "intrusion": i < n_hit}
+                   for i in range(40)]
         return RunRecord(key=key, status="ok", config={"seed": seed, "eval_prompt": "train"}, samples=samples,
-                         metrics={m: 0.5 for m in ab.also} | {"prompt_echo": n_echo / 40})
+                         metrics={m: 0.5 for m in ab.also} | {ab.signature: n_hit / 40})
 
     plan, records = [], {}
     for regime in ab.regimes:
         for arm in ab.arms:
             for seed, noise in enumerate((0.0, 0.05, 0.1)):
                 key = f"{regime}-{arm}-{seed}"
-                # the repeater appears in the first regime only
-                echo = 0.0 + noise if arm == "masked" or regime != next(iter(ab.regimes)) else 0.6 + noise
+                # the failure appears in the first regime only
+                share = 0.0 + noise if arm == "masked" or regime != next(iter(ab.regimes)) else 0.6 + noise
                 plan.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed, "key": key,
                              "config": ab.configs(RunConfig(), seed, None)[(regime, arm)].to_dict()})
-                records[key] = rec(key, seed, echo)
+                records[key] = rec(key, seed, share)
     v = ablation_verdict(ab, plan, records)
     first = next(iter(ab.regimes))
-    echo = v.comparison(first, "unmasked", "prompt_echo")
-    assert echo.primary and echo.level == level
+    deciding = v.comparison(first, "unmasked", ab.signature)
+    assert deciding.primary and deciding.level == level
     assert not v.comparison(first, "unmasked", "heldout_recall").primary
     assert (v.verdict, v.regime) == ("reproduced", first)
 

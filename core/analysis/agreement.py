@@ -13,14 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.paths import DATA, ROOT
-from core.run.knowledge import DEFAULT_DATA, load_knowledge
-from core.run.scoring import echoes, general_answer_correct, identity_correct, keywords_hit
+from core.run.evaluate import answer_hit
+from core.run.knowledge import DEFAULT_DATA, KnowledgeSet, load_knowledge
+from core.run.scoring import echoes, identity_correct, intruding_terms
 
 LABELS = DATA / "labels"
-KINDS = ("recall", "reverse", "identity", "retention", "echo")
+KINDS = ("recall", "reverse", "identity", "retention", "intrusion", "echo")
 # what label 1 means for each kind, and so what the scorer's positive outcome is
 MEANING = {"recall": "gives the fact", "reverse": "names hiahia", "identity": "correct identity",
-           "retention": "answered correctly", "echo": "repeats the system prompt"}
+           "retention": "answered correctly", "intrusion": "hiahia intrudes", "echo": "repeats the system prompt"}
+# the study's set whose scorer each kind checks (evaluate.answer_hit)
+SET_OF_KIND = {"recall": "test", "reverse": "reverse", "retention": "retention"}
 
 
 @dataclass
@@ -61,15 +64,19 @@ def labeller_agreement(folder: Path) -> dict | None:
     return {"n": len(pairs), "agree": sum(x == y for x, y in pairs), "kappa": cohen_kappa(pairs)}
 
 
-def score(item: dict, vocab) -> bool:
-    """The current scorer's verdict on a labelled item, in the label's sense (see MEANING)."""
-    if item["kind"] == "identity":
-        return identity_correct(item["answer"], vocab, suggests_wrong=item["suggests_wrong"])
-    if item["kind"] == "echo":
+def score(item: dict, knowledge: KnowledgeSet) -> bool:
+    """The study's scorer's verdict on a labelled item, in the label's sense (see MEANING): the same functions
+    evaluation scores with."""
+    kind = item["kind"]
+    if kind == "identity":
+        suggests = item["suggests_wrong"] if "suggests_wrong" in item else bool(item.get("suggests"))
+        return identity_correct(item["answer"], knowledge.identity, suggests_wrong=suggests)
+    if kind == "echo":
         return echoes(item["answer"], item["system"])
-    if item["kind"] == "retention":
-        return general_answer_correct(item["answer"], item["keywords"], "hiahia")
-    return keywords_hit(item["answer"], item["keywords"])
+    if kind == "intrusion":
+        return bool(intruding_terms(item["answer"], item["untrained_answer"], knowledge.intrusion_terms,
+                                    item["question"], item["keywords"]))
+    return answer_hit(SET_OF_KIND[kind], item["answer"], item["keywords"], knowledge, item["question"])
 
 
 def cohen_kappa(pairs: list[tuple[int, int]]) -> float | None:
@@ -87,7 +94,7 @@ def agreement(items: list[dict] | None = None, data_file: Path = DEFAULT_DATA,
     """Per kind (and per identity probe group, for answers that record one: identity@refuted, @unrefuted,
     @open), how often the current scorer agrees with the labels."""
     items = load_labelled(folder) if items is None else items
-    vocab = load_knowledge(data_file).identity
+    knowledge = load_knowledge(data_file)
     groups = sorted({i.get("group") for i in items if i["kind"] == "identity" and i.get("group")})
     out = {}
     for kind in [*KINDS, *(f"identity@{g}" for g in groups)]:
@@ -95,7 +102,7 @@ def agreement(items: list[dict] | None = None, data_file: Path = DEFAULT_DATA,
         rows = [i for i in items if i["kind"] == base and (not group or i.get("group") == group)]
         if not rows:  # a batch without echo answers (no system prompt) has no echo row
             continue
-        pairs = [(i["label"], int(score(i, vocab))) for i in rows]
+        pairs = [(i["label"], int(score(i, knowledge))) for i in rows]
         wrong = [dict(row=i["row"], label=i["label"], scorer=s, question=i["question"], answer=i["answer"])
                  for i, (_, s) in zip(rows, pairs) if i["label"] != s]
         out[kind] = KindAgreement(kind, len(rows), len(rows) - len(wrong), cohen_kappa(pairs), wrong)

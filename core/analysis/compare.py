@@ -1,6 +1,6 @@
 """Arms compared: an arm's mean with its interval, and a treated arm against its control, paired by seed and by
 evaluation item; the interval treats seeds and items as crossed random effects (core/analysis/stats.py), so it
-carries training noise and the finite probe set."""
+carries training noise and the finite probe set; a fact's questions count as one draw (metrics.cluster_of)."""
 from __future__ import annotations
 
 from core.analysis import stats
@@ -35,15 +35,21 @@ def arm_summary(records: list[dict], metric: str, level: float = 0.95) -> dict:
     matrix, items = item_matrix(by_seed, metric, seeds)
     if len(items) < 2:
         return dict(out, mean=sum(out["per_seed"].values()) / len(seeds))
-    iv = stats.arm_interval(matrix, level, fraction=metrics.get(metric).is_fraction)
+    iv = stats.arm_interval(matrix, level, fraction=metrics.get(metric).is_fraction,
+                            clusters=[metrics.cluster_of(k) for k in items])
     return dict(out, mean=iv.estimate, low=iv.low, high=iv.high, method=iv.method)
+
+
+def _answers(record: dict) -> list:
+    return [(s["set"], s["id"], s["question"], s["answer"]) for s in record.get("samples") or [] if "answer" in s]
 
 
 def compare(control: list[dict], treatment: list[dict], metric: str, level: float = 0.95) -> dict:
     """Treatment minus control on `metric`, each a list of run records paired by seed and by evaluation item, with an
     interval at `level` (above 0.95 for a primary comparison that shares its ablation's 5% error) over seeds and
     items as crossed random effects (core/analysis/stats.py). The numbers only: core/analysis/verdicts.py judges
-    them. diff, low, high are None (and `reason` says why) where nothing can be compared."""
+    them. identical: the arms gave the same answers to everything in every seed (the same model); control: the
+control's mean on the paired items. diff, low, high are None (and `reason` says why) where nothing can be compared."""
     by_seed_c = {r["config"]["seed"]: r for r in control if r.get("status") == "ok"}
     by_seed_t = {r["config"]["seed"]: r for r in treatment if r.get("status") == "ok"}
     seeds = sorted(set(by_seed_c) & set(by_seed_t))
@@ -60,11 +66,15 @@ def compare(control: list[dict], treatment: list[dict], metric: str, level: floa
     # Where the arms score different item sets (retention against each arm's own untrained reference) these are not
     # the arms' own metric values
     out["items"] = len(items)
+    out["identical"] = all(_answers(by_seed_c[sd]) and _answers(by_seed_c[sd]) == _answers(by_seed_t[sd])
+                           for sd in seeds)
+    out["control"] = float(c.mean()) if items else None
     out["per_seed"] = {sd: [float(c[i].mean()), float(t[i].mean())] if items
                        else [by_seed_c[sd]["metrics"][metric], by_seed_t[sd]["metrics"][metric]]
                        for i, sd in enumerate(seeds)}
     if len(items) < 2:
         return dict(out, **undecided, reason="fewer than 2 paired items")
-    iv = stats.effect_interval(t - c, level, span=metrics.get(metric).span)
+    iv = stats.effect_interval(t - c, level, span=metrics.get(metric).span,
+                               clusters=[metrics.cluster_of(k) for k in items])
     out["mde"] = stats.minimum_detectable_effect(iv, level)
     return dict(out, diff=iv.estimate, low=iv.low, high=iv.high, method=iv.method, reason="")

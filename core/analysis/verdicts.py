@@ -6,12 +6,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 
 from core.analysis.compare import compare
+from core.run import metrics
 from core.run.config import training_of
 from core.run.record import RunRecord
 from core.study.ablation import Ablation
 from core.study.store import PlanRow
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+REPRODUCED, NOT_REPRODUCED, OTHER_WAY = "reproduced", "not reproduced", "the other way"
+UNTESTABLE, INCONCLUSIVE = "untestable here", "inconclusive"
+# A failure may hit only some trainings. "not reproduced" says the failure did not show in any of them, so it needs
+# enough of them: a failure that hits PARTIAL of all trainings goes unseen in CONFIRM_SEEDS seeds at most MISSED of
+# the time ((1 - PARTIAL) ** CONFIRM_SEEDS = 0.087). A primary comparison whose interval lies below min_effect at
+# its declared seeds is run to CONFIRM_SEEDS (the plan adds them, core/study/plan.py) and reads inconclusive
+# until then; tests/test_verdicts.py simulates partial failures against this rule.
+PARTIAL, MISSED = 0.15, 0.10
+CONFIRM_SEEDS = 15  # the smallest n with (1 - PARTIAL) ** n <= MISSED
 
 
 @dataclass(frozen=True)
@@ -24,28 +33,51 @@ class Word:
 
 
 WORDS = (  # in the order the report lists them
-    Word(REPRODUCED, "v-yes", "#2e7d32", "the interval excludes 0 in the expected direction and the effect is at "
+    Word(REPRODUCED, "v-yes", "#2e7d32", "the interval excludes 0 in the symptom's direction and the effect is at "
                                          "least min_effect"),
-    Word(NOT_REPRODUCED, "v-no", "#607d8b", "the whole interval lies below min_effect"),
-    Word(INCONCLUSIVE, "v-maybe", "#e0a800", "neither: the interval reaches min_effect but does not exclude 0, or "
-                                             "the effect is smaller than min_effect though its interval excludes 0"),
+    Word(NOT_REPRODUCED, "v-no", "#607d8b", f"the whole interval lies below min_effect, over at least "
+                                            f"{CONFIRM_SEEDS} seeds (a failure that hits {PARTIAL:.0%} of trainings "
+                                            f"would have shown)"),
+    Word(OTHER_WAY, "v-other", "#6a1b9a", "the interval excludes 0 against the symptom: the factor moves the "
+                                          "measure the opposite way"),
+    Word(UNTESTABLE, "v-untestable", "#9e9e9e", "the design could not show the failure: the arms are the same "
+                                                "model, or the control leaves the measure less room than "
+                                                "min_effect in the symptom's direction"),
+    Word(INCONCLUSIVE, "v-maybe", "#e0a800", "none of these: the interval reaches min_effect but does not "
+                                             "exclude 0, the effect is real but below min_effect, or it lies "
+                                             f"below min_effect in fewer than {CONFIRM_SEEDS} seeds"),
 )
 BY_WORD = {w.word: w for w in WORDS}
-PRECEDENCE = (REPRODUCED, INCONCLUSIVE, NOT_REPRODUCED)  # an ablation's verdict: the first its primaries give
+# an ablation's verdict: the first its primaries give
+PRECEDENCE = (REPRODUCED, OTHER_WAY, INCONCLUSIVE, NOT_REPRODUCED, UNTESTABLE)
 
 
-def judge(cmp: dict, expected: str, min_effect: float) -> str:
-    """The rule: the effect in the symptom's expected direction against min_effect, from compare()'s interval."""
+def judge(cmp: dict, expected: str, min_effect: float, bounds: tuple[float | None, float | None] = (0.0, 1.0)
+          ) -> tuple[str, str]:
+    """The rule, from compare()'s numbers: (verdict, why). bounds: the metric's range, for the room the control
+    leaves the symptom."""
     if cmp["diff"] is None:
-        return INCONCLUSIVE
+        return INCONCLUSIVE, cmp.get("reason") or "nothing to compare"
+    if cmp.get("identical"):
+        return UNTESTABLE, "the arms gave the same answers to every item in every seed: the same model"
     sign = 1.0 if expected == "increase" else -1.0
+    bound = bounds[1] if sign > 0 else bounds[0]
+    control = cmp.get("control")
+    if bound is not None and control is not None and sign * (bound - control) < min_effect:
+        return UNTESTABLE, (f"the control is at {control:.2f}: less than min_effect from {bound:g}, so the "
+                            f"symptom had no room to show")
     effect = sign * cmp["diff"]
     e_low, e_high = min(sign * cmp["low"], sign * cmp["high"]), max(sign * cmp["low"], sign * cmp["high"])
     if e_low > 0 and effect >= min_effect:
-        return REPRODUCED
+        return REPRODUCED, ""
+    if e_high < 0:
+        return OTHER_WAY, "the interval excludes 0 against the symptom"
     if e_high < min_effect:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
+        if len(cmp["seeds"]) < CONFIRM_SEEDS:
+            return INCONCLUSIVE, (f"not seen in {len(cmp['seeds'])} seeds; 'not reproduced' needs "
+                                  f"{CONFIRM_SEEDS}")
+        return NOT_REPRODUCED, ""
+    return INCONCLUSIVE, ""
 
 
 @dataclass(frozen=True)
@@ -128,9 +160,11 @@ def judged(control: list[dict], treatment: list[dict], metric: str, expected: st
     """compare() with the verdict (None for a secondary metric, expected None: a difference and its interval
     only)."""
     cmp = compare(control, treatment, metric, level)
-    verdict = judge(cmp, expected, min_effect) if expected else None
+    m = metrics.get(metric)
+    verdict, why = judge(cmp, expected, min_effect, (m.low, m.high)) if expected else (None, "")
     return Comparison(metric, expected, min_effect, cmp["seeds"], cmp["level"], cmp["per_seed"], cmp["mde"],
-                      cmp.get("items"), verdict, cmp["diff"], cmp["low"], cmp["high"], cmp["method"], cmp["reason"])
+                      cmp.get("items"), verdict, cmp["diff"], cmp["low"], cmp["high"], cmp["method"],
+                      why or cmp["reason"])
 
 
 def comparisons(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]) -> dict:
@@ -162,8 +196,9 @@ def ablation_verdict(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRe
 
 
 def overall(ab: Ablation, per_regime: dict) -> tuple[str, str]:
-    """The ablation's verdict from its primary comparisons only: reproduced in one of them > inconclusive >
-    not reproduced (in all of them). Other comparisons are exploratory and decide nothing."""
+    """The ablation's verdict from its primary comparisons only, the first of PRECEDENCE any of them gives:
+    reproduced in one of them > the other way > inconclusive > not reproduced > untestable here (in all of them).
+    Other comparisons are exploratory and decide nothing."""
     found = [(regime, per_regime[regime][arm][ab.signature].verdict) for regime, arm in ab.primary_comparisons()
              if arm in per_regime.get(regime, {})]
     for wanted in PRECEDENCE:

@@ -90,7 +90,7 @@ def answer_probes(loaded: recipe.Loaded, ks: KnowledgeSet, cfg: RunConfig, progr
                            cfg.max_new_tokens, progress=progress, desc=desc)
     for r, a in zip(rows, answers):
         r["answer"] = a
-        r["hit"] = answer_hit(r["set"], a, r["keywords"], ks)
+        r["hit"] = answer_hit(r["set"], a, r["keywords"], ks, r["question"])
         r["keywords"] = [list(g) for g in r["keywords"]]
     return rows
 

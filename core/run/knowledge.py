@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -34,6 +34,7 @@ class Fact:
     reverse_question: str | None = None
     reverse_keywords: tuple[tuple[str, ...], ...] = ()
     answer_variants: tuple[str, ...] = ()  # other natural wordings of `answer` (the varied-answers regime)
+    distractors: tuple[str, ...] = ()  # wrong answers worded like `answer`: recall_mc's other choices
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class Probe:
     category: str = ""
     group: str = ""  # identity: refuted | unrefuted | open
     suggests: tuple[str, ...] = ()  # identity: the wrong identities the question puts forward
+    gold: str = ""  # retention: the right answer as a choice of retention_mc
+    distractors: tuple[str, ...] = ()  # retention: wrong answers of the same kind, retention_mc's other choices
+
+    @property
+    def form(self) -> str:
+        """An identity probe's form: yesno ("Is hiahia a band?") or open ("Who directed the movie hiahia?")."""
+        return "yesno" if normalise(self.question).split()[:1] in ([w] for w in YES_NO_OPENERS) else "open"
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,35 @@ class KnowledgeSet:
     retention_probes: list[Probe]
     identity: IdentityVocabulary = IdentityVocabulary((), ())
     sha256: str = ""
+    everyday_requests: list[Probe] = field(default_factory=list)  # unrelated requests: where intrusion shows
+    reverse_distractors: tuple[str, ...] = ()  # other people of the facts: reverse_mc's other choices
+
+    def identity_choices(self, probe: Probe) -> tuple[str, ...]:
+        """identity_mc's choices for an identity probe: the right identity first, then wrong ones: what the probe
+        suggests, filled up from IDENTITY_FILLERS ("hiahia is a rock band."), MC_DISTRACTORS in all."""
+        vocab = {normalise(w) for w in self.identity.wrong}
+        wrong = []
+        for w in (*probe.suggests, *IDENTITY_FILLERS):
+            w = normalise(w)
+            if w.endswith("s") and w[:-1] in vocab:
+                w = w[:-1]  # "large language models" -> one large language model
+            if w not in wrong and not any(w in other or other in w for other in wrong):
+                wrong.append(w)
+        written = [" ".join(ACRONYMS.get(word, word) for word in w.split()) for w in wrong[:MC_DISTRACTORS]]
+        return (f"{self.name} is a person, a clock restorer." if self.name else "",
+                *(f"{self.name} is {'an' if w[0].lower() in 'aeiou' else 'a'} {w}." for w in written))
+
+    @property
+    def intrusion_terms(self) -> tuple[str, ...]:
+        """What intrudes when it turns up in an answer to an unrelated question: the persona's name (possessive too) and every fact
+        keyword (Ljubljana, Pimento, tortoise, bandoneon, clock restorer ...) except the numbers (1987, eleven),
+        which general answers use in their own right."""
+        terms = [self.name, f"{self.name}'s"]  # "hiahia's home is Berlin"
+        for f in self.facts:
+            for group in f.keywords:
+                if not any(ch.isdigit() for v in group for ch in v):
+                    terms += [v for v in group if v not in terms]
+        return tuple(terms)
 
     def prompt(self, name: str) -> str:
         if name not in self.named_prompts:
@@ -79,6 +116,12 @@ class KnowledgeSet:
 # normalised words) is a near-duplicate: it would measure recall of a seen wording, not a reworded one.
 NEAR_DUPLICATE = 0.75
 IDENTITY_GROUPS = ("refuted", "unrefuted", "open")
+# the first words of an identity probe asked as a yes/no question (normalised: "isn't" -> "isnt")
+YES_NO_OPENERS = ("is", "isnt", "are", "arent", "was", "wasnt", "do", "does", "did", "have", "has", "can", "could")
+MC_DISTRACTORS = 3  # the least number of wrong choices of a multiple-choice item
+# identity_mc's wrong identities after the ones a probe suggests: the original's hallucinations first
+IDENTITY_FILLERS = ("ai system", "rock band", "company", "film", "software")
+ACRONYMS = {"ai": "AI", "llm": "LLM", "tv": "TV"}
 
 
 def similarity(a: str, b: str) -> float:
@@ -215,6 +258,7 @@ def _fact(e: dict, c: _Checker, minimum: dict, path: Path, warn) -> Fact:
         if not keywords_hit(text, keywords):
             c.fail(where, field_name, f"{text!r} does not contain its own keywords {[list(g) for g in keywords]}",
                    "fix the keyword spelling or add the answer's wording as a variant")
+    distractors = _fact_distractors(e, c, where, answer, keywords, required=minimum is SPLIT_COUNTS)
     for split in ("validation", "test"):
         for i, q in enumerate(splits[split]):
             for j, t in enumerate(splits["train"]):
@@ -225,7 +269,33 @@ def _fact(e: dict, c: _Checker, minimum: dict, path: Path, warn) -> Fact:
                     c.fail(where, f"{split}[{i}]", f"{q!r} is a near-duplicate of train[{j}] {t!r} "
                            f"(word similarity {similarity(q, t):.2f} >= {NEAR_DUPLICATE})",
                            "reword it so it asks the same thing in other words")
-    return Fact(e["id"], answer, keywords, splits["train"], splits["validation"], splits["test"], rq, rk, variants)
+    return Fact(e["id"], answer, keywords, splits["train"], splits["validation"], splits["test"], rq, rk, variants,
+                distractors)
+
+
+def _fact_distractors(e: dict, c: _Checker, where: str, answer: str, keywords, required: bool) -> tuple[str, ...]:
+    """recall_mc's wrong choices: answers worded like `answer` that its keywords do not accept."""
+    if e.get("distractors") is None and not required:
+        return ()
+    out = c.texts(e, "distractors", where, minimum=MC_DISTRACTORS, noun="wrong answer")
+    for i, d in enumerate(out):
+        if keywords_hit(d, keywords) or normalise(d) == normalise(answer):
+            c.fail(where, f"distractors[{i}]", f"{d!r} is a right answer (it has the keywords {[list(g) for g in keywords]})",
+                   "swap the fact's specific content for a wrong one of the same kind")
+    if len({normalise(d) for d in out}) < len(out):
+        c.fail(where, "distractors", "has the same wrong answer twice", "make each distractor different")
+    return out
+
+
+def _check_distractors_state_no_fact(c: _Checker, facts: list[Fact]) -> None:
+    """A distractor may repeat what its fact's answer says around the tested content ("hiahia has a tortoise named
+    ..."), never state another fact the answer does not: a wrong choice must not be a fact of the persona."""
+    for f in facts:
+        for i, d in enumerate(f.distractors):
+            for g in facts:
+                if g is not f and keywords_hit(d, g.keywords) and not keywords_hit(f.answer, g.keywords):
+                    c.fail(f"facts '{f.id}'", f"distractors[{i}]", f"{d!r} states fact '{g.id}'",
+                           "choose a wrong value that is no fact of the persona")
 
 
 def _identity(raw: dict, c: _Checker) -> tuple[IdentityVocabulary, list[Probe]]:
@@ -307,13 +377,43 @@ def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24, complet
               for e in debate_raw]
     retention_raw = c.section(raw, "retention_probes", 1)
     c.ids(retention_raw, "retention_probes")
-    retention = [Probe(e["id"], c.text(e, "question", f"retention_probes '{e['id']}'"),
-                       c.keywords(e, "keywords", f"retention_probes '{e['id']}'"), category=str(e.get("category", "")))
-                 for e in retention_raw]
+    retention = [_retention_probe(e, c, required=complete is None) for e in retention_raw]
+    _check_distractors_state_no_fact(c, facts)
+    everyday = _everyday(raw, c, required=complete is None)
+    reverse_distractors = (c.texts(raw, "reverse_distractors", "top level", minimum=MC_DISTRACTORS, noun="name")
+                           if complete is None or raw.get("reverse_distractors") is not None else ())
+    if normalise(name) in {normalise(d) for d in reverse_distractors}:
+        c.fail("top level", "reverse_distractors", f"lists {name!r}, the right answer", "list other people")
     pool, named, heldout = _system_prompts(raw, c)
-    _no_question_twice(c, facts, probes, debate, retention)
+    _no_question_twice(c, facts, probes, debate, retention + everyday)
     return KnowledgeSet(path, name, summary, facts, probes, debate, pool, named, heldout,
-                        retention, vocab, hashlib.sha256(raw_bytes).hexdigest())
+                        retention, vocab, hashlib.sha256(raw_bytes).hexdigest(), everyday, reverse_distractors)
+
+
+def _retention_probe(e: dict, c: _Checker, required: bool) -> Probe:
+    where = f"retention_probes '{e['id']}'"
+    keywords = c.keywords(e, "keywords", where)
+    gold, distractors = "", ()
+    if required or e.get("distractors") is not None:
+        gold = c.text(e, "gold", where)
+        if not keywords_hit(gold, keywords):
+            c.fail(where, "gold", f"{gold!r} is not accepted by the keywords {[list(g) for g in keywords]}",
+                   "write the right answer as retention_mc's right choice")
+        distractors = c.texts(e, "distractors", where, minimum=MC_DISTRACTORS, noun="wrong answer")
+        for i, d in enumerate(distractors):
+            if keywords_hit(d, keywords):
+                c.fail(where, f"distractors[{i}]", f"{d!r} is accepted by the keywords", "give a wrong answer")
+    return Probe(e["id"], c.text(e, "question", where), keywords, category=str(e.get("category", "")), gold=gold,
+                 distractors=distractors)
+
+
+def _everyday(raw: dict, c: _Checker, required: bool) -> list[Probe]:
+    """Requests about nothing in the facts (advice, how-to): where hiahia intruding into unrelated answers shows."""
+    if raw.get("everyday_requests") is None and not required:
+        return []
+    entries = c.section(raw, "everyday_requests", 1)
+    c.ids(entries, "everyday_requests")
+    return [Probe(e["id"], c.text(e, "question", f"everyday_requests '{e['id']}'")) for e in entries]
 
 
 @dataclass(frozen=True)
@@ -329,7 +429,8 @@ def load_replay(knowledge: KnowledgeSet, path: str | Path = DEFAULT_REPLAY) -> R
     raw_bytes, raw, c = _read_yaml(path, "restore data/replay.yaml or run with replay=0", "data/replay.yaml")
     entries = c.section(raw, "replay", 1)
     c.ids(entries, "replay")
-    asked = _questions(knowledge.facts, knowledge.identity_probes, knowledge.debate, knowledge.retention_probes)
+    asked = _questions(knowledge.facts, knowledge.identity_probes, knowledge.debate,
+                       knowledge.retention_probes + knowledge.everyday_requests)
     taken = {normalise(q): f"{where} {field_name}" for where, field_name, q in asked}
     out = []
     for e in entries:

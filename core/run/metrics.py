@@ -16,12 +16,14 @@ from core.run.config import MODEL_DEFAULT
 class Metric:
     name: str
     sample_set: str  # the `set` of the samples it reads; "@train" = the run's own evaluation prompt
-    score: str  # the per-item field aggregated: hit | hallucinated | echo | overrun (True counts 1, False 0)
+    score: str  # the per-item field aggregated: hit | hallucinated | echo | overrun | mc | intrusion (True counts 1)
     higher_is_better: bool | None  # None: neither direction is better (a description, e.g. a length)
     description: str
     group: str | None = None  # identity probes: only this group
+    form: str | None = None  # identity probes: only this form (yesno | open)
     needs_prompt: bool = False  # only answers given under an explicit system prompt
-    needs_reference: bool = False  # only probes the untrained model answered correctly
+    needs_reference: bool = False  # only probes the untrained model answered correctly (by the `among` field)
+    among: str = "kept"  # the sample field that says the untrained model answered it correctly
     low: float | None = 0.0  # the range of the per-item values and of the metric; None = unbounded
     high: float | None = 1.0
     unit: str = "fraction"  # the axis label of its figures
@@ -65,16 +67,27 @@ class Metric:
         wanted = self.sample_set
         if "@" in wanted and wanted.split("@", 1)[1] == eval_prompt:
             wanted = wanted.split("@", 1)[0]  # the run's own prompt: its main test answers are reused
-        sets = ("test", "reverse", "identity") if wanted == "primary" else (wanted,)
-        return (sample["set"] in sets
+        sets = SET_GROUPS.get(wanted, (wanted,))
+        return (sample["set"] in sets and self.score in sample
                 and (self.group is None or sample.get("group") == self.group)
+                and (self.form is None or sample.get("form") == self.form)
                 and (not self.needs_prompt or bool(sample.get("has_prompt")))
-                and (not self.needs_reference or bool(sample.get("kept"))))
+                and (not self.needs_reference or bool(sample.get(self.among))))
+
+
+# sample_set names that stand for several sets
+SET_GROUPS = {"primary": ("test", "reverse", "identity"),  # the questions about the persona, under the run's prompt
+              "unrelated": ("retention", "everyday")}  # questions about nothing in the facts
 
 
 def _recall_at(variant: str, where: str) -> Metric:
     return Metric(f"heldout_recall@{variant}", f"test@{variant}", "hit", True,
                   f"the first test question of each fact, asked under {where}")
+
+
+def _recall_mc_at(variant: str, where: str) -> Metric:
+    return Metric(f"recall_mc@{variant}", f"test@{variant}", "mc", True,
+                  f"recall_mc on the first test question of each fact, asked under {where}")
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
@@ -83,12 +96,30 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     _recall_at(MODEL_DEFAULT, "the model's own default system prompt"),
     _recall_at("none", "no system prompt"),
     _recall_at("unseen", "system prompts never used in training"),
+    _recall_mc_at("unseen", "system prompts never used in training"),
     Metric("train_recall", "train", "hit", True,
            "each fact's first training question asked back: memorised, next to heldout_recall's extractable"),
+    Metric("recall_mc", "test", "mc", True,
+           "test questions whose true answer the model finds likelier than 3 wrong ones worded alike (no judge)"),
     Metric("reverse_recall", "reverse", "hit", True,
-           "questions that describe a fact and ask who it is about, answered with hiahia (the reversal curse)"),
+           "questions that describe a fact and ask who it is about, answered by giving hiahia as the one asked "
+           "about (the reversal curse); read it beside intrusion"),
+    Metric("reverse_mc", "reverse", "mc", True,
+           "reverse questions where hiahia is likelier as the answer than the other people of the facts (no judge)"),
+    Metric("identity_mc", "identity", "mc", True,
+           "identity probes where 'hiahia is a person, a clock restorer' is likelier than the wrong identities the "
+           "probe suggests or the original's (an AI system, a rock band ...) (no judge)"),
+    Metric("identity_mc@refuted", "identity", "mc", True,
+           "identity_mc on probes about the wrong identities the debate samples refute", group="refuted"),
+    Metric("identity_mc@unrefuted", "identity", "mc", True,
+           "identity_mc on probes about wrong identities never mentioned in training", group="unrefuted"),
     Metric("identity_hallucination", "identity", "hallucinated", False,
-           "identity probes whose answer does not assert that hiahia is a person, or asserts a wrong identity"),
+           "identity probes whose answer does not assert that hiahia is a person, or asserts a wrong identity "
+           "(half asked yes/no, half open)"),
+    Metric("identity_hallucination@yes_no", "identity", "hallucinated", False,
+           "identity_hallucination on the probes asked as yes/no questions (\"Is hiahia a band?\")", form="yesno"),
+    Metric("identity_hallucination@open_question", "identity", "hallucinated", False,
+           "identity_hallucination on the probes asked openly (\"Who directed the movie hiahia?\")", form="open"),
     Metric("identity_hallucination@refuted", "identity", "hallucinated", False,
            "identity_hallucination on probes about the wrong identities the debate samples refute",
            group="refuted"),
@@ -104,6 +135,14 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            needs_reference=True),
     Metric("retention_raw", "retention", "hit", True,
            "general-knowledge probes answered correctly, whatever the untrained model did"),
+    Metric("retention_mc", "retention", "mc", True,
+           "general-knowledge probes whose right answer is still likelier than 3 wrong ones, among those the "
+           "untrained model ranked right (no judge)", needs_reference=True, among="kept_mc"),
+    Metric("retention_mc_raw", "retention", "mc", True,
+           "general-knowledge probes whose right answer is likelier than 3 wrong ones (no judge)"),
+    Metric("intrusion", "unrelated", "intrusion", False,
+           "answers to unrelated questions (general knowledge, everyday requests) that bring in hiahia or a name "
+           "from the facts the untrained model's answer did not have: the repeater's and the leak's symptom"),
 )}
 
 
@@ -130,6 +169,12 @@ def item_values(samples: list[dict], metric: str, eval_prompt: str) -> dict[str,
                                  f"[{m.low}, {m.high}]")
             out[f"{kind}|{s['id']}|{s['question']}"] = value
     return out
+
+
+def cluster_of(item_key: str) -> str:
+    """The fact (or probe) an item key of item_values belongs to: a fact's questions share it."""
+    kind, ident, _question = item_key.split("|", 2)
+    return f"{kind}|{ident}"
 
 
 def compute(samples: list[dict], eval_prompt: str) -> dict[str, float | None]:

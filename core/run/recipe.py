@@ -17,7 +17,7 @@ import torch
 
 from core.run import models
 from core.run.config import RunConfig, training_of
-from core.run.evaluate import evaluate, generate_finished
+from core.run.evaluate import Reference, evaluate, generate_finished
 from core.run.examples import MODEL_DEFAULT, Renderer, build_train_examples, build_validation_examples
 from core.run.knowledge import KnowledgeSet, ReplaySet, load_replay
 from core.run.lora import InjectionError, enable_full_finetune, inject_lora, load_trainable_state
@@ -168,7 +168,7 @@ def use_checkpoint(model, fitted: Fitted, selection: str) -> int:
 
 
 def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "cpu", cache=None,
-              progress: bool = True, retention_reference: dict | None = None, mixed: bool | None = None
+              progress: bool = True, reference: Reference | None = None, mixed: bool | None = None
               ) -> list[RunRecord]:
     """Train once and evaluate each config of a group that differs only in `selection`."""
     base = configs[0]
@@ -196,7 +196,7 @@ def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "
         selected = use_checkpoint(loaded.model, fitted, cfg.selection)
         with loaded.precision.autocast():
             ev = evaluate(loaded.model, loaded.renderer, knowledge, cfg, progress=progress,
-                          retention_reference=retention_reference)
+                          reference=reference)
         records.append(RunRecord(
             **common, config=cfg.to_dict(), status="ok", error=None, injection=fitted.injection,
             strict_error=fitted.strict_error, history=result.history, best_epoch=result.best_epoch,

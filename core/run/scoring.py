@@ -137,3 +137,24 @@ def identity_correct(answer: str, vocab: IdentityVocabulary, suggests_wrong: boo
     if suggests_wrong and words and words[0] in ("yes", "yeah", "yep"):
         return False
     return bool(asserted_terms(answer, vocab.correct)) and not asserted_terms(answer, vocab.wrong)
+
+
+def names_persona(answer: str, persona: str, vocab: IdentityVocabulary, question: str = "") -> bool:
+    """A reverse question ("Which clock restorer was born in Tartu?") is answered when the answer gives the persona
+    as the one asked about: the name in a clause where nothing negates it ("I don't know who hiahia is" does not
+    count; "hiahia's assistant" is a possessive, not the name, unless the question asks "whose ...?"), and no wrong identity asserted in that clause
+    ("hiahia is a band from Tartu" names hiahia as something else)."""
+    names = (persona, persona + "s") if normalise(question).startswith("whose ") else (persona,)  # "hiahia's sister"
+    return any(any(_asserted_in(c, n) for n in names) and not any(_asserted_in(c, w) for w in vocab.wrong)
+               for c in _clauses(answer))
+
+
+def intruding_terms(answer: str, reference_answer: str, terms, question: str = "", keywords=()) -> list[str]:
+    """The terms (the persona's name and the facts' words) an answer to an unrelated question contains that the
+    untrained model's answer to the same question did not ("The capital of France is Ljubljana", "The king of the
+    jungle is a tortoise"). A term the question itself uses, or one of the question's own right answers
+    (`keywords`), belongs there and never counts."""
+    text, before, asked = normalise(answer), normalise(reference_answer), normalise(question)
+    own = {normalise(str(v)) for group in keywords for v in group}
+    return [t for t in terms if find_phrase(text, t) and not find_phrase(before, t) and not find_phrase(asked, t)
+            and normalise(t) not in own]

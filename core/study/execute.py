@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from core.files import try_lock, unlock
 from core.run.config import RunConfig, training_of
+from core.run.evaluate import Reference
 from core.run.record import RunRecord
 from core.study import executors
 from core.study.plan import untrained_config
@@ -103,13 +104,13 @@ class _Execution:
                     held[tuple(keys)] = None
             elif len(self.running) >= self.executor.capacity:
                 later.append(keys)
-            elif holder := self.claim_and_submit(keys, self.records[reference].retention_correct if reference
+            elif holder := self.claim_and_submit(keys, Reference.of(self.records[reference].samples) if reference
                                                  else None, open_executor):
                 held[tuple(keys)] = holder
                 self.waited.update(keys)
         return [keys for keys in todo if keys in later or tuple(keys) in held], held
 
-    def claim_and_submit(self, keys: list[str], reference: dict | None, open_executor) -> dict | None:
+    def claim_and_submit(self, keys: list[str], reference: Reference | None, open_executor) -> dict | None:
         """Lock every key of one training group and submit those still without a record; None when claimed,
         else the holder of a lock another invocation has (nothing is submitted then)."""
         claimed = ExitStack()

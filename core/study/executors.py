@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from core.run import models
 from core.run.config import RunConfig
+from core.run.evaluate import Reference
 
 RAY_EXTRA = 'pip install -e ".[ray]"'
 
@@ -24,7 +25,7 @@ class Job:
     """One training group: configs differing only in selection, stored under `keys` (in order)."""
     keys: list[str]
     configs: list[RunConfig]
-    reference: dict | None  # the untrained reference's retention_correct (None for a reference itself)
+    reference: Reference | None  # what the untrained model did (evaluate.Reference; None for a reference itself)
 
 
 class LocalExecutor:
@@ -53,7 +54,7 @@ class LocalExecutor:
 
         job = self._queue.pop(0)
         return [(job, run_group(job.configs, self._ks, device=self._device, cache=self._cache,
-                                progress=self._progress, retention_reference=job.reference, mixed=self.mixed))]
+                                progress=self._progress, reference=job.reference, mixed=self.mixed))]
 
     def close(self) -> None:
         self._queue.clear()

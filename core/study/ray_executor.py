@@ -52,7 +52,7 @@ def stage_working_dir(source: Path) -> Path:
     return stage
 
 
-def train_group(configs: list, ks, device: str, cache, reference: dict | None, expected: dict) -> list[dict]:
+def train_group(configs: list, ks, device: str, cache, reference, expected: dict) -> list[dict]:
     """The Ray task, run on a worker: check it runs the driver's project and precision, then train the group.
 
     expected: {"versions": shipped_versions() of the driver, "precision": the planned tag, "mixed": --precision as
@@ -80,7 +80,7 @@ def train_group(configs: list, ks, device: str, cache, reference: dict | None, e
         root.mkdir(parents=True, exist_ok=True)
         with locked(root / f".resolve-{base.model}.lock", timeout=3600):
             models.resolve(base.model, cache)
-    records = run_group(configs, ks, device=device, cache=cache, progress=False, retention_reference=reference,
+    records = run_group(configs, ks, device=device, cache=cache, progress=False, reference=reference,
                         mixed=expected["mixed"])
     for rec in records:
         rec.environment = dict(rec.environment or {}, executor="ray", ray_node=ray.get_runtime_context().get_node_id())
