@@ -1,4 +1,6 @@
 """Paired comparisons and verdicts."""
+import pytest
+
 from core.analysis.compare import arm_summary
 from core.analysis.verdicts import CONFIRM_SEEDS, judged
 
@@ -97,3 +99,48 @@ def test_secondary_metric_has_no_verdict_and_missing_arm_is_inconclusive():
     assert judged(control, [_run(0, 0.5, [1] * 5 + [0] * 5)], "heldout_recall", None, 0.1).verdict is None
     failed = [{"status": "failed", "config": {"seed": 0}}]
     assert judged(control, failed, "heldout_recall", "decrease", 0.1).verdict == "inconclusive"
+
+
+def test_holm_runs_across_every_primary_comparison_of_the_study():
+    from core.analysis.verdicts import AblationVerdict, Comparison, holm_across
+
+    def verdict(*ps):
+        return AblationVerdict(comparisons={"baseline": {f"arm{i}": {"m": Comparison("m", "increase", p=p,
+                                                                                         primary=True)}
+                                                         for i, p in enumerate(ps)}})
+
+    # 5 primaries: Holm compares the sorted p values with 0.05/5, 0.05/4, ... and stops at the first that fails
+    summary = {"a": verdict(0.001, 0.03), "b": verdict(0.012, 0.011), "c": verdict(0.2)}
+    assert holm_across(summary) == 5
+    held = {(n, arm): c.holm for n, v in summary.items() for _, arm, c in v.primaries()}
+    # 0.001 <= 0.01, 0.011 <= 0.0125, 0.012 <= 0.0167, 0.03 > 0.025: stop
+    assert held == {("a", "arm0"): True, ("b", "arm1"): True, ("b", "arm0"): True, ("a", "arm1"): False,
+                    ("c", "arm0"): False}
+
+
+def test_a_comparison_carries_its_one_sided_p_value():
+    control = [_run(s, v) for s, v in enumerate([0.90, 0.92, 0.91])]
+    treatment = [_run(s, v) for s, v in enumerate([0.10, 0.12, 0.09])]
+    assert judged(control, treatment, "heldout_recall", "decrease", 0.1).p < 0.01
+    assert judged(control, treatment, "heldout_recall", "increase", 0.1).p > 0.99
+
+
+def test_two_curves_are_compared_where_they_reach_the_same_recall():
+    from core.analysis.verdicts import ablation_verdict
+    from core.run.record import RunRecord
+    from core.study.ablation import discover
+
+    ab = discover()["full_finetune"]
+    curves = {"lora": (0.9, 0.4), "lora_lr2e-4": (0.5, 0.8), "lora_lr5e-4": (0.7, 0.6),  # (recall, retention)
+              "full_lr1e-5": (0.6, 0.5), "full_lr3e-5": (0.8, 0.3), "full_lr5e-5": (0.95, 0.1), "full_lr1e-4": (0.97, 0.05)}
+    rows, records = [], {}
+    for seed, noise in enumerate((0.0, 0.01, -0.01, 0.02, -0.02)):
+        for arm, (recall, retention) in curves.items():
+            key = f"{arm}-{seed}"
+            rows.append({"ablation": ab.name, "regime": "baseline", "arm": arm, "seed": seed, "key": key, "config": {}})
+            records[key] = RunRecord(key=key, status="ok", config={"seed": seed, "eval_prompt": "train"},
+                                     metrics={"recall_mc": recall, "retention_mc": retention + noise})
+    cmp = ablation_verdict(ab, rows, records).comparison("baseline", "matched", "retention_mc")
+    # recall 0.9 is the highest both reach: LoRA keeps 0.4 there, full fine-tuning 0.3 - 0.2 * (0.1 / 0.15)
+    assert cmp.primary and cmp.diff == pytest.approx(0.3 - 0.2 / 1.5 - 0.4)
+    assert cmp.verdict == "reproduced" and "recall_mc = 0.900" in cmp.method and cmp.seeds == [0, 1, 2, 3, 4]

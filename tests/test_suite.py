@@ -14,7 +14,7 @@ import pytest
 
 from core.files import write_json_atomic
 from core.paths import ROOT
-from core.run.config import RunConfig
+from core.run.config import RunConfig, training_of
 from core.run.record import RunRecord
 from core.study import cli
 from core.study.ablation import SuiteError, discover, load_ablation, select
@@ -55,6 +55,10 @@ def test_list_shows_every_ablation(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in SEVEN)
+    trainings = len({training_of(r["config"].to_dict())
+                     for r in build_plan(list(discover().values()), RunConfig(), None, None, lambda c: "x")})
+    assert re.search(rf"plan: \d+ run records, {trainings} trainings; \d+ trainings left, about [\d.]+ CPU hours", out)
+    assert re.search(r"confirmation seeds \(up to 15, .*\): at most \d+ more trainings, about [\d.]+ CPU hours", out)
 
 
 def test_model_pairs_are_declared_in_the_ablation_yaml_and_chosen_by_name(tmp_path, capsys, error_line):
@@ -142,11 +146,20 @@ def test_shared_training_stores_each_selection_under_its_own_key(tmp_path):
     assert main(["--only", "no_val_selection", "--seeds", "1", "--results", str(tmp_path), "--set", "epochs=2",
                  "--set", "batch_size=32", *TINY]) == 0
     plan = json.loads((tmp_path / "plan.json").read_text())
+    verdicts = json.loads((tmp_path / "verdicts.json").read_text())["no_val_selection"]["comparisons"]
     for row in plan["rows"]:
         rec = json.loads((tmp_path / "runs" / f"{row['key']}.json").read_text())
         assert rec["config"] == row["config"], row["arm"]
-        expected_epoch = rec["best_epoch"] if row["config"]["selection"] == "best" else row["config"]["epochs"]
+        val = {h["epoch"]: h["loss"] for h in rec["history"] if h["split"] == "validation"}
+        recall = {h["epoch"]: h["recall"] for h in rec["history"] if h["split"] == "validation_recall"}
+        assert set(recall) == set(val)  # the group has a best_recall arm: every epoch's validation recall is stored
+        expected_epoch = {"best": rec["best_epoch"], "last": row["config"]["epochs"],
+                          "best_recall": max(recall, key=lambda e: (recall[e], -val[e]))}[row["config"]["selection"]]
         assert rec["selected_epoch"] == expected_epoch
+        if row["arm"] == "final_epoch" and rec["best_epoch"] == row["config"]["epochs"]:
+            # validation loss lowest at the last epoch: both arms are the same weights, nothing to compare
+            assert verdicts[row["regime"]]["final_epoch"]["recall_mc"]["verdict"] == "untestable here"
+    assert any(verdicts[r]["final_epoch"]["recall_mc"]["verdict"] == "untestable here" for r in verdicts)
 
 
 def test_every_ablation_runs_as_a_module():
@@ -164,7 +177,7 @@ def test_each_ablation_runs_its_declared_seeds_and_seeds_caps_them():
         return {name: {r["seed"] for r in plan if r["ablation"] == name} for name in ("lora_capacity", "debate_augmentation")}
 
     plan = build_plan([found["lora_capacity"], found["debate_augmentation"]], RunConfig(), None, None, lambda c: "x")
-    assert seeds_of(plan) == {"lora_capacity": {0, 1, 2}, "debate_augmentation": {0, 1, 2, 3, 4}}
+    assert seeds_of(plan) == {n: set(range(found[n].seeds)) for n in ("lora_capacity", "debate_augmentation")}
     plan = build_plan([found["lora_capacity"], found["debate_augmentation"]], RunConfig(), 1, None, lambda c: "x")
     assert seeds_of(plan) == {"lora_capacity": {0}, "debate_augmentation": {0}}
     # the sweep's arm equal to the baseline is the very same run as the baseline elsewhere
@@ -184,6 +197,10 @@ def test_each_ablation_runs_its_declared_seeds_and_seeds_caps_them():
     ("primary: []\n", "primary: give a list of the treatment arm"),
     ("show: [injections]\n", "show must be a list of selection, injection, not \\['injections'\\]"),
     ("confounded: yes-ish\n", "confounded must be true or false"),
+    ("match: {by: nope, treated: [b]}\n", "match: unknown metric 'nope'"),
+    ("match: {by: recall_mc, treated: [a]}\n", "match: treated must name treatment arms \\(b\\), not a"),
+    ("match: [b]\n", "match must be \\{by: <metric>, treated: \\[<arms>\\]\\}"),
+    ("primary: [matched]\n", "primary: 'matched': 'matched' is not a treatment arm"),
     ("confounded: true\n", "confounded: true needs notes: that state the confound"),
     ("pairs: {p: {base: x}}\n", "pairs: are declared but no arm or regime names a model"),
     ("pairs: {p: {base: x}, q: {chat: y}}\n", "pairs: every pair needs the same roles"),
@@ -207,9 +224,10 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
     from core.analysis.verdicts import ablation_verdict
 
     ab = discover()["no_masking"]
-    assert ab.primary_comparisons() == [(r, "unmasked") for r in ab.regimes] and len(ab.regimes) >= 2
+    learning = [r for r in ab.regimes if r != "original_budget"]  # where the unmasked arm learns the facts
+    assert ab.primary_comparisons() == [(r, "unmasked") for r in learning] and len(learning) >= 2
     level = ab.primary_level()
-    assert level == pytest.approx(1 - 0.05 / len(ab.regimes))
+    assert level == pytest.approx(1 - 0.05 / len(learning))
 
     def rec(key, seed, share):
         n_hit = round(share * 40)  # the signature (intrusion) on 40 unrelated questions
@@ -233,6 +251,7 @@ def test_only_primary_comparisons_decide_the_verdict_at_a_corrected_level():
     deciding = v.comparison(first, "unmasked", ab.signature)
     assert deciding.primary and deciding.level == level
     assert not v.comparison(first, "unmasked", "heldout_recall").primary
+    assert not v.comparison("original_budget", "unmasked", ab.signature).primary
     assert (v.verdict, v.regime) == ("reproduced", first)
 
 
@@ -428,3 +447,31 @@ def test_two_invocations_on_one_results_folder_train_each_run_once(tmp_path, mon
     assert sorted(trained) == keys  # every run trained once, by one of the two
     assert all(json.loads((tmp_path / "runs" / f"{k}.json").read_text())["status"] == "ok" for k in keys)
     assert not list((tmp_path / "runs").glob("*.lock")) and not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_a_primary_comparison_below_min_effect_gets_confirmation_seeds_and_one_that_reproduces_does_not():
+    from core.analysis.verdicts import CONFIRM_SEEDS
+
+    ab = discover()["wrong_layer_path"]
+    (regime, arm), = ab.primary_comparisons()
+
+    def stored_with(drop: float):
+        def stored(key):  # every declared seed's run: 40 test questions, the treated arm loses `drop` of them
+            row = next(r for r in declared if r["key"] == key)
+            n = 40 - round(drop * 40) if row["arm"] == arm else 40
+            hits = [i < n - row["seed"] % 2 for i in range(40)]
+            samples = [{"set": "test", "id": f"f{i}", "question": f"q{i}", "has_prompt": True, "mc": h, "hit": h}
+                       for i, h in enumerate(hits)]
+            return RunRecord(key=key, status="ok", config={"seed": row["seed"], "eval_prompt": "train"},
+                             samples=samples, metrics={ab.signature: sum(hits) / 40})
+        return stored
+
+    declared = build_plan([ab], RunConfig(), None, None, lambda c: "x")
+    assert {r["seed"] for r in declared} == set(range(ab.seeds)) and not any(r.get("confirm") for r in declared)
+    same = build_plan([ab], RunConfig(), None, None, lambda c: "x", stored_with(0.0))
+    extra = [r for r in same if r.get("confirm")]
+    assert same[:len(declared)] == declared
+    assert {(r["regime"], r["arm"], r["seed"]) for r in extra} == {
+        (regime, a, s) for a in (ab.control, arm) for s in range(ab.seeds, CONFIRM_SEEDS)}
+    assert build_plan([ab], RunConfig(), None, None, lambda c: "x", stored_with(0.8)) == declared  # reproduced
+    assert build_plan([ab], RunConfig(), 2, None, lambda c: "x", stored_with(0.0)) == declared[:2 * 2]  # --seeds

@@ -67,6 +67,32 @@ def test_train_does_not_read_the_selection_field(knowledge):
     assert all(torch.equal(results[0].last_state[k], results[1].last_state[k]) for k in results[0].last_state)
 
 
+def test_a_validation_score_keeps_its_best_weights_without_changing_the_training(knowledge):
+    from core.run.models import load
+
+    cfg = RunConfig(epochs=3, lr=1e-2, paraphrases=1)
+    plain_model, tok, _, tr, val = _setup(knowledge, cfg, load("tiny-qwen2"))
+    plain = train(plain_model, tr, val, cfg, tok.pad_token_id, progress=False)
+    scripted = iter([0.0, 0.5, 0.25, 0.5])  # epochs 0..3: the best score first at epoch 1, tied at epoch 3
+    states = []
+
+    def score(model):
+        assert not model.training
+        states.append(trainable_state(model))
+        torch.rand(3)  # a score that draws random numbers leaves the training's random state alone
+        return next(scripted)
+
+    model, tok, _, tr, val = _setup(knowledge, cfg, load("tiny-qwen2"))
+    res = train(model, tr, val, cfg, tok.pad_token_id, progress=False, val_score=score)
+    assert [h for h in res.history if h["split"] != "validation_recall"] == plain.history
+    assert [h["recall"] for h in res.history if h["split"] == "validation_recall"] == [0.0, 0.5, 0.25, 0.5]
+    losses = {h["epoch"]: h["loss"] for h in res.history if h["split"] == "validation"}
+    best = 1 if losses[1] <= losses[3] else 3  # of the tied scores, the lower validation loss
+    assert res.best_score_epoch == best
+    assert all(torch.equal(res.best_score_state[k], states[best][k]) for k in states[best])
+    assert plain.best_score_epoch is None and plain.best_score_state is None
+
+
 def test_non_finite_loss_stops_with_a_one_line_error_and_no_stray_warning(knowledge, tiny):
     cfg = RunConfig(epochs=3, lr=1e30, paraphrases=1, grad_clip=0.0, warmup_ratio=0.0, lr_schedule="constant")
     model, tok, _, tr, val = _setup(knowledge, cfg, tiny)

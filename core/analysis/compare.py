@@ -3,6 +3,8 @@ evaluation item; the interval treats seeds and items as crossed random effects (
 carries training noise and the finite probe set; a fact's questions count as one draw (metrics.cluster_of)."""
 from __future__ import annotations
 
+from scipy.stats import t as student_t
+
 from core.analysis import stats
 from core.run import metrics
 
@@ -77,4 +79,53 @@ control's mean on the paired items. diff, low, high are None (and `reason` says 
     iv = stats.effect_interval(t - c, level, span=metrics.get(metric).span,
                                clusters=[metrics.cluster_of(k) for k in items])
     out["mde"] = stats.minimum_detectable_effect(iv, level)
-    return dict(out, diff=iv.estimate, low=iv.low, high=iv.high, method=iv.method, reason="")
+    return dict(out, diff=iv.estimate, low=iv.low, high=iv.high, se=iv.se, df=iv.df, method=iv.method, reason="")
+
+
+def matched(control_curve: dict[str, list[dict]], treated_curve: dict[str, list[dict]], by: str, metric: str,
+            level: float = 0.95) -> dict:
+    """Two curves compared where they reach the same `by` (e.g. retention of full fine-tuning and of LoRA at equal
+    recall, each method at several learning rates), in compare()'s form. The target is the highest `by` both
+    curves reach (the lower of their best arm means); each seed reads `metric` on each curve at that `by`, linearly
+    between the arms around it (at the nearest end outside them), and the effect is the mean over seeds of
+    treated minus control, with a t interval over seeds (items are not paired across interpolated points)."""
+    import numpy as np
+
+    def points(curve):  # {seed: [(by, metric)]}, {arm: mean by}
+        per_seed, means = {}, {}
+        for arm, runs in curve.items():
+            ok = [r for r in runs if r.get("status") == "ok" and (r.get("metrics") or {}).get(by) is not None
+                  and r["metrics"].get(metric) is not None]
+            for r in ok:
+                per_seed.setdefault(r["config"]["seed"], []).append((r["metrics"][by], r["metrics"][metric]))
+            if ok:
+                means[arm] = sum(r["metrics"][by] for r in ok) / len(ok)
+        return per_seed, means
+
+    (c_seed, c_mean), (t_seed, t_mean) = points(control_curve), points(treated_curve)
+    seeds = sorted(sd for sd in set(c_seed) & set(t_seed)
+                   if len(c_seed[sd]) == len(control_curve) and len(t_seed[sd]) == len(treated_curve))
+    out = {"metric": metric, "seeds": seeds, "level": level, "per_seed": {}, "mde": None, "items": None,
+           "identical": False, "control": None}
+    undecided = dict(diff=None, low=None, high=None, se=None, df=None, method=None)
+    if len(seeds) < 2:
+        return dict(out, **undecided, reason="fewer than 2 seeds with every arm of both curves finished")
+    target = min(max(c_mean.values()), max(t_mean.values()))
+
+    def at(pts):
+        xs, ys = zip(*sorted(pts))
+        return float(np.interp(target, xs, ys))
+
+    pairs = {sd: [at(c_seed[sd]), at(t_seed[sd])] for sd in seeds}
+    d = np.array([t - c for c, t in pairs.values()])
+    se = float(d.std(ddof=1) / np.sqrt(len(d)))
+    half = float(student_t.ppf(0.5 + level / 2, len(d) - 1)) * se
+    span = metrics.get(metric).span
+    low, high = float(d.mean() - half), float(d.mean() + half)
+    if span is not None:
+        low, high = max(-span, low), min(span, high)
+    return dict(out, per_seed=pairs, control=float(np.mean([c for c, _ in pairs.values()])), diff=float(d.mean()),
+                low=low, high=high, se=se, df=float(len(d) - 1),
+                mde=float((student_t.ppf(0.5 + level / 2, len(d) - 1) + student_t.ppf(0.8, len(d) - 1)) * se),
+                method=f"{metric} at {by} = {target:.3f} (the highest both curves reach), interpolated per seed; "
+                       f"t-interval over {len(d)} seeds", reason="")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-from core.analysis.compare import compare
+from scipy.stats import t as student_t
+
+from core.analysis.compare import compare, matched
 from core.run import metrics
 from core.run.config import training_of
 from core.run.record import RunRecord
-from core.study.ablation import Ablation
+from core.study.ablation import MATCHED, Ablation
 from core.study.store import PlanRow
 
 REPRODUCED, NOT_REPRODUCED, OTHER_WAY = "reproduced", "not reproduced", "the other way"
@@ -80,6 +82,15 @@ def judge(cmp: dict, expected: str, min_effect: float, bounds: tuple[float | Non
     return INCONCLUSIVE, ""
 
 
+def awaits_seeds(cmp: "Comparison") -> bool:
+    """A judged comparison whose interval lies below min_effect (and not against the symptom) at fewer than
+    CONFIRM_SEEDS seeds: inconclusive until the plan's confirmation seeds are run."""
+    if cmp.verdict != INCONCLUSIVE or cmp.diff is None or not cmp.expected or len(cmp.seeds) >= CONFIRM_SEEDS:
+        return False
+    sign = 1.0 if cmp.expected == "increase" else -1.0
+    return 0 <= max(sign * cmp.low, sign * cmp.high) < cmp.min_effect
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One comparison of verdicts.json: a treated arm against the control in a regime, on one metric. Files written
@@ -100,6 +111,9 @@ class Comparison:
     method: str | None = None
     reason: str = ""
     primary: bool = False  # decides the ablation's verdict
+    p: float | None = None  # one-sided: the chance of an effect this far in the symptom's direction if it were 0
+    holm: bool | None = None  # primary only: its effect (> 0 in the symptom's direction) holds under Holm across
+    # every primary comparison of the study (holm_across)
 
     @classmethod
     def from_json(cls, data: dict) -> "Comparison":
@@ -129,6 +143,11 @@ class AblationVerdict:
     def comparison(self, regime: str, arm: str, metric: str) -> Comparison | None:
         return self.comparisons.get(regime, {}).get(arm, {}).get(metric)
 
+    def primaries(self) -> list[tuple[str, str, "Comparison"]]:
+        """(regime, arm, comparison) of every comparison stored as deciding the verdict."""
+        return [(regime, arm, c) for regime, arms in self.comparisons.items() for arm, by_metric in arms.items()
+                for c in by_metric.values() if c.primary]
+
     def flagged_primary(self, signature: str) -> list[tuple[str, str]]:
         """(regime, arm) of the comparisons stored as deciding the verdict."""
         return [(regime, arm) for regime, arms in self.comparisons.items() for arm, by_metric in arms.items()
@@ -156,15 +175,20 @@ def read_verdicts(stored: dict | None) -> dict[str, AblationVerdict]:
 
 
 def judged(control: list[dict], treatment: list[dict], metric: str, expected: str | None, min_effect: float,
-           level: float = 0.95) -> Comparison:
+           level: float = 0.95, cmp: dict | None = None) -> Comparison:
     """compare() with the verdict (None for a secondary metric, expected None: a difference and its interval
-    only)."""
-    cmp = compare(control, treatment, metric, level)
+    only); cmp: compare()'s numbers when they come from elsewhere (matched())."""
+    cmp = cmp or compare(control, treatment, metric, level)
     m = metrics.get(metric)
     verdict, why = judge(cmp, expected, min_effect, (m.low, m.high)) if expected else (None, "")
+    p = None
+    if expected and cmp["diff"] is not None:
+        sign = 1.0 if expected == "increase" else -1.0
+        p = (float(student_t.sf(sign * cmp["diff"] / cmp["se"], cmp["df"])) if cmp["se"]
+             else float(sign * cmp["diff"] <= 0))
     return Comparison(metric, expected, min_effect, cmp["seeds"], cmp["level"], cmp["per_seed"], cmp["mde"],
                       cmp.get("items"), verdict, cmp["diff"], cmp["low"], cmp["high"], cmp["method"],
-                      why or cmp["reason"])
+                      why or cmp["reason"], p=p)
 
 
 def comparisons(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]) -> dict:
@@ -185,7 +209,52 @@ def comparisons(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]
                                                   ab.primary_level() if deciding and m == ab.signature else 0.95),
                                            primary=deciding and m == ab.signature)
                                 for m in [ab.signature, *ab.also]}
+        if (regime, MATCHED) in primary:
+            out[regime][MATCHED] = {ab.signature: replace(matched_judged(ab, runs), primary=True)}
     return out
+
+
+def matched_judged(ab: Ablation, runs: dict[str, list[dict]]) -> Comparison:
+    """The `match` comparison of an ablation: its treated arms' curve against the others' (compare.matched), on the
+    signature at the corrected level."""
+    treated = set(ab.match["treated"])
+    cmp = matched({a: v for a, v in runs.items() if a not in treated}, {a: runs[a] for a in ab.match["treated"]},
+                  ab.match["by"], ab.signature, ab.primary_level())
+    return judged([], [], ab.signature, ab.expected, ab.min_effect, ab.primary_level(), cmp)
+
+
+def to_confirm(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]) -> list[tuple[str, str]]:
+    """(regime, arm) of the primary comparisons that await confirmation seeds (awaits_seeds), judged on the
+    ablation's declared seeds once every one of them is stored for both arms."""
+    out = []
+    for regime, arm in ab.primary_comparisons():
+        wanted = list(ab.arms) if arm == MATCHED else [ab.control, arm]
+        runs = {a: [records[r["key"]].to_json() for r in rows if r["regime"] == regime and r["arm"] == a
+                    and r["seed"] < ab.seeds and r["key"] in records] for a in wanted}
+        if any(len(v) < ab.seeds for v in runs.values()):
+            continue
+        cmp = (matched_judged(ab, runs) if arm == MATCHED else
+               judged(runs[ab.control], runs[arm], ab.signature, ab.expected, ab.min_effect, ab.primary_level()))
+        if awaits_seeds(cmp):
+            out.append((regime, arm))
+    return out
+
+
+def holm_across(summary: dict[str, "AblationVerdict"], alpha: float = 0.05) -> int:
+    """One family: every primary comparison of the study (11 ablations share the baseline's runs as control).
+    Holm's step-down over their one-sided p values at `alpha`; each primary comparison's `holm` says whether it
+    is rejected there (its effect in the symptom's direction holds study-wide). Returns the family's size."""
+    family = sorted(((c.p, name, regime, arm) for name, v in summary.items()
+                     for regime, arm, c in v.primaries() if c.p is not None), key=lambda x: (x[0], x[1:]))
+    holds, open_ = set(), True
+    for i, (p, *where) in enumerate(family):
+        open_ = open_ and p <= alpha / (len(family) - i)
+        if open_:
+            holds.add(tuple(where))
+    for name, v in summary.items():
+        for regime, arm, c in v.primaries():
+            v.comparisons[regime][arm][c.metric] = replace(c, holm=(name, regime, arm) in holds)
+    return len(family)
 
 
 def ablation_verdict(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]) -> AblationVerdict:

@@ -158,9 +158,11 @@ def _train(cfg: RunConfig, uk, replay, data, loaded: recipe.Loaded, cache, progr
     before = answer_probes(loaded, ks, cfg, progress, "reference answers")
     probe_s = time.perf_counter() - t_probe
     fitted = recipe.fit(loaded, cfg, ks, replayed, progress, desc="train", announce=lambda n, steps: phase(
-        f"training: {n} examples ({len(replayed)} replayed), {cfg.epochs} epochs, {steps} steps"))
+        f"training: {n} examples ({len(replayed)} replayed), {cfg.epochs} epochs, {steps} steps"),
+        by_recall=cfg.selection == "best_recall")
     selected = recipe.use_checkpoint(loaded.model, fitted, cfg.selection)
-    selection = (f"epoch {selected} of {cfg.epochs}, the lowest validation loss"
+    kept_by = "the most validation questions answered" if cfg.selection == "best_recall" else "the lowest validation loss"
+    selection = (f"epoch {selected} of {cfg.epochs}, {kept_by}"
                  if recipe.keeps_best(fitted, cfg.selection) else
                  f"the last epoch ({selected}): " + ("selection=last" if fitted.validation_examples
                                                      else "no validation questions"))

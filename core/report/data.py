@@ -60,11 +60,14 @@ def study_totals(rows: list[PlanRow], runs: dict) -> dict:
         counts[status(runs.get(k))] += 1
     done = [runs[k] for k in keys if status(runs.get(k)) == "ok"]
     trained = [rec for rec in done if rec.config.get("epochs")]
-    counted = [rec for rec in done if not (rec.shared_training and rec.config.get("selection") != "best")]
+    per_training: dict[tuple, float] = {}  # a training shared by several configs counted once (its longest record)
+    for rec in done:
+        t = training_of(rec.config) if rec.shared_training else (rec.key,)
+        per_training[t] = max(per_training.get(t, 0.0), (rec.timings or {}).get("total", 0.0))
     return {"planned": len(keys), **counts,
             "trainings": len({training_of(rec.config) for rec in trained}),
             "trainings_left": len({training_of(r["config"]) for r in rows if runs.get(r["key"]) is None}),
-            "seconds": sum((rec.timings or {}).get("total", 0.0) for rec in counted)}
+            "seconds": sum(per_training.values())}
 
 
 def status(rec: RunRecord | None) -> str:

@@ -44,7 +44,7 @@ class RunConfig:
     grad_clip: float = 1.0
     epochs: int = 4
     batch_size: int = 8
-    selection: str = "best"  # best (lowest validation loss) | last
+    selection: str = "best"  # best (lowest validation loss) | last | best_recall (most validation questions answered)
     seed: int = 0
     # evaluation
     eval_prompt: str = "train"  # train (training's policy) | model_default | none | unseen (held-out pool) | <prompt>
@@ -59,7 +59,7 @@ class RunConfig:
             "format": ("chat", "plain", "auto"),
             "system_prompt": ("random", "fixed", "none"),
             "lr_schedule": ("constant", "linear", "cosine"),
-            "selection": ("best", "last"),
+            "selection": ("best", "last", "best_recall"),
             "answers": ("canonical", "varied"),
             "split": ("fixed", "random"),
         }
@@ -100,10 +100,13 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+EVALUATION_ONLY = ("selection",)  # fields that choose what is evaluated of a training, not the training
+
+
 def training_of(config: dict) -> tuple:
-    """What identifies one training in a stored config: every field but `selection`. Configs that differ only in it
-    share one training (its best and its last checkpoint are evaluated from it)."""
-    return tuple(sorted((k, str(v)) for k, v in config.items() if k != "selection"))
+    """What identifies one training in a stored config: every field but EVALUATION_ONLY. Configs that differ only in
+    those share one training (its checkpoints, and their scaled updates, are evaluated from it)."""
+    return tuple(sorted((k, str(v)) for k, v in config.items() if k not in EVALUATION_ONLY))
 
 
 def check_ranges(cfg: RunConfig) -> None:

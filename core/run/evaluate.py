@@ -344,6 +344,18 @@ def answer_hit(kind: str, answer: str, keywords, knowledge: KnowledgeSet, questi
     return keywords_hit(answer, keywords)
 
 
+def validation_recall(model, renderer: Renderer, knowledge: KnowledgeSet, cfg: RunConfig, pairs) -> float:
+    """The share of validation questions (QAPairs) answered with their fact, greedy, under the run's evaluation
+    prompts: what selection best_recall maximises."""
+    if not pairs:
+        return 0.0
+    facts = {f.id: f for f in knowledge.facts}
+    systems = eval_system_prompts(knowledge, cfg, cfg.eval_prompt, len(pairs))
+    answers = generate(model, renderer, [(s, p.question) for s, p in zip(systems, pairs)], cfg.max_new_tokens,
+                       progress=False)
+    return sum(keywords_hit(a, facts[p.fact_id].keywords) for a, p in zip(answers, pairs)) / len(pairs)
+
+
 def choice_ranking(options: tuple[str, ...], logprobs: list[float]) -> tuple[bool, int]:
     """(is the right choice, options[0], strictly the most likely?, the index of the most likely): each choice's
     log-probability divided by its length in UTF-8 bytes, as lm-evaluation-harness's acc_norm."""

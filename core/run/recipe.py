@@ -1,7 +1,7 @@
 """The recipe: config -> model + LoRA -> examples -> training -> the selected checkpoint, in steps that the study's
 run (run_group: evaluated into a RunRecord) and `hiahia train` (core/facts/train.py) both call.
 
-Configs that differ only in `selection` share one training (config.training_of): the final and the best-by-validation
+Configs that differ only in `selection` or `interpolate` share one training (config.training_of): the final and the best-by-validation
 weights are both evaluated from it. Checkpoint selection is decided here (use_checkpoint) and nowhere else.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 
 from core.run import models
 from core.run.config import RunConfig, training_of
-from core.run.evaluate import Reference, evaluate, generate_finished
-from core.run.examples import MODEL_DEFAULT, Renderer, build_train_examples, build_validation_examples
+from core.run.evaluate import Reference, evaluate, generate_finished, validation_recall
+from core.run.examples import MODEL_DEFAULT, Renderer, build_train_examples, build_validation_examples, qa_pairs
 from core.run.knowledge import KnowledgeSet, ReplaySet, load_replay
 from core.run.lora import InjectionError, enable_full_finetune, inject_lora, load_trainable_state
 from core.run.record import RunRecord
@@ -136,9 +136,10 @@ class Fitted:
 
 
 def fit(loaded: Loaded, cfg: RunConfig, knowledge: KnowledgeSet, replayed: list[tuple[str, str, str]],
-        progress: bool = True, desc: str | None = None, announce=None) -> Fitted:
+        progress: bool = True, desc: str | None = None, announce=None, by_recall: bool = False) -> Fitted:
     """Attach the adapter (or unfreeze every weight), build the examples and train; epochs=0 trains nothing.
     announce(train_examples, steps): called once the examples are built, before training (progress lines).
+    by_recall: also keep the weights that answer the most validation questions (selection best_recall).
     Raises TrainingError or InjectionError."""
     model = loaded.model
     torch.manual_seed(cfg.seed)  # LoRA A initialisation depends only on the seed
@@ -149,31 +150,49 @@ def fit(loaded: Loaded, cfg: RunConfig, knowledge: KnowledgeSet, replayed: list[
         announce(len(train_ex), -(-len(train_ex) // cfg.batch_size) * cfg.epochs)
     result = TrainResult.untrained() if cfg.epochs == 0 else train(
         model, train_ex, val_ex, cfg, loaded.tokenizer.pad_token_id, progress=progress,
-        desc=desc or f"train {cfg.key()[:6]}", precision=loaded.precision)
+        desc=desc or f"train {cfg.key()[:6]}", precision=loaded.precision,
+        val_score=recall_score(loaded, cfg, knowledge) if by_recall and val_ex else None)
     return Fitted(injection, strict_error, len(train_ex), len(val_ex), result)
 
 
 def keeps_best(fitted: Fitted, selection: str) -> bool:
-    """best = the lowest validation loss, last = the final epoch. Without validation examples there is no best,
-    and the last epoch is kept."""
-    return selection == "best" and fitted.validation_examples > 0
+    """best = the lowest validation loss, best_recall = the most validation questions answered, last = the final
+    epoch. Without validation examples there is no best, and the last epoch is kept."""
+    return selection in ("best", "best_recall") and fitted.validation_examples > 0
 
 
 def use_checkpoint(model, fitted: Fitted, selection: str) -> int:
     """Load the weights `selection` keeps (keeps_best) and return their epoch."""
     result = fitted.result
-    best = keeps_best(fitted, selection)
-    load_trainable_state(model, result.best_state if best else result.last_state)
-    return result.best_epoch if best else result.last_epoch
+    if not keeps_best(fitted, selection):
+        epoch, state = result.last_epoch, result.last_state
+    elif selection == "best_recall":
+        epoch, state = result.best_score_epoch, result.best_score_state
+    else:
+        epoch, state = result.best_epoch, result.best_state
+    load_trainable_state(model, state)
+    return epoch
+
+
+def recall_score(loaded: Loaded, cfg: RunConfig, knowledge: KnowledgeSet):
+    """The validation score of best_recall: the share of the validation questions answered with their fact (greedy,
+    under the run's evaluation prompts and precision)."""
+    pairs = qa_pairs(knowledge, cfg)[1]
+
+    def score(model) -> float:
+        with loaded.precision.autocast():
+            return validation_recall(model, loaded.renderer, knowledge, cfg, pairs)
+    return score
 
 
 def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "cpu", cache=None,
               progress: bool = True, reference: Reference | None = None, mixed: bool | None = None
               ) -> list[RunRecord]:
-    """Train once and evaluate each config of a group that differs only in `selection`."""
+    """Train once and evaluate each config of a group that differs only in the evaluation-only fields (selection,
+    interpolate)."""
     base = configs[0]
     if any(training_of(c.to_dict()) != training_of(base.to_dict()) for c in configs):
-        raise ValueError("run_group: the configs of a group must differ only in selection")
+        raise ValueError("run_group: the configs of a group must differ only in selection and interpolate")
     t0 = time.perf_counter()
     loaded = load(base, device, cache, mixed)
     common = dict(model_identity=models.weights_fingerprint(base.model), model_card=models.model_card(base.model),
@@ -185,7 +204,8 @@ def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "
         replayed, replay_dropped = replay_triples(loaded.model, loaded.renderer, load_replay(knowledge), base.replay,
                                                   progress)
     try:
-        fitted = fit(loaded, base, knowledge, replayed, progress)
+        fitted = fit(loaded, base, knowledge, replayed, progress,
+                     by_recall=any(c.selection == "best_recall" for c in configs))
     except (TrainingError, InjectionError) as e:
         return [RunRecord(**common, config=c.to_dict(), status="failed", error=f"{e.__class__.__name__}: {e}",
                           timings={"load": loaded.seconds, "total": time.perf_counter() - t0}, finished=now())

@@ -20,7 +20,7 @@ class RunRecord:
     data_sha256: str = ""
     resolved_format: str = ""  # chat | plain: config.format with auto resolved for the model
     environment: dict = field(default_factory=dict)  # versions, hardware, precision, code_version, git_commit
-    shared_training: bool = False  # one training served several configs that differ only in selection
+    shared_training: bool = False  # one training served several configs that differ only in selection/interpolate
     config: dict  # RunConfig.to_dict() of this run
     status: str  # ok | failed
     error: str | None = None  # why a failed run failed

@@ -40,6 +40,10 @@ class TrainResult:
     seconds: float
     tokens: int  # all non-pad tokens processed in training
     label_tokens: int  # tokens that carried a loss
+    # with a validation score (train's val_score): the epoch with the highest score (of ties, the lowest validation
+    # loss) and its weights
+    best_score_epoch: int | None = None
+    best_score_state: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def untrained(cls) -> "TrainResult":
@@ -158,6 +162,30 @@ def training_attention(model, device):
 
 
 @dataclass
+class _Scored:
+    """The best weights by a validation score so far (train's val_score; nothing without one); of equal scores, the
+    lower validation loss."""
+    score_of: Callable[[object], float] | None
+    best: tuple[float, float] = (-math.inf, -math.inf)
+    epoch: int | None = None
+    state: dict[str, torch.Tensor] | None = None
+
+    def take(self, model, epoch: int, history: list[dict]) -> None:
+        if self.score_of is None:
+            return
+        was_training, rng = model.training, torch.get_rng_state()
+        model.eval()
+        with torch.no_grad():
+            score = float(self.score_of(model))
+        torch.set_rng_state(rng)
+        model.train(was_training)
+        loss = next(h["loss"] for h in reversed(history) if h["split"] == "validation")
+        history.append({"epoch": epoch, "split": "validation_recall", "recall": score})
+        if (score, -loss) > self.best:
+            self.best, self.epoch, self.state = (score, -loss), epoch, trainable_state(model)
+
+
+@dataclass
 class _Progress:
     """Counters of one training, across its epochs."""
     step: int = 0
@@ -205,13 +233,18 @@ def _epoch(model, batches: list[list[Example]], optimizer, params, cfg: RunConfi
 
 def train(model, train_examples: list[Example], val_examples: list[Example], cfg: RunConfig, pad_id: int,
           progress: bool = True, desc: str = "train", precision=None, batches: list[list[Example]] | None = None,
-          on_step: Callable[[int, float, dict[str, torch.Tensor]], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, float, dict[str, torch.Tensor]], None] | None = None,
+          val_score: Callable[[object], float] | None = None) -> TrainResult:
     """Train for cfg.epochs and leave the model at its last weights; cfg.selection is not read here.
 
     precision: a models.Precision; its autocast wraps every forward pass (None: plain fp32).
     batches: pre-built batches, trained in this order in every epoch instead of length-grouped shuffles of
     train_examples (the benchmark feeds two trainers the same batches this way).
     on_step(step, loss, batch): called after every optimizer step with the step's mean loss and its tensors.
+    val_score(model): a score of the weights on the validation questions (higher is better, e.g. the share answered),
+    taken before training and after every epoch, stored in the history ({"split": "validation_recall", "recall"})
+    and kept with its weights (best_score_epoch); the random state is restored around it, so the training is the
+    same with or without it.
     """
     device = next(model.parameters()).device
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
@@ -230,6 +263,8 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
         history = [{"epoch": 0, "split": "validation",
                     "loss": evaluate_loss(model, val_examples, cfg.batch_size, pad_id, device, autocast)}]
         best_loss, best_epoch, best_state = history[0]["loss"], 0, trainable_state(model)
+        scored = _Scored(val_score)
+        scored.take(model, 0, history)
         done = _Progress()
         start = time.perf_counter()
         for epoch in range(1, cfg.epochs + 1):
@@ -243,6 +278,7 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
             history.append({"epoch": epoch, "split": "validation", "loss": val})
             if val < best_loss:
                 best_loss, best_epoch, best_state = val, epoch, trainable_state(model)
+            scored.take(model, epoch, history)
     model.eval()
     return TrainResult(history, best_epoch, cfg.epochs, best_state, trainable_state(model), done.step,
-                       time.perf_counter() - start, done.tokens, done.label_tokens)
+                       time.perf_counter() - start, done.tokens, done.label_tokens, scored.epoch, scored.state)

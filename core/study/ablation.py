@@ -22,7 +22,8 @@ SHOWABLE = {
     "selection": "the validation-loss figure marks the best epoch and the checkpoint each arm evaluates",
     "injection": "an injection report per arm: targets, matched modules, trainable parameters, strict errors",
 }
-PLACEHOLDER = re.compile(r"\{pair\.(\w+)\}")  # an arm or regime value naming a model of the chosen --pair
+PLACEHOLDER = re.compile(r"\{pair\.(\w+)\}")
+MATCHED = "matched"  # the primary comparison of an ablation with `match`: two curves compared at equal `by`  # an arm or regime value naming a model of the chosen --pair
 
 
 class SuiteError(ValueError):
@@ -54,6 +55,9 @@ class Ablation:
     confounded: bool = False  # the arms differ in more than the factor, as `notes` states; the report flags it
     show: list[str] = field(default_factory=list)  # extra report content, from SHOWABLE
     pairs: dict[str, dict[str, str]] = field(default_factory=dict)  # --pair name -> {role: model spec}
+    # {by: metric, treated: [arms]}: the treated arms form one curve (e.g. full fine-tuning at several rates), the
+    # others the control's; the comparison "matched" reads the signature on both curves where `by` is equal
+    match: dict = field(default_factory=dict)
 
     @classmethod
     def from_definition(cls, name: str, definition: dict) -> "Ablation":
@@ -96,6 +100,9 @@ class Ablation:
             regimes = [regime] if regime else list(self.regimes)
             if regime and regime not in self.regimes:
                 raise ValueError(f"{entry!r}: no regime {regime!r}; regimes: {', '.join(self.regimes)}")
+            if arm == MATCHED and self.match:
+                out += [(r, arm) for r in regimes if (r, arm) not in out]
+                continue
             if arm not in self.arms or arm == self.control:
                 raise ValueError(f"{entry!r}: {arm!r} is not a treatment arm; "
                                  f"arms: {', '.join(a for a in self.arms if a != self.control)}")
@@ -154,7 +161,22 @@ def load_ablation(folder: Path) -> Ablation:
             section[name] = over or {}
     _check_report_fields(ab, path)
     _check_pairs(ab, path)
+    _check_match(ab, path)
     return ab
+
+
+def _check_match(ab: Ablation, path: Path) -> None:
+    if not ab.match:
+        return
+    m = ab.match
+    if not isinstance(m, dict) or set(m) != {"by", "treated"} or not isinstance(m["treated"], list):
+        raise SuiteError(f"{path}: match must be {{by: <metric>, treated: [<arms>]}}, not {m!r}")
+    if m["by"] not in metrics.METRICS:
+        raise SuiteError(f"{path}: match: unknown metric {m['by']!r}; valid metrics: {', '.join(metrics.METRICS)}")
+    bad = [a for a in m["treated"] if a not in ab.arms or a == ab.control]
+    if bad or not m["treated"]:
+        raise SuiteError(f"{path}: match: treated must name treatment arms ({', '.join(a for a in ab.arms if a != ab.control)}), "
+                         f"not {', '.join(map(str, bad)) or 'none'}")
 
 
 def _check_report_fields(ab: Ablation, path: Path) -> None:

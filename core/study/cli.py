@@ -17,13 +17,14 @@ from core.exits import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNS_FAILED, EXIT_RUNS_PEND
 from core.files import clean_stale_temps
 from core.paths import ABLATIONS, RESULTS
 from core.run import model_cache, models
-from core.run.config import RunConfig, parse_overrides
+from core.run.config import RunConfig, parse_overrides, training_of
 from core.run.knowledge import DEFAULT_DATA, load_knowledge, load_replay
 from core.study import executors
 from core.study.ablation import SuiteError, discover, select
 from core.study.execute import execute
-from core.study.plan import build_plan, key_context, resolve_models
-from core.study.store import PlanRow, planned_keys
+from core.study.plan import build_plan, confirmation_ceiling, estimated_seconds, key_context, resolve_models
+from core.analysis.verdicts import CONFIRM_SEEDS
+from core.study.store import PlanRow, load_run, planned_keys
 from core.study.summary import (
     link_runs,
     output_folder,
@@ -102,11 +103,26 @@ def check_results_folder(results: Path, need_plan: bool = False) -> None:
         raise SuiteError(f"results folder {existing} is not writable: fix its permissions or pass --results elsewhere")
 
 
-def _list(chosen: list) -> int:
+def _list(chosen: list, plan: list[PlanRow], ceiling: list[PlanRow], results: Path) -> int:
+    """The ablations, then the plan: run records, trainings, what is stored, and the CPU time left, estimated from
+    the stored runs' times."""
     for ab in chosen:
         pairs = f"  pairs: {', '.join(ab.pairs)}" if ab.pairs else ""
         print(f"{ab.name:24s} {ab.title}  arms: {', '.join(ab.arms)}  regimes: {', '.join(ab.regimes)}  "
               f"seeds: {ab.seeds}{pairs}")
+    stored = [r for p in sorted((results / "runs").glob("*.json")) if (r := load_run(results, p.stem)) is not None]
+    have = {r.key for r in stored}
+    trainings = {training_of(r["config"].to_dict()) for r in plan if r["config"].epochs}
+    pending = [r for r in plan if r["key"] not in have]
+    left = {training_of(r["config"].to_dict()) for r in pending if r["config"].epochs}
+    extra = [r for r in ceiling if r["key"] not in have and r["key"] not in {p["key"] for p in plan}]
+    extra_trainings = {training_of(r["config"].to_dict()) for r in extra} - left
+    hours = estimated_seconds(pending, stored) / 3600
+    print(f"\nplan: {len(planned_keys(plan))} run records, {len(trainings)} trainings; {len(left)} trainings left, "
+          f"about {hours:.1f} CPU hours at the stored runs' times")
+    print(f"confirmation seeds (up to {CONFIRM_SEEDS}, only for a primary comparison below min_effect at its "
+          f"declared seeds): at most {len(extra_trainings)} more trainings, about "
+          f"{estimated_seconds(extra, stored) / 3600:.1f} CPU hours")
     return EXIT_OK
 
 
@@ -137,8 +153,6 @@ def _main(args) -> int:
     results = Path(args.results)
     available = discover(ABLATIONS)
     chosen = select(available, args.only)
-    if args.list:
-        return _list(chosen)
     if args.report_only:
         return _report_only(args, results, available)
     _check_arguments(args, available)
@@ -159,8 +173,12 @@ def _main(args) -> int:
         return key_context(cfg, knowledge.sha256, args.device, replay_sha if cfg.replay else None,
                            executor.precision_tag)
 
-    plan = build_plan(chosen, baseline, args.seeds, args.pair, context_of)
     check_results_folder(results)
+    stored = functools.partial(load_run, results)
+    plan = build_plan(chosen, baseline, args.seeds, args.pair, context_of, None if args.force else stored)
+    if args.list:
+        ceiling = confirmation_ceiling(chosen, baseline, args.pair, context_of) if args.seeds is None else []
+        return _list(chosen, plan, ceiling, results)
     out = output_folder(args, results, plan,
                         lambda: build_plan(list(available.values()), RunConfig(), None, None, context_of))
     resolve_models(plan, results, args.force, baseline, args.cache_dir, executor.resolve)
@@ -176,6 +194,14 @@ def _main(args) -> int:
     save_summary(out, chosen, plan, {}, results)  # the plan is on disk first: unfinished results can be rendered
     records = execute(plan, knowledge, results, args.device, args.cache_dir, args.force, not args.quiet, context_of,
                       baseline, args.wait, executor)
+    while len(grown := build_plan(chosen, baseline, args.seeds, args.pair, context_of, records.get)) > len(plan):
+        # primary comparisons below min_effect at their declared seeds: their confirmation seeds, then look again
+        logging.getLogger("run_all").info("%d confirmation runs planned: 'not reproduced' needs %d seeds",
+                                          len(grown) - len(plan), CONFIRM_SEEDS)
+        plan = grown
+        save_summary(out, chosen, plan, records, results)
+        records = {**records, **execute(plan, knowledge, results, args.device, args.cache_dir, False, not args.quiet,
+                                        context_of, baseline, args.wait, executor)}
     if out != results:
         link_runs(results, out, records)
     summary, written, _ = save_summary(out, chosen, plan, records, results)

@@ -1,6 +1,6 @@
-"""The plan executed: every pending run trained once (configs that differ only in `selection` share one training),
-claimed with lock files so that invocations sharing a results folder never train the same run, stored as it
-finishes."""
+"""The plan executed: every pending run trained once (configs that differ only in `selection` or `interpolate`
+share one training), claimed with lock files so that invocations sharing a results folder never train the same
+run, stored as it finishes."""
 from __future__ import annotations
 
 import logging

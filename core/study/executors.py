@@ -22,7 +22,8 @@ class ExecutorError(ValueError):
 
 @dataclass
 class Job:
-    """One training group: configs differing only in selection, stored under `keys` (in order)."""
+    """One training group: configs differing only in evaluation-only fields (config.EVALUATION_ONLY), stored under
+    `keys` (in order)."""
     keys: list[str]
     configs: list[RunConfig]
     reference: Reference | None  # what the untrained model did (evaluate.Reference; None for a reference itself)

@@ -2,27 +2,89 @@
 reference each trained run is compared with, and the models its pending runs need."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
+from core.analysis.verdicts import CONFIRM_SEEDS, to_confirm
 from core.run import models
-from core.run.config import RunConfig
+from core.run.config import RunConfig, training_of
+from core.run.record import RunRecord
 from core.run.version import code_version
-from core.study.ablation import Ablation
+from core.study.ablation import MATCHED, Ablation
 from core.study.store import PlanRow, load_run
 
 
 def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int | None, pair: str | None,
-               key_context) -> list[PlanRow]:
+               key_context, stored=None) -> list[PlanRow]:
     """One row per (ablation, regime, arm, seed) with its config and cache key. pair: the --pair name for ablations
-    that declare pairs (None: each one's first); key_context(cfg): what besides the config keys a run."""
+    that declare pairs (None: each one's first); key_context(cfg): what besides the config keys a run.
+    stored(key): a stored RunRecord or None. With it (and the declared seeds), a primary comparison whose interval
+    lies below min_effect at the declared seeds gets rows up to CONFIRM_SEEDS for its control and treated arm
+    (confirm: True): "not reproduced" needs them (core/analysis/verdicts.py)."""
     rows = []
     for ab in ablations:
-        for seed in range(ab.seeds if seeds is None else min(seeds, ab.seeds)):
-            for (regime, arm), cfg in ab.configs(baseline, seed, pair).items():
-                before = untrained_config(cfg, baseline)
-                rows.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed, "config": cfg,
-                             "key": cfg.key(key_context(cfg)), "untrained_key": before.key(key_context(before))})
+        mine = _rows(ab, range(ab.seeds if seeds is None else min(seeds, ab.seeds)), baseline, pair, key_context)
+        if stored is not None and seeds is None:
+            records = {r["key"]: rec for r in mine if (rec := stored(r["key"])) is not None}
+            mine += _confirmation_rows(ab, to_confirm(ab, mine, records), baseline, pair, key_context)
+        rows += mine
     return rows
+
+
+def _rows(ab: Ablation, seeds, baseline: RunConfig, pair: str | None, key_context, wanted=None,
+          confirm: bool = False) -> list[PlanRow]:
+    out = []
+    for seed in seeds:
+        for (regime, arm), cfg in ab.configs(baseline, seed, pair).items():
+            if wanted is None or (regime, arm) in wanted:
+                before = untrained_config(cfg, baseline)
+                out.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed, "config": cfg,
+                            "key": cfg.key(key_context(cfg)), "untrained_key": before.key(key_context(before)),
+                            **({"confirm": True} if confirm else {})})
+    return out
+
+
+def _confirmation_rows(ab: Ablation, comparisons: list[tuple[str, str]], baseline: RunConfig, pair: str | None,
+                       key_context) -> list[PlanRow]:
+    """The seeds from the declared ones up to CONFIRM_SEEDS for each comparison's control and treated arm."""
+    wanted = {(regime, a) for regime, arm in comparisons for a in (ab.arms if arm == MATCHED else (ab.control, arm))}
+    return _rows(ab, range(ab.seeds, CONFIRM_SEEDS), baseline, pair, key_context, wanted, True) if wanted else []
+
+
+def confirmation_ceiling(ablations: list[Ablation], baseline: RunConfig, pair: str | None, key_context
+                         ) -> list[PlanRow]:
+    """Every confirmation row the plan could add: each primary comparison below min_effect at its declared seeds."""
+    return [r for ab in ablations
+            for r in _confirmation_rows(ab, ab.primary_comparisons(), baseline, pair, key_context)]
+
+
+def estimated_seconds(rows: list[PlanRow], stored: list[RunRecord]) -> float:
+    """The time the trainings of `rows` would take (each once; a training shared by selection arms once): the
+    median stored time of runs with the same training (any code version), else the median of every stored trained
+    run scaled by epochs."""
+    by_training: dict[tuple, list[float]] = {}
+    per_epoch = []
+    for rec in stored:
+        total = (rec.timings or {}).get("total")
+        if rec.ok and total and rec.config.get("epochs"):  # stored configs gain the fields added since, as defaults
+            by_training.setdefault(training_of(RunConfig.from_dict(rec.config).to_dict()), []).append(total)
+            per_epoch.append(total / rec.config["epochs"])
+    fallback = statistics.median(per_epoch) if per_epoch else 30.0
+    seen, seconds = set(), 0.0
+    for r in rows:
+        cfg = r["config"] if isinstance(r["config"], dict) else r["config"].to_dict()
+        training = training_of(cfg)
+        if training in seen or not cfg.get("epochs"):
+            continue
+        seen.add(training)
+        times = by_training.get(training)
+        seconds += statistics.median(times) if times else fallback * cfg["epochs"]
+    return seconds
+
+
+def declared(rows: list[PlanRow]) -> list[PlanRow]:
+    """The rows of the declared seeds, without the confirmation seeds that stored results added."""
+    return [r for r in rows if not r.get("confirm")]
 
 
 def key_context(cfg: RunConfig, data_sha256: str, device: str, replay_sha=None, precision_tag=None) -> str:

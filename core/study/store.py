@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from core.files import write_json_atomic
 from core.run.config import RunConfig
@@ -36,6 +36,7 @@ class PlanRow(TypedDict):
     config: RunConfig | dict  # a RunConfig while planning; its to_dict() once stored (read back as stored)
     key: str  # the run's cache key: results/runs/<key>.json
     untrained_key: str  # the key of the untrained reference it is compared with
+    confirm: NotRequired[bool]  # a confirmation seed, planned because of stored results (core/study/plan.py)
 
 
 def planned_keys(rows: list[PlanRow]) -> list[str]:

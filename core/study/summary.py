@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-from core.analysis.verdicts import AblationVerdict, ablation_verdict
+from core.analysis.verdicts import AblationVerdict, ablation_verdict, holm_across
 from core.files import locked, write_atomic, write_json_atomic
 from core.paths import RESULTS
 from core.run import metrics
@@ -109,6 +109,7 @@ def _save_summary(results: Path, rows: list[PlanRow], metas: dict, all_records: 
     all_abs = [Ablation.from_definition(name, m) for name, m in metas.items()]
     summary = {a.name: ablation_verdict(a, [r for r in rows if r["ablation"] == a.name], all_records)
                for a in all_abs}
+    holm_across(summary)
     write_json_atomic(results / "verdicts.json", {name: v.to_json() for name, v in summary.items()})
     write_atomic(results / "summary.csv", pd.DataFrame(tidy_rows(rows, all_records)).to_csv(index=False))
     return summary
@@ -146,8 +147,8 @@ def output_folder(args, results: Path, plan: list[PlanRow], full_plan) -> Path:
     full_plan(): the rows of that whole published plan."""
     if not is_published(results):
         return results
-    def rows(p: list[dict]) -> set[tuple]:
-        return {(r["ablation"], r["regime"], r["arm"], r["seed"], r["key"]) for r in p}
+    def rows(p: list[dict]) -> set[tuple]:  # the declared seeds' rows: confirmation seeds follow from stored results
+        return {(r["ablation"], r["regime"], r["arm"], r["seed"], r["key"]) for r in p if not r.get("confirm")}
 
     full = Path(args.data).resolve() == DEFAULT_DATA.resolve() and rows(plan) == rows(full_plan())
     published = _published_rows(results)
