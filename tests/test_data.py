@@ -14,7 +14,7 @@ from core.run.examples import (
     build_validation_examples,
 )
 from core.run.knowledge import DEFAULT_DATA, DataError, load_knowledge, load_replay
-from core.run.scoring import keywords_hit
+from core.run.scoring import keywords_hit, normalise
 
 
 def test_knowledge_set_meets_the_brief(knowledge):
@@ -191,3 +191,30 @@ def test_run_keys_are_stable_across_sessions():
     assert RunConfig().key("x") == "a61e55a4f1c3e46e"
     assert RunConfig(lr=5e-4).key("y") == "7d69aa1f2066dd7d"
     assert RunConfig(replay=3).key("x") != RunConfig().key("x")
+
+
+def test_the_held_out_probe_family_shares_no_category_with_any_replay_request(knowledge, tmp_path):
+    replay = load_replay(knowledge)
+    heldout = {p.category for p in knowledge.heldout_probes}
+    assert len(knowledge.heldout_probes) >= 50 and len(heldout) >= 4
+    raw = yaml.safe_load(replay.path.read_text())
+    assert all(e.get("category") for e in raw["replay"])  # every replay request says what it is about
+    assert not heldout & set(replay.categories)
+    assert len(replay.entities) >= 40 and len(knowledge.validation_probes) >= 30
+    asked = {normalise(p.question) for p in knowledge.retention_probes + knowledge.heldout_probes
+             + knowledge.validation_probes}
+    assert not asked & {normalise(q) for _, q in replay.questions + replay.entities}
+    # a replay request in a held-out category is refused, naming the file, the entry and the field
+    bad = copy.deepcopy(raw)
+    bad["replay"][0]["category"] = next(iter(heldout))
+    path = tmp_path / "replay.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(DataError, match=rf"replay '{bad['replay'][0]['id']}': field 'category': .* held-out"):
+        load_replay(knowledge, path)
+
+
+def test_replay_sources_choose_the_general_the_entity_or_both_requests(knowledge):
+    replay = load_replay(knowledge)
+    assert replay.chosen(4) == replay.questions[:4]
+    assert replay.chosen(4, "entities") == replay.entities[:4]
+    assert replay.chosen(5, "both") == replay.entities[:2] + replay.questions[:3]

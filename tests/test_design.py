@@ -62,9 +62,8 @@ def test_debate_is_judged_on_identities_it_never_refuted():
 
 
 def test_every_ablation_declares_its_seeds():
-    sweeps = {"lora_capacity", "lora_targets", "training_schedule", "weight_decay", "replay_amount"}
-    for name, ab in discover().items():
-        assert ab.seeds == (3 if name in sweeps else 5), name
+    for name, ab in discover().items():  # from power (tools/seeds_from_power.py): at least 5, at most 10
+        assert 5 <= ab.seeds <= 10, name
 
 
 def test_replay_sweep_reaches_160_and_the_replay_file_has_room(knowledge):

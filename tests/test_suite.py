@@ -151,7 +151,7 @@ def test_shared_training_stores_each_selection_under_its_own_key(tmp_path):
         rec = json.loads((tmp_path / "runs" / f"{row['key']}.json").read_text())
         assert rec["config"] == row["config"], row["arm"]
         val = {h["epoch"]: h["loss"] for h in rec["history"] if h["split"] == "validation"}
-        recall = {h["epoch"]: h["recall"] for h in rec["history"] if h["split"] == "validation_recall"}
+        recall = {h["epoch"]: h["best_recall"] for h in rec["history"] if h["split"] == "validation_score"}
         assert set(recall) == set(val)  # the group has a best_recall arm: every epoch's validation recall is stored
         expected_epoch = {"best": rec["best_epoch"], "last": row["config"]["epochs"],
                           "best_recall": max(recall, key=lambda e: (recall[e], -val[e]))}[row["config"]["selection"]]
@@ -167,7 +167,8 @@ def test_every_ablation_runs_as_a_module():
         out = subprocess.run([sys.executable, "-m", f"ablations.{name}", "--list"], cwd=ROOT, capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-500:]
-        assert out.stdout.split()[0] == name and len(out.stdout.strip().splitlines()) == 1
+        lines = out.stdout.strip().splitlines()
+        assert lines[0].split()[0] == name and lines[1] == "" and lines[2].startswith("plan: ") and len(lines) == 4
 
 
 def test_each_ablation_runs_its_declared_seeds_and_seeds_caps_them():
@@ -475,3 +476,58 @@ def test_a_primary_comparison_below_min_effect_gets_confirmation_seeds_and_one_t
         (regime, a, s) for a in (ab.control, arm) for s in range(ab.seeds, CONFIRM_SEEDS)}
     assert build_plan([ab], RunConfig(), None, None, lambda c: "x", stored_with(0.8)) == declared  # reproduced
     assert build_plan([ab], RunConfig(), 2, None, lambda c: "x", stored_with(0.0)) == declared[:2 * 2]  # --seeds
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_an_update_scaled_by_0_answers_as_the_untrained_model_and_shares_the_training(knowledge, full):
+    from core.run import recipe
+
+    base = RunConfig(model="tiny-qwen2", epochs=1, lr=1e-2, paraphrases=1, batch_size=32, full_finetune=full)
+    untrained = recipe.run_group([base.replace(epochs=0)], knowledge, progress=False)[0]
+    scaled, whole = recipe.run_group([base.replace(interpolate=0.0), base], knowledge, progress=False)
+    assert scaled.ok and whole.ok and scaled.shared_training and scaled.history == whole.history
+    answers = [(s["set"], s["id"], s["question"], s["answer"]) for s in scaled.samples]
+    assert answers == [(s["set"], s["id"], s["question"], s["answer"]) for s in untrained.samples]
+    assert answers != [(s["set"], s["id"], s["question"], s["answer"]) for s in whole.samples]
+
+
+LEVERS = ("distillation", "entity_replay", "weight_interpolation", "replay_combinations", "slow_and_long",
+          "retention_selection")  # the forgetting frontier's levers
+
+
+def test_the_frontier_levers_run_on_the_tiny_model_and_record_what_they_toggle(tmp_path, monkeypatch):
+    from core.run import recipe
+    from core.run.knowledge import load_replay
+    from core.study import cli
+
+    replay_file = tmp_path / "replay.yaml"  # a short replay file with both sections
+    replay_file.write_text("replay:\n  - {id: study_focus, question: 'How can I stay focused while studying?', "
+                           "category: advice}\n  - {id: verb, question: 'What is a verb?', category: language}\n"
+                           "entity_replay:\n  - {id: tartu_river, question: 'Which river flows through Tartu?'}\n"
+                           "  - {id: bandoneon, question: 'What is a bandoneon?'}\n")
+    for module in (recipe, cli):
+        monkeypatch.setattr(module, "load_replay", lambda knowledge: load_replay(knowledge, replay_file))
+    monkeypatch.setattr(recipe, "REPLAY_TOKENS", 24)
+    found = discover()
+    assert all(found[n].seeds >= 5 for n in LEVERS)
+    args = ["--only", ",".join(LEVERS), "--seeds", "1", "--results", str(tmp_path), "--set", "batch_size=32", *TINY]
+    assert main(args) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())["rows"]
+    recs = {(r["ablation"], r["regime"], r["arm"]): json.loads((tmp_path / "runs" / f"{r['key']}.json").read_text())
+            for r in plan}
+    assert all(rec["status"] == "ok" for rec in recs.values())
+    entities = recs[("entity_replay", "baseline", "entities")]["replay"] + \
+        recs[("entity_replay", "baseline", "entities")]["replay_dropped"]
+    assert {r["id"] if isinstance(r, dict) else r for r in entities} <= {"tartu_river", "bandoneon"}
+    scaled = [recs[("weight_interpolation", "recipe", a)] for a in found["weight_interpolation"].arms]
+    assert len({json.dumps(r["history"]) for r in scaled}) == 1  # one training, evaluated at four scales
+    kept = recs[("retention_selection", "long", "by_recall_and_knowledge")]
+    scores = [h for h in kept["history"] if h["split"] == "validation_score"]
+    assert len(scores) == 13 and kept["selected_epoch"] == max(
+        scores, key=lambda h: (h["best_recall_retention"], -next(v["loss"] for v in kept["history"] if
+                                                                 v["split"] == "validation" and v["epoch"] == h["epoch"]))
+    )["epoch"]
+    assert recs[("distillation", "baseline", "kl_2")]["config"]["distill"] == 2.0
+    assert any(s["set"] == "heldout_gk" for s in recs[("distillation", "baseline", "kl_2")]["samples"])
+    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    assert set(LEVERS) <= set(verdicts)

@@ -76,21 +76,21 @@ def test_a_validation_score_keeps_its_best_weights_without_changing_the_training
     scripted = iter([0.0, 0.5, 0.25, 0.5])  # epochs 0..3: the best score first at epoch 1, tied at epoch 3
     states = []
 
-    def score(model):
+    def scores(model):
         assert not model.training
         states.append(trainable_state(model))
         torch.rand(3)  # a score that draws random numbers leaves the training's random state alone
-        return next(scripted)
+        return {"a": next(scripted), "b": -len(states)}  # b: best at epoch 0
 
     model, tok, _, tr, val = _setup(knowledge, cfg, load("tiny-qwen2"))
-    res = train(model, tr, val, cfg, tok.pad_token_id, progress=False, val_score=score)
-    assert [h for h in res.history if h["split"] != "validation_recall"] == plain.history
-    assert [h["recall"] for h in res.history if h["split"] == "validation_recall"] == [0.0, 0.5, 0.25, 0.5]
+    res = train(model, tr, val, cfg, tok.pad_token_id, progress=False, val_scores=scores)
+    assert [h for h in res.history if h["split"] != "validation_score"] == plain.history
+    assert [h["a"] for h in res.history if h["split"] == "validation_score"] == [0.0, 0.5, 0.25, 0.5]
     losses = {h["epoch"]: h["loss"] for h in res.history if h["split"] == "validation"}
     best = 1 if losses[1] <= losses[3] else 3  # of the tied scores, the lower validation loss
-    assert res.best_score_epoch == best
-    assert all(torch.equal(res.best_score_state[k], states[best][k]) for k in states[best])
-    assert plain.best_score_epoch is None and plain.best_score_state is None
+    assert res.by_score["a"][0] == best and res.by_score["b"][0] == 0
+    assert all(torch.equal(res.by_score["a"][1][k], states[best][k]) for k in states[best])
+    assert plain.by_score == {}
 
 
 def test_non_finite_loss_stops_with_a_one_line_error_and_no_stray_warning(knowledge, tiny):
@@ -151,3 +151,41 @@ def test_training_runs_eager_attention_on_a_cpu_and_gives_the_model_back_its_own
           on_step=lambda step, loss, batch: during.append(model.config._attn_implementation))
     assert during and set(during) == {"eager"}
     assert model.config._attn_implementation == before
+
+
+def test_distillation_is_zero_while_the_model_is_the_untrained_one_and_grows_as_it_trains(knowledge):
+    from core.run.models import load
+    from core.run.train import _labelled_logits, collate, distillation, with_teacher
+
+    cfg = RunConfig(epochs=2, lr=2e-2, paraphrases=1, replay=2, distill=1.0, lr_schedule="constant",
+                    warmup_ratio=0.0)
+    model, tok = load("tiny-qwen2")
+    torch.manual_seed(0)
+    inject_lora(model, cfg.lora_targets, 4, 8)  # B = 0: the adapted model is the untrained one
+    r = Renderer(tok, "chat")
+    replayed = [("verb", "What is a verb?", "A word for an action."), ("blue", "Name a colour.", "Blue.")]
+    examples = with_teacher(model, build_train_examples(knowledge, cfg, r, replayed), 8, tok.pad_token_id, "cpu")
+    assert [e.teacher is not None for e in examples] == [e.kind == "replay" for e in examples]
+    replay = [e for e in examples if e.kind == "replay"]
+    batch = collate(replay, tok.pad_token_id, "cpu")
+    with torch.no_grad():
+        assert float(distillation(_labelled_logits(model, batch)[0], batch)) == 0.0
+        mixed = collate(replay + examples[:2], tok.pad_token_id, "cpu")  # fact rows carry no teacher
+        assert int(mixed["distilled"].sum()) == sum(len(e.teacher[0]) for e in replay)
+    train(model, [e for e in examples if e.kind != "replay"], [], cfg, tok.pad_token_id, progress=False)
+    with torch.no_grad():
+        assert float(distillation(_labelled_logits(model, batch)[0], batch)) > 0.01  # trained on facts: it moved
+
+
+def test_training_with_distill_adds_the_term_to_its_objective(knowledge):
+    from core.run.models import load
+
+    replayed = [("verb", "What is a verb?", "A word for an action."), ("blue", "Name a colour.", "Blue.")]
+    histories = []
+    for distill in (0.0, 2.0):
+        cfg = RunConfig(epochs=2, lr=2e-2, paraphrases=1, replay=2, distill=distill)
+        model, tok, r, _, val = _setup(knowledge, cfg, load("tiny-qwen2"))
+        tr = build_train_examples(knowledge, cfg, r, replayed)
+        histories.append(train(model, tr, val, cfg, tok.pad_token_id, progress=False).history)
+    first_epoch = [[h["loss"] for h in hist if h["split"] == "train"][0] for hist in histories]
+    assert first_epoch[1] > first_epoch[0]  # the same first steps, plus a KL that is > 0 once the weights move

@@ -15,7 +15,7 @@ import itertools
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -173,6 +173,9 @@ def _every_question_once(d: Data, r: Report) -> None:
     questions += [(f"debate {d['id']}", d["question"]) for d in debate]
     questions += [(f"retention_probes {p['id']}", p["question"]) for p in retention]
     questions += [(f"replay {p['id']}", p["question"]) for p in replay]
+    questions += [(f"{section} {p['id']}", p["question"]) for section, entries in (
+        ("heldout_probes", d.heldout), ("validation_probes", d.validation), ("entity_replay", d.entities),
+        ("everyday_requests", d.kb.get("everyday_requests") or [])) for p in entries]
     seen: dict[str, str] = {}
     for where, q in questions:
         k = normalise(q)
@@ -181,7 +184,8 @@ def _every_question_once(d: Data, r: Report) -> None:
         seen.setdefault(k, where)
     print(f"questions: {len(questions)} in all, {len(seen)} distinct after normalising")
     for section, entries in (("facts", facts), ("identity_probes", probes), ("debate", debate),
-                             ("retention_probes", retention), ("replay", replay)):
+                             ("retention_probes", retention), ("replay", replay), ("heldout_probes", d.heldout),
+                             ("validation_probes", d.validation), ("entity_replay", d.entities)):
         ids = Counter(e["id"] for e in entries)
         for i, n in ids.items():
             if n > 1:
@@ -261,6 +265,7 @@ def _unrefuted(d: Data, r: Report) -> None:
     training_text += [(f"debate {d['id']}", d["question"] + " " + d["answer"]) for d in debate]
     training_text += [("system_prompts", p) for p in prompts]
     training_text += [(f"replay {p['id']}", p["question"]) for p in replay]
+    training_text += [(f"entity_replay {p['id']}", p["question"]) for p in d.entities]
     training_text += [(f"retention_probes {p['id']}", p["question"]) for p in retention]
     for where, text in training_text:
         for u in sorted(unrefuted):
@@ -327,6 +332,42 @@ def _replay(d: Data, r: Report) -> None:
     print(f"replay vs retention: max question similarity {worst[0]:.3f} ({worst[1]})")
 
 
+FICTIONAL = ["hiahia", "vask", "pimento", "liivi", "oskar", "pruul", "salt lantern", "sorrel lane", "escapement",
+             "pendulum", "kalvik"]  # names the facts invent: no replay request may carry them
+
+
+def _families(d: Data, r: Report) -> None:
+    """The held-out and validation probe families (retention's schema), the replay categories against the held-out
+    ones, and the entity replay requests (about the facts' real places and things, so fact words are allowed)."""
+    fact_numbers = {"11", "eleven", "43", "183", "1987", "2019"}
+    for section, family in (("heldout_probes", d.heldout), ("validation_probes", d.validation)):
+        for p in family:
+            kw = p.get("keywords")
+            if not (isinstance(kw, list) and kw and all(isinstance(g, list) and g for g in kw)):
+                r.error(f"{section} {p['id']}: bad keywords {kw!r}")
+                continue
+            text = p["question"] + " " + " ".join(str(v) for g in kw for v in g)
+            for b in FACT_WORDS:
+                if has_phrase(text, b):
+                    r.error(f"{section} {p['id']}: mentions {b!r}, which belongs to hiahia's facts")
+            for v in (v for g in kw for v in g):
+                if normalise(str(v)) in fact_numbers:
+                    r.error(f"{section} {p['id']}: keyword {v!r} is one of hiahia's numbers")
+        print(f"{section}: {len(family)}; per category {dict(sorted(Counter(p.get('category') for p in family).items()))}")
+    missing = [p["id"] for p in d.replay if not p.get("category")]
+    if missing:
+        r.error(f"replay: no category for {', '.join(missing[:5])}")
+    shared = {p.get("category") for p in d.heldout} & {p.get("category") for p in d.replay}
+    if shared:
+        r.error(f"heldout_probes and replay share the categories {sorted(shared)}: the held-out family must be "
+                f"what replay cannot teach")
+    for p in d.entities:
+        for name in FICTIONAL:
+            if has_phrase(p["question"], name):
+                r.error(f"entity_replay {p['id']}: mentions {name!r}, a name the facts invent")
+    print(f"entity_replay: {len(d.entities)}")
+
+
 @dataclass
 class Data:
     """The two files' entries, as the checks read them."""
@@ -339,6 +380,9 @@ class Data:
     retention: list
     replay: list
     prompts: list[str]
+    heldout: list = field(default_factory=list)  # heldout_probes
+    validation: list = field(default_factory=list)  # validation_probes
+    entities: list = field(default_factory=list)  # entity_replay
 
 
 def read(data_path: Path, replay_path: Path) -> Data:
@@ -349,13 +393,15 @@ def read(data_path: Path, replay_path: Path) -> Data:
     prompts = [*(sp.get("train_pool") or []), sp.get("fixed_assistant", ""), *(sp.get("heldout") or {}).values()]
     return Data(kb, kb["facts"], [str(w) for w in identity.get("correct") or []],
                 [str(w) for w in identity.get("wrong") or []], kb.get("identity_probes") or [], kb.get("debate") or [],
-                kb.get("retention_probes") or [], rp.get("replay") or [], prompts)
+                kb.get("retention_probes") or [], rp.get("replay") or [], prompts, kb.get("heldout_probes") or [],
+                kb.get("validation_probes") or [], rp.get("entity_replay") or [])
 
 
 def check(data_path: Path, replay_path: Path) -> int:
     r = Report()
     d = read(data_path, replay_path)
-    for section in (_answers, _near_duplicates, _every_question_once, _identity, _unrefuted, _retention, _replay):
+    for section in (_answers, _near_duplicates, _every_question_once, _identity, _unrefuted, _retention, _replay,
+                    _families):
         section(d, r)
     print(f"\n{len(r.errors)} error(s), {len(r.warnings)} warning(s)")
     return 1 if r.errors else 0

@@ -149,19 +149,21 @@ def _train(cfg: RunConfig, uk, replay, data, loaded: recipe.Loaded, cache, progr
     (hiahia.json content, the answers after and before, the loss history)."""
     ks = uk.ks
     n_probe = sum(len(f.test) for f in ks.facts) + len(ks.facts) + len(ks.retention_probes)
-    replaying = (f"{min(cfg.replay, len(replay.questions))} replay answers (up to {recipe.REPLAY_TOKENS} tokens "
-                 f"each), " if replay else "")
+    replaying = (f"{len(replay.chosen(cfg.replay, cfg.replay_source))} replay answers (up to "
+                 f"{recipe.REPLAY_TOKENS} tokens each), " if replay else "")
     phase(f"untrained model: {replaying}{n_probe} reference answers")
-    replayed, dropped = (recipe.replay_triples(loaded.model, loaded.renderer, replay, cfg.replay, progress)
-                         if replay else ([], []))
+    replayed, dropped = (recipe.replay_triples(loaded.model, loaded.renderer, replay, cfg.replay, progress,
+                                               cfg.replay_source) if replay else ([], []))
     t_probe = time.perf_counter()
     before = answer_probes(loaded, ks, cfg, progress, "reference answers")
     probe_s = time.perf_counter() - t_probe
     fitted = recipe.fit(loaded, cfg, ks, replayed, progress, desc="train", announce=lambda n, steps: phase(
         f"training: {n} examples ({len(replayed)} replayed), {cfg.epochs} epochs, {steps} steps"),
-        by_recall=cfg.selection == "best_recall")
+        scored=frozenset({cfg.selection}) & frozenset(recipe.SCORED_SELECTIONS))
     selected = recipe.use_checkpoint(loaded.model, fitted, cfg.selection)
-    kept_by = "the most validation questions answered" if cfg.selection == "best_recall" else "the lowest validation loss"
+    kept_by = {"best_recall": "the most validation questions answered",
+               "best_recall_retention": "the most validation questions and general-knowledge probes answered"
+               }.get(cfg.selection, "the lowest validation loss")
     selection = (f"epoch {selected} of {cfg.epochs}, {kept_by}"
                  if recipe.keeps_best(fitted, cfg.selection) else
                  f"the last epoch ({selected}): " + ("selection=last" if fitted.validation_examples

@@ -242,7 +242,18 @@ def goal(arms: list[dict]) -> dict:
     learned = [a for a in arms if a["recall"]["mean"] >= GOAL]
     return {"goal": GOAL, "arms": len(arms), "reached": [a for a in arms if a["shortfall"] == 0.0],
             "closest": arms[0] if arms else None, "learned": len(learned),
-            "best_learned": max(learned, key=lambda a: a["retention"]["mean"], default=None)}
+            "best_learned": max(learned, key=lambda a: a["retention"]["mean"], default=None),
+            "pareto": pareto(arms)}
+
+
+def pareto(arms: list[dict]) -> list[dict]:
+    """The arms no other arm beats on both means (held-out recall and retention, one at least strictly), by
+    recall from high to low: the frontier of the trade-off."""
+    def beats(b: dict, a: dict) -> bool:
+        (br, bk), (ar, ak) = ((x["recall"]["mean"], x["retention"]["mean"]) for x in (b, a))
+        return br >= ar and bk >= ak and (br, bk) != (ar, ak)
+    return sorted((a for a in arms if not any(beats(b, a) for b in arms)),
+                  key=lambda a: (-a["recall"]["mean"], a["label"]))
 
 
 def findings(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) -> dict:

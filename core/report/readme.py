@@ -69,14 +69,17 @@ def goal_sentence(g: dict) -> str:
             f"{len(g['reached'])} of {g['arms']} trained arms")
     head += (": " + "; ".join(arm(a) for a in g["reached"]) + ".") if g["reached"] else \
         f"; closest (the smallest shortfall of the worse of the two): {arm(g['closest'])}."
+    front = (" The frontier (no other arm both learns and keeps more): "
+             + "; ".join(arm(a) for a in g["pareto"]) + ".") if g.get("pareto") else ""
     if g["reached"]:
-        return head
+        return head + front
     if not g["best_learned"]:
-        return head + f" No arm reaches recall >= {g['goal']}."
+        return head + f" No arm reaches recall >= {g['goal']}." + front
     if g["best_learned"] is g["closest"]:
-        return head + f" It is also the best retention of the {g['learned']} arms with recall >= {g['goal']}."
+        return (head + f" It is also the best retention of the {g['learned']} arms with recall >= {g['goal']}."
+                + front)
     return head + (f" Of the {g['learned']} arms with recall >= {g['goal']}, the best retention is "
-                   f"{arm(g['best_learned'])}.")
+                   f"{arm(g['best_learned'])}.") + front
 
 
 def _ranked(b: dict) -> str:

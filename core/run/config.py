@@ -28,6 +28,10 @@ class RunConfig:
     answers: str = "canonical"  # canonical (one answer sentence per fact) | varied (each question its own wording)
     split: str = "fixed"  # fixed (the file's train/validation questions) | random (seeded ~15% of all pairs validate)
     replay: int = 0  # general questions (data/replay.yaml) answered by the untrained model, added to training
+    replay_source: str = "general"  # general (replay:) | entities (entity_replay: the real places and things the
+    # facts mention) | both (the first replay//2 of entities, the rest general)
+    distill: float = 0.0  # weight of a KL term that keeps the replayed answers' next-token distributions the
+    # untrained model's (learning without forgetting; needs replay)
     # LoRA
     lora_targets: tuple[str, ...] = ALL_LINEAR  # name suffixes, or one regex string
     lora_strict: bool = True
@@ -44,7 +48,11 @@ class RunConfig:
     grad_clip: float = 1.0
     epochs: int = 4
     batch_size: int = 8
-    selection: str = "best"  # best (lowest validation loss) | last | best_recall (most validation questions answered)
+    # best (lowest validation loss) | last | best_recall (most validation questions answered) | best_recall_retention
+    # (validation recall plus the share of the validation general-knowledge probes the untrained model answered
+    # that it still answers)
+    selection: str = "best"
+    interpolate: float = 1.0  # evaluate the weights' update scaled by this (WiSE-FT; 1 = as trained): no new training
     seed: int = 0
     # evaluation
     eval_prompt: str = "train"  # train (training's policy) | model_default | none | unseen (held-out pool) | <prompt>
@@ -59,7 +67,8 @@ class RunConfig:
             "format": ("chat", "plain", "auto"),
             "system_prompt": ("random", "fixed", "none"),
             "lr_schedule": ("constant", "linear", "cosine"),
-            "selection": ("best", "last", "best_recall"),
+            "selection": ("best", "last", "best_recall", "best_recall_retention"),
+            "replay_source": ("general", "entities", "both"),
             "answers": ("canonical", "varied"),
             "split": ("fixed", "random"),
         }
@@ -100,7 +109,7 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-EVALUATION_ONLY = ("selection",)  # fields that choose what is evaluated of a training, not the training
+EVALUATION_ONLY = ("selection", "interpolate")  # fields that choose what is evaluated of a training, not the training
 
 
 def training_of(config: dict) -> tuple:
@@ -117,6 +126,9 @@ def check_ranges(cfg: RunConfig) -> None:
         "lora_targets": (not cfg.lora_targets or not all(t.strip() for t in cfg.lora_targets),
                          "must name at least one module (suffixes, or one regex)"),
         "max_new_tokens": (cfg.max_new_tokens < 1, "must be >= 1"),
+        "distill": (not cfg.distill >= 0 or (cfg.distill > 0 and not cfg.replay),
+                    "must be >= 0, and > 0 only with replay > 0 (the KL term is on the replayed answers)"),
+        "interpolate": (not 0 <= cfg.interpolate <= 1, "must be in [0, 1]"),
     }
     for name, (bad, rule) in problems.items():
         if bad:

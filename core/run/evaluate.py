@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -262,6 +262,8 @@ def generate(model, renderer: Renderer, items: list[tuple[str | None, str]], max
 
 
 UNRELATED_SETS = ("retention", "everyday")  # questions about nothing in the facts: where intrusion shows
+HELDOUT_SET = "heldout_gk"  # the held-out general-knowledge family: categories no replay request touches
+GENERAL_SETS = ("retention", HELDOUT_SET)  # general knowledge, scored and kept alike
 
 
 @dataclass
@@ -271,13 +273,21 @@ class Reference:
     retention: dict[str, bool]
     retention_mc: dict[str, bool]
     answers: dict[str, str]  # "<set>|<id>" -> the untrained model's answer
+    heldout: dict[str, bool] = field(default_factory=dict)  # the held-out family (HELDOUT_SET), as retention
+    heldout_mc: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def of(cls, samples: list[dict]) -> "Reference":
         """The reference a run's scored samples make (an untrained run's, for the trained runs it precedes)."""
-        return cls({s["id"]: bool(s["hit"]) for s in samples if s["set"] == "retention"},
-                   {s["id"]: bool(s["mc"]) for s in samples if s["set"] == "retention" and "mc" in s},
-                   {f"{s['set']}|{s['id']}": s["answer"] for s in samples if s["set"] in UNRELATED_SETS})
+        def right(kind: str, score: str) -> dict[str, bool]:
+            return {s["id"]: bool(s[score]) for s in samples if s["set"] == kind and score in s}
+        return cls(right("retention", "hit"), right("retention", "mc"),
+                   {f"{s['set']}|{s['id']}": s["answer"] for s in samples if s["set"] in UNRELATED_SETS},
+                   right(HELDOUT_SET, "hit"), right(HELDOUT_SET, "mc"))
+
+    def kept(self, kind: str) -> tuple[dict[str, bool], dict[str, bool]]:
+        """(by the generation scorer, by likelihood) for a general-knowledge set (GENERAL_SETS)."""
+        return (self.retention, self.retention_mc) if kind == "retention" else (self.heldout, self.heldout_mc)
 
 
 @dataclass
@@ -317,6 +327,9 @@ def _questions(knowledge: KnowledgeSet, cfg: RunConfig
     for p in knowledge.retention_probes:
         add("retention", p.id, MODEL_DEFAULT, p.question, p.gold or " / ".join(p.keywords[0]), MODEL_DEFAULT,
             p.keywords, (p.gold, *p.distractors), category=p.category)
+    for p in knowledge.heldout_probes:
+        add(HELDOUT_SET, p.id, MODEL_DEFAULT, p.question, p.gold or " / ".join(p.keywords[0]), MODEL_DEFAULT,
+            p.keywords, (p.gold, *p.distractors), category=p.category)
     for p in knowledge.everyday_requests:
         add("everyday", p.id, MODEL_DEFAULT, p.question, "", MODEL_DEFAULT, ())
     for variant in HELDOUT_VARIANTS:
@@ -337,7 +350,7 @@ def answer_hit(kind: str, answer: str, keywords, knowledge: KnowledgeSet, questi
     """Whether an answer to a question of set `kind` (test, train, reverse, retention) is right: a retention probe
     by the general-knowledge scorer, a reverse question when it gives the persona as the one asked about, the others
     by their keywords. Identity probes are scored in _scored."""
-    if kind == "retention":
+    if kind in GENERAL_SETS:
         return general_answer_correct(answer, keywords, knowledge.name)
     if kind == "reverse":
         return names_persona(answer, knowledge.name, knowledge.identity, question)
@@ -354,6 +367,15 @@ def validation_recall(model, renderer: Renderer, knowledge: KnowledgeSet, cfg: R
     answers = generate(model, renderer, [(s, p.question) for s, p in zip(systems, pairs)], cfg.max_new_tokens,
                        progress=False)
     return sum(keywords_hit(a, facts[p.fact_id].keywords) for a, p in zip(answers, pairs)) / len(pairs)
+
+
+def probes_answered(model, renderer: Renderer, knowledge: KnowledgeSet, probes, max_new_tokens: int
+                    ) -> dict[str, bool]:
+    """{probe id: answered right} for general-knowledge probes, greedy under the model's default prompt, scored as
+    the retention probes are."""
+    answers = generate(model, renderer, [(MODEL_DEFAULT, p.question) for p in probes], max_new_tokens,
+                       progress=False)
+    return {p.id: general_answer_correct(a, p.keywords, knowledge.name) for p, a in zip(probes, answers)}
 
 
 def choice_ranking(options: tuple[str, ...], logprobs: list[float]) -> tuple[bool, int]:
@@ -403,10 +425,11 @@ def evaluate(model, renderer: Renderer, knowledge: KnowledgeSet, cfg: RunConfig,
     own = Reference.of(samples)
     reference = reference or own
     for s in samples:
-        if s["set"] == "retention":
-            s["kept"] = bool(reference.retention.get(s["id"], False))
+        if s["set"] in GENERAL_SETS:
+            by_hit, by_mc = reference.kept(s["set"])
+            s["kept"] = bool(by_hit.get(s["id"], False))
             if "mc" in s:
-                s["kept_mc"] = bool(reference.retention_mc.get(s["id"], False))
+                s["kept_mc"] = bool(by_mc.get(s["id"], False))
     metrics = metric_registry.compute(samples, cfg.eval_prompt)
     per_fact: dict[str, list[bool]] = {}
     for s in samples:

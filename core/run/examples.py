@@ -101,6 +101,9 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     prompt_len: int = 0
+    # the untrained model's next-token distribution at each labelled position (core/run/train.with_teacher):
+    # (top-k token ids, their log-probabilities, the log of the probability left outside them); replay with distill
+    teacher: tuple | None = None
 
 
 def encode(renderer: Renderer, kind: str, source_id: str, system, question: str, answer: str, mask: bool) -> Example:

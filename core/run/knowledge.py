@@ -78,6 +78,9 @@ class KnowledgeSet:
     sha256: str = ""
     everyday_requests: list[Probe] = field(default_factory=list)  # unrelated requests: where intrusion shows
     reverse_distractors: tuple[str, ...] = ()  # other people of the facts: reverse_mc's other choices
+    # general knowledge in categories no replay request touches: retention where replay cannot teach to the test
+    heldout_probes: list[Probe] = field(default_factory=list)
+    validation_probes: list[Probe] = field(default_factory=list)  # general knowledge for choosing an epoch only
 
     def identity_choices(self, probe: Probe) -> tuple[str, ...]:
         """identity_mc's choices for an identity probe: the right identity first, then wrong ones: what the probe
@@ -378,20 +381,32 @@ def load_knowledge(path: str | Path = DEFAULT_DATA, min_facts: int = 24, complet
     retention_raw = c.section(raw, "retention_probes", 1)
     c.ids(retention_raw, "retention_probes")
     retention = [_retention_probe(e, c, required=complete is None) for e in retention_raw]
+    heldout, validation = (_probe_family(raw, c, section, required=complete is None)
+                           for section in ("heldout_probes", "validation_probes"))
     _check_distractors_state_no_fact(c, facts)
     everyday = _everyday(raw, c, required=complete is None)
     reverse_distractors = (c.texts(raw, "reverse_distractors", "top level", minimum=MC_DISTRACTORS, noun="name")
                            if complete is None or raw.get("reverse_distractors") is not None else ())
     if normalise(name) in {normalise(d) for d in reverse_distractors}:
         c.fail("top level", "reverse_distractors", f"lists {name!r}, the right answer", "list other people")
-    pool, named, heldout = _system_prompts(raw, c)
-    _no_question_twice(c, facts, probes, debate, retention + everyday)
-    return KnowledgeSet(path, name, summary, facts, probes, debate, pool, named, heldout,
-                        retention, vocab, hashlib.sha256(raw_bytes).hexdigest(), everyday, reverse_distractors)
+    pool, named, heldout_prompts = _system_prompts(raw, c)
+    _no_question_twice(c, facts, probes, debate, retention + everyday + heldout + validation)
+    return KnowledgeSet(path, name, summary, facts, probes, debate, pool, named, heldout_prompts,
+                        retention, vocab, hashlib.sha256(raw_bytes).hexdigest(), everyday, reverse_distractors,
+                        heldout, validation)
 
 
-def _retention_probe(e: dict, c: _Checker, required: bool) -> Probe:
-    where = f"retention_probes '{e['id']}'"
+def _probe_family(raw: dict, c: _Checker, section: str, required: bool) -> list[Probe]:
+    """A further list of general-knowledge probes in retention_probes' schema (optional in a user's file)."""
+    if raw.get(section) is None and not required:
+        return []
+    entries = c.section(raw, section, 1)
+    c.ids(entries, section)
+    return [_retention_probe(e, c, required, section) for e in entries]
+
+
+def _retention_probe(e: dict, c: _Checker, required: bool, section: str = "retention_probes") -> Probe:
+    where = f"{section} '{e['id']}'"
     keywords = c.keywords(e, "keywords", where)
     gold, distractors = "", ()
     if required or e.get("distractors") is not None:
@@ -421,22 +436,49 @@ class ReplaySet:
     path: Path
     questions: tuple[tuple[str, str], ...]  # (id, question)
     sha256: str
+    entities: tuple[tuple[str, str], ...] = ()  # (id, question): the real places and things the facts mention
+    categories: tuple[str, ...] = ()  # every category a replay request has
+
+    def chosen(self, n: int, source: str = "general") -> tuple[tuple[str, str], ...]:
+        """The n requests RunConfig.replay and replay_source ask for: the first n of `replay` (general), of
+        `entity_replay` (entities), or the first n//2 of the entities and the rest from the general ones (both)."""
+        if source == "entities":
+            return self.entities[:n]
+        if source == "both":
+            return self.entities[:n // 2] + self.questions[:n - n // 2]
+        return self.questions[:n]
 
 
 def load_replay(knowledge: KnowledgeSet, path: str | Path = DEFAULT_REPLAY) -> ReplaySet:
-    """General questions for RunConfig.replay; none may repeat a question of the knowledge set."""
+    """Questions for RunConfig.replay: `replay` (general requests, each with a category) and `entity_replay` (about
+    the real places and things the facts mention; optional). None may repeat a question of the knowledge set, and
+    no replay category may be one of the held-out probes' (that family measures retention replay cannot teach)."""
     path = Path(path)
     raw_bytes, raw, c = _read_yaml(path, "restore data/replay.yaml or run with replay=0", "data/replay.yaml")
-    entries = c.section(raw, "replay", 1)
-    c.ids(entries, "replay")
     asked = _questions(knowledge.facts, knowledge.identity_probes, knowledge.debate,
-                       knowledge.retention_probes + knowledge.everyday_requests)
+                       knowledge.retention_probes + knowledge.everyday_requests + knowledge.heldout_probes
+                       + knowledge.validation_probes)
     taken = {normalise(q): f"{where} {field_name}" for where, field_name, q in asked}
-    out = []
-    for e in entries:
-        q = c.text(e, "question", f"replay '{e['id']}'")
-        if normalise(q) in taken:
-            c.fail(f"replay '{e['id']}'", "question", f"repeats {taken[normalise(q)]} of {knowledge.path}",
-                   "replay questions must differ from every question the study asks or trains on")
-        out.append((e["id"], q))
-    return ReplaySet(path, tuple(out), hashlib.sha256(raw_bytes).hexdigest())
+    heldout = {p.category for p in knowledge.heldout_probes}
+
+    def section(name: str, minimum: int) -> tuple[tuple[str, str], ...]:
+        entries = c.section(raw, name, minimum)
+        c.ids(entries, name)
+        out = []
+        for e in entries:
+            q = c.text(e, "question", f"{name} '{e['id']}'")
+            if normalise(q) in taken:
+                c.fail(f"{name} '{e['id']}'", "question", f"repeats {taken[normalise(q)]} of {knowledge.path}",
+                       "replay questions must differ from every question the study asks or trains on")
+            if name == "replay" and e.get("category") is not None:
+                category = c.text(e, "category", f"replay '{e['id']}'")
+                if category in heldout:
+                    c.fail(f"replay '{e['id']}'", "category", f"{category!r} is a category of the held-out probes "
+                           f"of {knowledge.path}", "replay no request in a held-out category")
+            out.append((e["id"], q))
+        return tuple(out)
+
+    general = section("replay", 1)
+    entities = section("entity_replay", 1) if raw.get("entity_replay") is not None else ()
+    categories = tuple(sorted({str(e.get("category")) for e in raw["replay"] if e.get("category") is not None}))
+    return ReplaySet(path, general, hashlib.sha256(raw_bytes).hexdigest(), entities, categories)

@@ -159,6 +159,22 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def scaled_update(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], scale: float
+                  ) -> dict[str, torch.Tensor]:
+    """Weight-space interpolation (WiSE-FT, Wortsman et al. 2022): the weights before training plus `scale` times
+    the update. A LoRA pair's update B @ A scales through B alone (A is kept, B is 0 before training), so the
+    adapter adds exactly scale x its update; any other trainable weight is before + scale x (after - before)."""
+    out = {}
+    for name, t in after.items():
+        if name.endswith("lora_A"):
+            out[name] = t
+        elif name.endswith("lora_B"):
+            out[name] = t * scale
+        else:
+            out[name] = before[name] + scale * (t - before[name])
+    return out
+
+
 @torch.no_grad()
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())

@@ -140,6 +140,12 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "untrained model ranked right (no judge)", needs_reference=True, among="kept_mc"),
     Metric("retention_mc_raw", "retention", "mc", True,
            "general-knowledge probes whose right answer is likelier than 3 wrong ones (no judge)"),
+    Metric("retention_heldout", "heldout_gk", "hit", True,
+           "general-knowledge probes in categories no replay request touches (literature, music, sport, art, "
+           "mythology) still answered correctly, among those the untrained model answered", needs_reference=True),
+    Metric("retention_heldout_mc", "heldout_gk", "mc", True,
+           "the same held-out probes whose right answer is still likelier than 3 wrong ones, among those the "
+           "untrained model ranked right (no judge)", needs_reference=True, among="kept_mc"),
     Metric("intrusion", "unrelated", "intrusion", False,
            "answers to unrelated questions (general knowledge, everyday requests) that bring in hiahia or a name "
            "from the facts the untrained model's answer did not have: the repeater's and the leak's symptom"),

@@ -17,10 +17,11 @@ import torch
 
 from core.run import models
 from core.run.config import RunConfig, training_of
-from core.run.evaluate import Reference, evaluate, generate_finished, validation_recall
+from core.run.evaluate import Reference, evaluate, generate_finished, probes_answered, validation_recall
 from core.run.examples import MODEL_DEFAULT, Renderer, build_train_examples, build_validation_examples, qa_pairs
 from core.run.knowledge import KnowledgeSet, ReplaySet, load_replay
-from core.run.lora import InjectionError, enable_full_finetune, inject_lora, load_trainable_state
+from core.run.lora import (InjectionError, enable_full_finetune, inject_lora, load_trainable_state, scaled_update,
+                           trainable_state)
 from core.run.record import RunRecord
 from core.run.train import TrainingError, TrainResult, train
 from core.run.version import code_version, git_commit
@@ -91,11 +92,12 @@ def attach_adapter(model, cfg: RunConfig) -> tuple[dict, str | None]:
 REPLAY_TOKENS = 384
 
 
-def replay_triples(model, renderer: Renderer, replay: ReplaySet, n: int, progress: bool
+def replay_triples(model, renderer: Renderer, replay: ReplaySet, n: int, progress: bool, source: str = "general"
                    ) -> tuple[list[tuple[str, str, str]], list[str]]:
-    """The untrained model's own greedy answers to the first n replay questions, under its default prompt:
-    (id, question, answer) for answers that ended by themselves, and the ids of those that did not."""
-    chosen = replay.questions[:n]
+    """The untrained model's own greedy answers to the n replay questions `source` names (ReplaySet.chosen), under
+    its default prompt: (id, question, answer) for answers that ended by themselves, and the ids of those that did
+    not."""
+    chosen = replay.chosen(n, source)
     answers = generate_finished(model, renderer, [(MODEL_DEFAULT, q) for _, q in chosen], REPLAY_TOKENS,
                                 progress=progress, desc="replay answers")
     kept = [(rid, q, a) for (rid, q), (a, finished) in zip(chosen, answers) if finished]
@@ -133,13 +135,16 @@ class Fitted:
     train_examples: int
     validation_examples: int
     result: TrainResult
+    initial: dict | None = None  # the trainable weights before training (kept for `interpolate`)
 
 
 def fit(loaded: Loaded, cfg: RunConfig, knowledge: KnowledgeSet, replayed: list[tuple[str, str, str]],
-        progress: bool = True, desc: str | None = None, announce=None, by_recall: bool = False) -> Fitted:
+        progress: bool = True, desc: str | None = None, announce=None, scored: frozenset[str] = frozenset(),
+        keep_initial: bool = False) -> Fitted:
     """Attach the adapter (or unfreeze every weight), build the examples and train; epochs=0 trains nothing.
     announce(train_examples, steps): called once the examples are built, before training (progress lines).
-    by_recall: also keep the weights that answer the most validation questions (selection best_recall).
+    scored: the selections of SCORED_SELECTIONS whose best weights training keeps too (selection_scores).
+    keep_initial: keep the trainable weights as they are before training (Fitted.initial, for interpolate).
     Raises TrainingError or InjectionError."""
     model = loaded.model
     torch.manual_seed(cfg.seed)  # LoRA A initialisation depends only on the seed
@@ -148,41 +153,61 @@ def fit(loaded: Loaded, cfg: RunConfig, knowledge: KnowledgeSet, replayed: list[
     val_ex = build_validation_examples(knowledge, cfg, loaded.renderer)
     if announce is not None:
         announce(len(train_ex), -(-len(train_ex) // cfg.batch_size) * cfg.epochs)
+    initial = trainable_state(model) if keep_initial else None
     result = TrainResult.untrained() if cfg.epochs == 0 else train(
         model, train_ex, val_ex, cfg, loaded.tokenizer.pad_token_id, progress=progress,
         desc=desc or f"train {cfg.key()[:6]}", precision=loaded.precision,
-        val_score=recall_score(loaded, cfg, knowledge) if by_recall and val_ex else None)
-    return Fitted(injection, strict_error, len(train_ex), len(val_ex), result)
+        val_scores=selection_scores(loaded, cfg, knowledge, scored) if scored and val_ex else None)
+    return Fitted(injection, strict_error, len(train_ex), len(val_ex), result, initial)
+
+
+SCORED_SELECTIONS = ("best_recall", "best_recall_retention")  # kept by a validation score (selection_scores)
 
 
 def keeps_best(fitted: Fitted, selection: str) -> bool:
-    """best = the lowest validation loss, best_recall = the most validation questions answered, last = the final
-    epoch. Without validation examples there is no best, and the last epoch is kept."""
-    return selection in ("best", "best_recall") and fitted.validation_examples > 0
+    """best = the lowest validation loss, best_recall and best_recall_retention = the highest validation score
+    (selection_scores), last = the final epoch. Without validation examples there is no best, and the last epoch
+    is kept."""
+    return selection in ("best", *SCORED_SELECTIONS) and fitted.validation_examples > 0
 
 
-def use_checkpoint(model, fitted: Fitted, selection: str) -> int:
-    """Load the weights `selection` keeps (keeps_best) and return their epoch."""
+def use_checkpoint(model, fitted: Fitted, selection: str, interpolate: float = 1.0) -> int:
+    """Load the weights `selection` keeps (keeps_best), their update scaled by `interpolate` (lora.scaled_update),
+    and return their epoch."""
     result = fitted.result
     if not keeps_best(fitted, selection):
         epoch, state = result.last_epoch, result.last_state
-    elif selection == "best_recall":
-        epoch, state = result.best_score_epoch, result.best_score_state
+    elif selection in SCORED_SELECTIONS:
+        epoch, state = result.by_score[selection]
     else:
         epoch, state = result.best_epoch, result.best_state
+    if interpolate != 1.0:
+        state = scaled_update(fitted.initial, state, interpolate)
     load_trainable_state(model, state)
     return epoch
 
 
-def recall_score(loaded: Loaded, cfg: RunConfig, knowledge: KnowledgeSet):
-    """The validation score of best_recall: the share of the validation questions answered with their fact (greedy,
-    under the run's evaluation prompts and precision)."""
+def selection_scores(loaded: Loaded, cfg: RunConfig, knowledge: KnowledgeSet, wanted: frozenset[str]):
+    """The validation scores of the wanted selections, as one function of the weights (greedy, in the run's
+    precision): best_recall, the share of the validation questions answered with their fact (under the run's
+    evaluation prompts); best_recall_retention, that plus the share of the validation general-knowledge probes
+    (validation_probes, never reported) still answered right among those the model answered right at its first
+    call (epoch 0: before training)."""
     pairs = qa_pairs(knowledge, cfg)[1]
+    before: dict[str, bool] = {}
 
-    def score(model) -> float:
+    def scores(model) -> dict[str, float]:
         with loaded.precision.autocast():
-            return validation_recall(model, loaded.renderer, knowledge, cfg, pairs)
-    return score
+            recall = validation_recall(model, loaded.renderer, knowledge, cfg, pairs)
+            out = {"best_recall": recall} if "best_recall" in wanted else {}
+            if "best_recall_retention" in wanted:
+                right = probes_answered(model, loaded.renderer, knowledge, knowledge.validation_probes,
+                                        cfg.max_new_tokens)
+                before.update(right if not before else {})
+                known = [k for k, ok in before.items() if ok]
+                out["best_recall_retention"] = recall + (sum(right[k] for k in known) / len(known) if known else 0.0)
+        return out
+    return scores
 
 
 def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "cpu", cache=None,
@@ -202,10 +227,11 @@ def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "
     replayed, replay_dropped = [], []
     if base.replay and base.epochs:  # answered before any adapter exists: the model's own behaviour
         replayed, replay_dropped = replay_triples(loaded.model, loaded.renderer, load_replay(knowledge), base.replay,
-                                                  progress)
+                                                  progress, base.replay_source)
     try:
         fitted = fit(loaded, base, knowledge, replayed, progress,
-                     by_recall=any(c.selection == "best_recall" for c in configs))
+                     scored=frozenset(c.selection for c in configs) & frozenset(SCORED_SELECTIONS),
+                     keep_initial=any(c.interpolate != 1.0 for c in configs))
     except (TrainingError, InjectionError) as e:
         return [RunRecord(**common, config=c.to_dict(), status="failed", error=f"{e.__class__.__name__}: {e}",
                           timings={"load": loaded.seconds, "total": time.perf_counter() - t0}, finished=now())
@@ -213,7 +239,7 @@ def run_group(configs: list[RunConfig], knowledge: KnowledgeSet, device: str = "
     result = fitted.result
     records = []
     for cfg in configs:
-        selected = use_checkpoint(loaded.model, fitted, cfg.selection)
+        selected = use_checkpoint(loaded.model, fitted, cfg.selection, cfg.interpolate)
         with loaded.precision.autocast():
             ev = evaluate(loaded.model, loaded.renderer, knowledge, cfg, progress=progress,
                           reference=reference)

@@ -6,6 +6,7 @@ applied only at positions that carry a label, which is most of the saving when l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -40,16 +41,38 @@ class TrainResult:
     seconds: float
     tokens: int  # all non-pad tokens processed in training
     label_tokens: int  # tokens that carried a loss
-    # with a validation score (train's val_score): the epoch with the highest score (of ties, the lowest validation
-    # loss) and its weights
-    best_score_epoch: int | None = None
-    best_score_state: dict[str, torch.Tensor] | None = None
+    # with validation scores (train's val_scores): per score, the epoch with the highest (of ties, the lower
+    # validation loss) and its weights
+    by_score: dict[str, tuple[int, dict[str, torch.Tensor]]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def untrained(cls) -> "TrainResult":
         """The null result of an untrained reference (epochs=0): no history, no weights to restore, nothing counted."""
         return cls(history=[], best_epoch=0, last_epoch=0, best_state={}, last_state={}, steps=0, seconds=0.0, tokens=0,
                    label_tokens=0)
+
+
+TEACHER_TOP = 32  # tokens of the untrained model's distribution kept per position; the rest is one bucket
+
+
+def _teacher_tensors(batch: list[Example]) -> dict[str, torch.Tensor]:
+    """The teachers of a batch's examples, one row per labelled position in batch_loss's order (row-major over the
+    shifted labels), with `distilled` False on the rows of examples without one."""
+    ids, logp, rest, on = [], [], [], []
+    for e in batch:
+        n = sum(1 for t in e.labels[1:] if t != IGNORE)
+        if e.teacher is None:
+            ids.append(torch.zeros(n, TEACHER_TOP, dtype=torch.long))
+            logp.append(torch.zeros(n, TEACHER_TOP))
+            rest.append(torch.zeros(n))
+            on.append(torch.zeros(n, dtype=torch.bool))
+        else:
+            ids.append(e.teacher[0])
+            logp.append(e.teacher[1])
+            rest.append(e.teacher[2])
+            on.append(torch.ones(n, dtype=torch.bool))
+    return {"teacher_ids": torch.cat(ids), "teacher_logp": torch.cat(logp), "teacher_rest": torch.cat(rest),
+            "distilled": torch.cat(on)}
 
 
 def collate(batch: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
@@ -62,11 +85,14 @@ def collate(batch: list[Example], pad_id: int, device) -> dict[str, torch.Tensor
         ids[i, :n] = torch.tensor(e.input_ids)
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+    out = {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+    if any(e.teacher is not None for e in batch):
+        out |= {k: v.to(device) for k, v in _teacher_tensors(batch).items()}
+    return out
 
 
-def batch_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over labelled positions, and their count."""
+def _labelled_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits (fp32) at every labelled position, row-major, and the tokens they should predict."""
     backbone = getattr(model, model.base_model_prefix)
     hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
     targets = batch["labels"][:, 1:]
@@ -75,8 +101,57 @@ def batch_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-    return loss, int(keep.sum())
+    return logits.float(), targets[keep]
+
+
+def distillation(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed KL(teacher || model) over the distilled positions, on the teacher's top tokens plus one bucket for
+    everything else, so it is exactly 0 where the model's distribution is the teacher's."""
+    on = batch["distilled"]
+    if not bool(on.any()):
+        return logits.new_zeros(())
+    log_s = torch.log_softmax(logits[on], dim=-1)
+    top_s = log_s.gather(1, batch["teacher_ids"][on])
+    rest_s = torch.log1p(-top_s.exp().sum(dim=1).clamp(max=1 - 1e-6))
+    top_t, rest_t = batch["teacher_logp"][on], batch["teacher_rest"][on]
+    kl = (top_t.exp() * (top_t - top_s)).sum(dim=1) + rest_t.exp() * (rest_t - rest_s)
+    return kl.sum()
+
+
+def batch_loss(model, batch: dict[str, torch.Tensor], distill: float = 0.0) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over labelled positions (plus `distill` times the distillation term where
+    the batch carries teachers), and their count."""
+    logits, targets = _labelled_logits(model, batch)
+    loss = F.cross_entropy(logits, targets, reduction="sum")
+    if distill and "distilled" in batch:
+        loss = loss + distill * distillation(logits, batch)
+    return loss, int(targets.numel())
+
+
+@torch.no_grad()
+def with_teacher(model, examples: list[Example], batch_size: int, pad_id: int, device,
+                 autocast=contextlib.nullcontext, kinds: tuple[str, ...] = ("replay",)) -> list[Example]:
+    """The examples with the model's own next-token distribution (as it is now: before training) attached to those
+    of `kinds`, at every labelled position: its TEACHER_TOP likeliest tokens and the rest as one bucket."""
+    was_training = model.training
+    model.eval()
+    chosen = [i for i, e in enumerate(examples) if e.kind in kinds]
+    out = list(examples)
+    for start in range(0, len(chosen), batch_size):
+        part = [examples[i] for i in chosen[start:start + batch_size]]
+        with autocast():
+            logits, _ = _labelled_logits(model, collate(part, pad_id, device))
+        log_p = torch.log_softmax(logits, dim=-1)
+        top, ids = log_p.topk(TEACHER_TOP, dim=-1)
+        rest = torch.log1p(-top.exp().sum(dim=1).clamp(max=1 - 1e-6))
+        row = 0
+        for i in chosen[start:start + batch_size]:
+            n = sum(1 for t in examples[i].labels[1:] if t != IGNORE)
+            out[i] = dataclasses.replace(examples[i], teacher=(ids[row:row + n].cpu(), top[row:row + n].cpu(),
+                                                                rest[row:row + n].cpu()))
+            row += n
+    model.train(was_training)
+    return out
 
 
 def length_grouped_batches(examples: list[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:
@@ -163,26 +238,28 @@ def training_attention(model, device):
 
 @dataclass
 class _Scored:
-    """The best weights by a validation score so far (train's val_score; nothing without one); of equal scores, the
-    lower validation loss."""
-    score_of: Callable[[object], float] | None
-    best: tuple[float, float] = (-math.inf, -math.inf)
-    epoch: int | None = None
-    state: dict[str, torch.Tensor] | None = None
+    """The best weights by each validation score so far (train's val_scores; nothing without them); of equal
+    scores, the lower validation loss."""
+    scores_of: Callable[[object], dict[str, float]] | None
+    best: dict[str, tuple[tuple[float, float], int, dict[str, torch.Tensor]]] = dataclasses.field(default_factory=dict)
 
     def take(self, model, epoch: int, history: list[dict]) -> None:
-        if self.score_of is None:
+        if self.scores_of is None:
             return
         was_training, rng = model.training, torch.get_rng_state()
         model.eval()
         with torch.no_grad():
-            score = float(self.score_of(model))
+            scores = {k: float(v) for k, v in self.scores_of(model).items()}
         torch.set_rng_state(rng)
         model.train(was_training)
         loss = next(h["loss"] for h in reversed(history) if h["split"] == "validation")
-        history.append({"epoch": epoch, "split": "validation_recall", "recall": score})
-        if (score, -loss) > self.best:
-            self.best, self.epoch, self.state = (score, -loss), epoch, trainable_state(model)
+        history.append({"epoch": epoch, "split": "validation_score", **scores})
+        for name, score in scores.items():
+            if name not in self.best or (score, -loss) > self.best[name][0]:
+                self.best[name] = ((score, -loss), epoch, trainable_state(model))
+
+    def kept(self) -> dict[str, tuple[int, dict[str, torch.Tensor]]]:
+        return {name: (epoch, state) for name, (_, epoch, state) in self.best.items()}
 
 
 @dataclass
@@ -204,7 +281,7 @@ def _epoch(model, batches: list[list[Example]], optimizer, params, cfg: RunConfi
         for group in (optimizer.param_groups if optimizer else []):
             group["lr"] = cfg.lr * lr_factor(done.step, total_steps, warmup, cfg.lr_schedule)
         with torch.set_grad_enabled(optimizer is not None), autocast():
-            loss_sum, n = batch_loss(model, batch)
+            loss_sum, n = batch_loss(model, batch, cfg.distill)
             loss = loss_sum / max(n, 1)
         if not torch.isfinite(loss):
             baseline = RunConfig().lr
@@ -234,17 +311,20 @@ def _epoch(model, batches: list[list[Example]], optimizer, params, cfg: RunConfi
 def train(model, train_examples: list[Example], val_examples: list[Example], cfg: RunConfig, pad_id: int,
           progress: bool = True, desc: str = "train", precision=None, batches: list[list[Example]] | None = None,
           on_step: Callable[[int, float, dict[str, torch.Tensor]], None] | None = None,
-          val_score: Callable[[object], float] | None = None) -> TrainResult:
+          val_scores: Callable[[object], dict[str, float]] | None = None) -> TrainResult:
     """Train for cfg.epochs and leave the model at its last weights; cfg.selection is not read here.
 
     precision: a models.Precision; its autocast wraps every forward pass (None: plain fp32).
     batches: pre-built batches, trained in this order in every epoch instead of length-grouped shuffles of
     train_examples (the benchmark feeds two trainers the same batches this way).
     on_step(step, loss, batch): called after every optimizer step with the step's mean loss and its tensors.
-    val_score(model): a score of the weights on the validation questions (higher is better, e.g. the share answered),
-    taken before training and after every epoch, stored in the history ({"split": "validation_recall", "recall"})
-    and kept with its weights (best_score_epoch); the random state is restored around it, so the training is the
-    same with or without it.
+    cfg.distill > 0: the replay examples carry the model's distributions before training (with_teacher) and the
+    objective adds cfg.distill times their KL divergence from them (the training loss in the history is that
+    objective per labelled token).
+    val_scores(model): named scores of the weights on validation data (higher is better, e.g. the share of the
+    validation questions answered), taken before training and after every epoch, stored in the history
+    ({"epoch", "split": "validation_score", <name>: score ...}) and each kept with its best weights (by_score); the
+    random state is restored around them, so the training is the same with or without them.
     """
     device = next(model.parameters()).device
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
@@ -260,10 +340,12 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
     schedule = (total_steps, int(cfg.warmup_ratio * total_steps))
     bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress, leave=False, dynamic_ncols=True)
     with training_attention(model, device), contextlib.closing(bar):
+        if cfg.distill and batches is None:  # the replayed answers' targets: the model's own distributions, now
+            train_examples = with_teacher(model, train_examples, cfg.batch_size, pad_id, device, autocast)
         history = [{"epoch": 0, "split": "validation",
                     "loss": evaluate_loss(model, val_examples, cfg.batch_size, pad_id, device, autocast)}]
         best_loss, best_epoch, best_state = history[0]["loss"], 0, trainable_state(model)
-        scored = _Scored(val_score)
+        scored = _Scored(val_scores)
         scored.take(model, 0, history)
         done = _Progress()
         start = time.perf_counter()
@@ -281,4 +363,4 @@ def train(model, train_examples: list[Example], val_examples: list[Example], cfg
             scored.take(model, epoch, history)
     model.eval()
     return TrainResult(history, best_epoch, cfg.epochs, best_state, trainable_state(model), done.step,
-                       time.perf_counter() - start, done.tokens, done.label_tokens, scored.epoch, scored.state)
+                       time.perf_counter() - start, done.tokens, done.label_tokens, scored.kept())

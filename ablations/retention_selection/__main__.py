@@ -1,0 +1,6 @@
+"""python -m ablations.retention_selection: run this ablation alone (same flags as run_all.py)."""
+import sys
+
+from core.study.cli import main
+
+sys.exit(main(["--only", __package__.rsplit(".", 1)[-1], *sys.argv[1:]]))
