@@ -94,7 +94,8 @@ def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
     per_regime = {r: {"final_epoch": {sig: Comparison(sig, verdict="not reproduced")}} for r in ab.regimes}
     per_regime["varied_long"]["final_epoch"][sig] = Comparison(sig, verdict="reproduced")
     text = statement(ab, per_regime)
-    assert text.startswith("reproduced under: varied_long; not reproduced under: baseline, overfit")
+    assert text.startswith("reproduced under: varied_long/final_epoch; not reproduced under: baseline/final_epoch, "
+                           "overfit/final_epoch")  # three arms: the statement names the arm too
 
     from core.run.record import RunRecord
 

@@ -79,7 +79,8 @@ def with_three_seeds(results: Path, dest: Path) -> Path:
             rec.update(key=key, config=dict(src["config"], seed=seed))
             rec["metrics"] = {m: None if v is None else min(1.0, max(0.0, v + rng.uniform(-0.1, 0.1)))
                               for m, v in src["metrics"].items()}
-            rec["history"] = [dict(h, loss=h["loss"] + rng.uniform(-0.2, 0.2)) for h in src["history"]]
+            rec["history"] = [dict(h, loss=h["loss"] + rng.uniform(-0.2, 0.2)) if "loss" in h else h
+                              for h in src["history"]]
             for sample in rec["samples"][seed::3]:  # some answers differ between seeds
                 sample["answer"] = f"{sample['answer']} (seed {seed})"
             (res / "runs" / f"{key}.json").write_text(json.dumps(rec))
@@ -278,6 +279,20 @@ def _open(driver, page: Path) -> None:
 
 
 # elements sticking out to the right of the window, outside the containers that scroll on their own
+def svg_width(path: Path) -> float:
+    """The width of an SVG's view box (the units its text sizes are in)."""
+    import re
+    return float(re.search(r'viewBox="[\d.]+ [\d.]+ ([\d.]+) [\d.]+"', path.read_text()).group(1))
+
+
+def forest_text_sizes(path: Path) -> list[float]:
+    """The font size of every text in an SVG that keeps its text as text (matplotlib's svg.fonttype none)."""
+    import re
+    sizes = [float(s) for s in re.findall(r"font[^;\"]*?(\d+(?:\.\d+)?)px", path.read_text())]
+    assert sizes, "no text in the SVG"
+    return sizes
+
+
 OVERFLOW = """
 const limit = window.innerWidth + 1;
 return Array.from(document.body.querySelectorAll('*'))
@@ -314,8 +329,15 @@ def test_pages_load_in_headless_chromium_at_1400_and_400_px(three_seeds, tmp_pat
                 assert driver.execute_script(OVERFLOW) == [], f"{page.name} at {width} px"
             _open(driver, index)
             assert driver.find_element(By.ID, "findings").is_displayed()
-            forest = driver.find_element(By.CSS_SELECTOR, "img[src='figures/forest.png']")
-            assert forest.is_displayed() and forest.size["width"] <= driver.execute_script("return innerWidth")
+            # the first screen is the answer: the original's steps begin inside the first viewport
+            steps = driver.find_element(By.CSS_SELECTOR, "table.answer-table")
+            assert driver.execute_script("return arguments[0].getBoundingClientRect().top", steps) < 900 * 0.8
+            assert driver.find_elements(By.CSS_SELECTOR, "p.legend span.verdict[title]")  # the words, defined
+            forest = driver.find_element(By.CSS_SELECTOR, "img[src='figures/forest.svg']")
+            assert forest.is_displayed()
+            smallest = min(forest_text_sizes(index.parent / "figures" / "forest.svg")) * forest.size["width"] / \
+                svg_width(index.parent / "figures" / "forest.svg")
+            assert smallest >= (11 if width == 1400 else 9), f"forest text {smallest:.1f} px at {width} px"
             assert len(driver.find_elements(By.CSS_SELECTOR, "#summary-table > tbody > tr")) == \
                 len(plan_of(three_seeds)["ablations"])
             _screenshot(driver, width, "index")

@@ -463,3 +463,26 @@ def test_an_effect_on_other_items_than_the_arm_s_own_names_the_items_and_their_m
     more_seeds = _cell(ab, verdict, "baseline", "plain", "retention", dict(own, n=3), [], {}, [])  # a third seed
     assert more_seeds["paired"] == ("on seeds 0, 1 (both arms finished) and the 31 items both arms scored: "
                                     "0.30 → 0.43")
+
+
+def test_the_first_screen_answers_with_the_steps_in_order_and_remedies_in_their_own_words(tmp_path):
+    res = fixture_copy(tmp_path / "results")
+    rows, metas, verdicts, runs = load_results(res)
+    f = findings(metas, verdicts, rows, runs)
+    parts = {p["role"]: p["rows"] for p in f["answer"]}
+    steps = [a["name"] for a in parts.get("step", [])]
+    order = {n: m.get("order", 100) for n, m in metas.items()}
+    assert steps == sorted(steps, key=lambda n: order[n]) and "wrong_layer_path" in steps
+    for a in (a for p in f["answer"] for a in p["rows"]):  # one sentence, from verdicts.json, per ablation
+        assert a["sentence"] and a["verdict"] in ("reproduced", "not reproduced", "the other way",
+                                                  "untestable here", "inconclusive", "not computed yet",
+                                                  "not measured yet")
+    from core.report.findings import shown_word
+    assert shown_word("remedy", "reproduced") == "works" and shown_word("remedy", "not reproduced") == "does not help"
+    assert shown_word("step", "reproduced") == "reproduced"
+    html = render.render(res, tmp_path / "report").read_text()
+    first = html[:html.index('<section class="intro">')]
+    assert '<table class="answer-table">' in first and first.index("answer-table") < html.index('id="findings"')
+    assert all(f'href="{n}.html"' in first for n in steps)
+    assert 'title="the interval excludes 0 in the symptom' in first  # each verdict word defined on hover
+    assert "Limitations" in first and "language-model agents" in first

@@ -149,7 +149,8 @@ def baseline_rates(results: Path, knowledge: KnowledgeSet) -> dict[str, tuple[fl
     recipe = RunConfig().to_dict()
     found = answers_by_kind(results)
     plan = json.loads((results / "plan.json").read_text())
-    keys = {r["key"] for r in plan["rows"] if dict(r["config"], seed=recipe["seed"]) == recipe}
+    keys = {r["key"] for r in plan["rows"]  # stored configs gain the fields added since, as defaults
+            if dict(RunConfig.from_dict(r["config"]).to_dict(), seed=recipe["seed"]) == recipe}
     out = {}
     for kind, arms in found.items():
         items = [i for items in arms.values() for i in items if i["run_key"] in keys]

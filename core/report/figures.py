@@ -58,7 +58,10 @@ def _palette(arms: list[str]) -> dict[str, tuple]:
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    """The figure written to `path` (PNG at DPI, or SVG with its text kept as text), closed; its report path."""
+    svg = path.suffix == ".svg"
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "hiahia"}):  # SVG: byte-identical reruns
+        fig.savefig(path, dpi=DPI, bbox_inches="tight", **({"metadata": {"Date": None}} if svg else {}))
     plt.close(fig)
     return f"figures/{path.name}"
 
@@ -319,45 +322,69 @@ def frontier_figure(rows: list[PlanRow], runs: dict, path: Path) -> str | None:
 VERDICT_COLOURS = {w.word: w.colour for w in WORDS}
 
 
+GROUP_NAMES = {"step": "the original's steps", "lever": "levers", "remedy": "remedies"}
+
+
+def forest_order(rows: list[dict]) -> list[dict]:
+    """The forest's rows: grouped as the answer is (steps, levers, remedies), largest effect in the symptom's
+    direction first within each group, rows without an effect last."""
+    groups = list(GROUP_NAMES)
+    return sorted(rows, key=lambda r: (groups.index(r.get("role") or "lever"), r.get("oriented") is None,
+                                       -(r.get("oriented") or 0.0)))
+
+
 def forest_figure(rows: list[dict], path: Path) -> str | None:
-    """Every deciding comparison's signature effect (treatment - control) with its interval, one row each, coloured
-    by verdict; the +-min_effect band (smaller effects count as no effect) shaded, one dot per seed's difference.
+    """Every deciding comparison's signature effect with its interval, one row each, oriented so that the symptom
+    always points right (treatment - control, sign flipped where the symptom is a decrease), grouped and sorted
+    (forest_order), coloured by verdict, each row's interval level in its label; the min_effect band shaded, one
+    dot per seed's difference. Written as SVG with its text as text (sharp at any width, readable by a test).
     None when there is no row."""
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(8.6, 0.9 + 0.3 * len(rows)))
+    rows = forest_order(rows)
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.36 * len(rows)))
+    previous = None
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
+        sign = -1.0 if r["expected"] == "decrease" else 1.0
+        group = r.get("role") or "lever"
+        if group != previous:
+            ax.axhline(y + 0.5, color="0.6", linewidth=0.6)
+            ax.text(0.005, y + 0.47, GROUP_NAMES[group], transform=ax.get_yaxis_transform(), ha="left", va="top",
+                    fontsize=9, color="0.35", style="italic")
+            previous = group
         band = r["min_effect"] or 0.0
         ax.fill_betweenx([y - 0.45, y + 0.45], -band, band, color="#cfd8dc", alpha=0.55, linewidth=0,
                          label="|effect| < min_effect" if i == 0 else None)
         colour = VERDICT_COLOURS.get(r["verdict"], "#9e9e9e")
         if r["diff"] is None:
-            ax.text(0, y, "no effect measured", ha="center", va="center", fontsize=7, color="#8a1c1c")
+            ax.text(0, y, "no effect measured", ha="center", va="center", fontsize=9, color="#8a1c1c")
             continue
         if r["low"] is not None and r["high"] is not None:
-            ax.plot([r["low"], r["high"]], [y, y], color=colour, linewidth=2.2, solid_capstyle="butt")
+            ax.plot([sign * r["low"], sign * r["high"]], [y, y], color=colour, linewidth=2.4, solid_capstyle="butt")
         if r["per_seed"]:
-            ax.scatter(r["per_seed"], [y + 0.22] * len(r["per_seed"]), s=9, facecolor="white", edgecolor=colour,
-                       linewidth=0.8, zorder=3)
-        ax.plot([r["diff"]], [y], marker="o", markersize=6, color=colour, markeredgecolor="black", zorder=4)
+            ax.scatter([sign * v for v in r["per_seed"]], [y + 0.22] * len(r["per_seed"]), s=11,
+                       facecolor="white", edgecolor=colour, linewidth=0.8, zorder=3)
+        ax.plot([sign * r["diff"]], [y], marker="o", markersize=6.5, color=colour, markeredgecolor="black", zorder=4)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{r['label']}  ({r['metric']} {'↑' if r['expected'] == 'increase' else '↓'})"
-                        for r in reversed(rows)], fontsize=8)
+    ax.set_yticklabels([f"{r['label']}  ({r['metric']} {'↑' if r['expected'] == 'increase' else '↓'}"
+                        + (f", {100 * r['level']:.1f}%" if r.get("level") else "") + ")"
+                        for r in reversed(rows)], fontsize=10)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     # symmetric about zero and as wide as the widest interval, seed or band needs (effects are differences of
     # shares, so never beyond +-1): small effects stay readable
     reach = max([abs(v) for r in rows for v in (r["low"], r["high"], r["diff"], r["min_effect"], *(r["per_seed"] or []))
                  if v is not None] + [0.1])
     ax.set_xlim(-min(1.0, 1.15 * reach), min(1.0, 1.15 * reach))
-    ax.set_xlabel("signature effect: treatment − control (arrow: the symptom's direction)")
+    ax.tick_params(axis="x", labelsize=10)
+    ax.set_xlabel("effect in the symptom's direction (right: the symptom showed; left: the other way)", fontsize=10)
     handles = [plt.Line2D([], [], marker="o", color=c, markeredgecolor="black", linewidth=2.2, label=v)
                for v, c in VERDICT_COLOURS.items()]
     handles += [plt.Line2D([], [], marker="o", linestyle="none", markerfacecolor="white", markeredgecolor="0.3",
                            markersize=4, label="one seed"),
                 plt.Rectangle((0, 0), 1, 1, color="#cfd8dc", label="|effect| < min_effect")]
-    ax.legend(handles=handles, fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5)
+    ax.legend(handles=handles, fontsize=9, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4)
     ax.grid(axis="y", visible=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path.with_suffix(".svg"))

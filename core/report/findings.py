@@ -22,6 +22,8 @@ from core.report.data import (
     trained_nothing,
     verdict_class,
 )
+from core.run.config import RunConfig
+from core.study.ablation import discover
 from core.study.store import PlanRow
 
 VERDICTS = PRECEDENCE
@@ -41,6 +43,7 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) ->
     """One row per deciding comparison (ablation x regime x arm) with its signature effect, interval and the
     paired difference of each seed."""
     out = []
+    roles = role_of(metas)
     for name, ab in metas.items():
         own = [r for r in rows if r["ablation"] == name]
         verdict = verdicts.get(name) or AblationVerdict()
@@ -52,7 +55,8 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) ->
             where = regime + (f" / {arm}" if several_arms else "")
             label = name + (f" / {regime}" if len(ab.get("regimes") or {}) > 1 else "") + \
                 (f" / {arm}" if several_arms else "")
-            out.append({"ablation": name, "regime": regime, "arm": arm, "label": label, "where": where,
+            out.append({"ablation": name, "role": roles[name], "regime": regime, "arm": arm, "label": label,
+                        "where": where,
                         "metric": ab["signature"],
                         "expected": ab.get("expected"), "min_effect": cmp.min_effect,
                         "diff": cmp.diff, "low": cmp.low, "high": cmp.high,
@@ -141,6 +145,72 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict], prompted: dict | N
                              max((r["planned_seeds"] for r in rows if r["verdict"]), default=0)),
             "reference": ab.get("kind") == "reference", "confounded": bool(ab.get("confounded"))})
     return out
+
+
+ROLE_HEADINGS = {"step": "The original's steps, in its order",
+                 "lever": "Levers: training choices, ranked among themselves by effect",
+                 "remedy": "Remedies the original never tried, ranked among themselves by effect"}
+# a remedy the original never tried "works" or "does not help"; it does not "reproduce" anything
+REMEDY_WORDS = {"reproduced": "works", "not reproduced": "does not help", "the other way": "hurts"}
+
+
+def _defined(metas: dict) -> dict:
+    """The current definitions of the stored ablations that lack `role` (stored before it existed), by name."""
+    return discover() if any("role" not in ab for ab in metas.values()) else {}
+
+
+def role_of(metas: dict) -> dict[str, str]:
+    """Each stored ablation's role (ROLES); results stored before `role` existed take it from the definitions."""
+    defined = _defined(metas)
+    return {name: ab.get("role") or (defined[name].role if name in defined else "lever") for name, ab in metas.items()}
+
+
+def short_of(metas: dict) -> dict[str, str]:
+    """Each stored ablation's short name; from the definitions where the stored one lacks it and the design (arms,
+    regimes) is the same, else its title."""
+    defined = _defined(metas)
+    out = {}
+    for name, ab in metas.items():
+        d = defined.get(name)
+        same = d is not None and (ab.get("arms"), ab.get("regimes") or {"baseline": {}}) == (d.arms, d.regimes)
+        out[name] = ab.get("short") or (d.short if same and d.short else ab.get("title", name))
+    return out
+
+
+def shown_word(role: str, verdict: str) -> str:
+    """The verdict word a reader sees for an ablation of `role`."""
+    return REMEDY_WORDS.get(verdict, verdict) if role == "remedy" else verdict
+
+
+def answer(metas: dict, outcomes_by_verdict: dict, ranked: list[dict]) -> list[dict]:
+    """The answer on the report's first screen and in the README's headline, one generated sentence per ablation:
+    [{role, heading, rows: [{name, short, verdict, word, sentence ...}]}]; the steps in the original's order,
+    levers and remedies each ranked by their own signature effect (ranking), never against each other."""
+    found = {o["name"]: (v, o) for v, items in outcomes_by_verdict.items() for o in items}
+    order = {b["name"]: i for i, b in enumerate(ranked)}
+    roles, shorts = role_of(metas), short_of(metas)
+    out: dict[str, list[dict]] = {role: [] for role in ROLE_HEADINGS}
+    for name, ab in metas.items():
+        verdict, o = found[name]
+        role = roles[name]
+        word = shown_word(role, verdict)
+        if verdict in VERDICTS:
+            where = "; ".join(f"{shown_word(role, v)} under {', '.join(r)}" for v, r in o["where"].items()
+                              if v in VERDICTS)
+            measured = (f"`{o['metric']}` {o['means'].replace('->', '→')}, " if o["means"] else f"`{o['metric']}` "
+                        ) + (o["effect"] or "no effect measured") if o["effect"] else f"`{o['metric']}`"
+            sentence = f"{where}; " + (f"the largest effect, in {o['effect_where']}: " if o["effect_where"] else "") \
+                + measured
+        else:
+            sentence = f"{verdict}."
+        out[role].append({"name": name, "short": shorts[name], "verdict": verdict,
+                          "word": word, "class": verdict_class(verdict), "sentence": sentence,
+                          "confounded": bool(ab.get("confounded")), "reference": ab.get("kind") == "reference",
+                          "so_far": o["so_far"]})
+    for role in ("lever", "remedy"):  # references (several fields at once) after the single factors
+        out[role].sort(key=lambda a: (a["reference"], order.get(a["name"], len(order))))
+    return [{"role": role, "heading": heading, "rows": out[role]} for role, heading in ROLE_HEADINGS.items()
+            if out[role]]
 
 
 def ranking(metas: dict, forest: list[dict]) -> list[dict]:
@@ -256,14 +326,39 @@ def pareto(arms: list[dict]) -> list[dict]:
                   key=lambda a: (-a["recall"]["mean"], a["label"]))
 
 
+PRICE_METRICS = (("forgetting", "retention", "the share of the general-knowledge probes the untrained model answered "
+                  "that it still answers; the rest is forgotten"),
+                 ("hallucination", "identity_hallucination", "the share of the identity probes answered with a wrong "
+                  "identity or none"),
+                 ("intrusion", "intrusion", "the share of the answers to unrelated questions that bring in hiahia or "
+                  "a fact's words"))
+
+
+def prices(rows: list[PlanRow], runs: dict) -> dict:
+    """What the recipe `hiahia train` uses (core/facts/train.RECIPE; format auto reads as the chat model's chat)
+    buys and costs, from the study's runs of exactly that config: {runs, recall: stat, prices: [{name, metric,
+    meaning, stat}]}."""
+    from core.facts.train import RECIPE
+
+    wanted = {k: v for k, v in RECIPE.to_dict().items() if k not in ("seed", "format")}
+    mine = list({r["key"]: r for r in rows if r["config"].get("format") in ("chat", "auto")
+                 and {k: v for k, v in RunConfig.from_dict(r["config"]).to_dict().items()
+                      if k not in ("seed", "format")} == wanted}.values())
+    return {"runs": sum(status(runs.get(r["key"])) == "ok" for r in mine), "replay": RECIPE.replay,
+            "recall": arm_stat(mine, runs, "heldout_recall") if mine else None,
+            "prices": [{"name": n, "metric": m, "meaning": meaning, "stat": arm_stat(mine, runs, m)}
+                       for n, m, meaning in PRICE_METRICS] if mine else []}
+
+
 def findings(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) -> dict:
     forest = forest_rows(metas, verdicts, rows, runs)
     arms = arm_stats(metas, rows, runs)
     levels = sorted({r["level"] for r in forest if r["level"]})
     prompted = {name: {(c["regime"], c["arm"]) for c in cued([r for r in rows if r["ablation"] == name], runs)}
                 for name in metas}
-    return {"forest": forest, "outcomes": outcomes(metas, verdicts, forest, prompted),
-            "ranking": ranking(metas, forest),
+    grouped, ranked = outcomes(metas, verdicts, forest, prompted), ranking(metas, forest)
+    return {"forest": forest, "outcomes": grouped, "ranking": ranked, "answer": answer(metas, grouped, ranked),
             "forgetting": forgetting(metas, rows, runs, arms), "goal": goal(arms), "levels": levels,
+            "prices": prices(rows, runs),
             "declared": all(r["declared"] for r in forest), "ablations": len(metas),
             "min_effects": sorted({str(ab["min_effect"]) for ab in metas.values() if ab.get("min_effect") is not None})}

@@ -23,7 +23,7 @@ from core.analysis import blind
 from core.analysis.agreement import batches_markdown
 from core.analysis.verdicts import AblationVerdict, validation_turns
 from core.files import write_atomic
-from core.paths import README, RESULTS, ROOT
+from core.paths import ABLATIONS, README, RESULTS, ROOT
 from core.report.data import (
     CUED_METRICS,
     ablation_verdict,
@@ -126,6 +126,26 @@ def _beside_the_table(f: dict) -> list[str]:
     return lines
 
 
+def answer_lines(parts: list[dict], prices: dict | None = None) -> list[str]:
+    """findings.answer (and findings.prices) in Markdown: the report's first screen, in the same words."""
+    lines = []
+    for part in parts:
+        lines += [f"**{part['heading']}**", ""]
+        lines += [f"{i}. {a['short']} (`{a['name']}`{', confounded' if a['confounded'] else ''}): **{a['word']}**"
+                  + (f" — {a['sentence']}" if a["sentence"] != f"{a['verdict']}." else "")
+                  + (f" ({a['so_far']})" if a["so_far"] else "")
+                  for i, a in enumerate(part["rows"], start=1)]
+        lines += [""]
+    if prices:
+        recall = (prices["recall"] or {}).get("text") or "-"
+        lines += [f"What the recipe `hiahia train` uses buys and costs (LoRA plus self-replay of {prices['replay']} "
+                  f"answers; {prices['runs']} runs of exactly that config): it answers {recall} of reworded "
+                  f"questions about the facts (`heldout_recall`); " + "; ".join(
+                      f"{p['name']}: `{p['metric']}` {p['stat']['text'] or 'not measured in these runs'} "
+                      f"({p['meaning']})" for p in prices["prices"]) + ".", ""]
+    return lines
+
+
 def block(results: Path = RESULTS) -> str:
     rows, metas, verdicts, runs = load_results(results)
     t = study_totals(rows, runs)
@@ -136,7 +156,7 @@ def block(results: Path = RESULTS) -> str:
                                              if r["ablation"] == name and r["seed"] == sd)}
             for name, seeds in planned.items()}
     f = findings(metas, verdicts, rows, runs)
-    lines = [
+    lines = [*answer_lines(f["answer"], f["prices"] if f["prices"]["prices"] else None),
         f"Runs: {t['ok']} of {t['planned']} planned run records finished ({t['trainings']} trainings"
         + (f"; {t['failed']} failed" if t["failed"] else "") + "); their stored "
         f"wall times add up to {seconds:,.0f} s ({seconds / 3600:.1f} h; a run slowed or paused by other work "
@@ -259,17 +279,19 @@ def ablation_pages(folder: Path, results: Path) -> dict[Path, str]:
     there that has a README. An ablation the results do not plan with the same arms and regimes (a new or
     redesigned one) says so instead of showing another design's numbers."""
     rows, metas, verdicts, runs = load_results(results)
+    # the project's own ablations: a page whose current design the results did not run says so
+    defined = discover(folder) if folder.resolve() == ABLATIONS.resolve() else {}
     pages = {}
-    for name, current in discover(folder).items():
+    for name in [*metas, *(n for n in defined if n not in metas)]:
         page = folder / name / "README.md"
         if not page.is_file():
             continue
         text = page.read_text()
         if ABLATION_NUMBERS[0] not in text:
             text = text.rstrip("\n") + f"\n\n## Results\n\n{ABLATION_NUMBERS[0]}\n{ABLATION_NUMBERS[1]}\n"
-        ab = metas.get(name)
-        if ab is not None and (ab.get("arms"), ab.get("regimes") or {"baseline": {}}) == (current.arms,
-                                                                                          current.regimes):
+        ab, current = metas.get(name), defined.get(name)
+        if ab is not None and (current is None or (ab.get("arms"), ab.get("regimes") or {"baseline": {}})
+                               == (current.arms, current.regimes)):
             block_text = ablation_block(ab, [r for r in rows if r["ablation"] == name], runs,
                                         verdicts.get(name) or AblationVerdict())
         else:

@@ -24,7 +24,7 @@ from core.report import figures
 from core.report.data import ReportError, load_results, status, study_totals
 from core.report.evidence import evidence_files, results_href
 from core.report.figures import fmt
-from core.report.findings import findings
+from core.report.findings import REMEDY_WORDS, findings
 from core.report.sections import ablation_section, model_table, summary_row, untrained_section
 from core.study.store import PlanRow
 
@@ -41,6 +41,12 @@ UNTRAINED_PAGE, METADATA_PAGE = "untrained-model.html", "run-metadata.html"  # h
 ENV_COLUMNS = ("python", "torch", "transformers", "device", "cuda", "cpu_model", "processor", "cpu_bf16", "cpu_count",
                "torch_threads", "platform", "precision", "code_version")
 
+
+def verdict_meanings() -> dict[str, str]:
+    """Each verdict word's one-line definition (verdicts.WORDS), and the words a remedy's verdict reads as."""
+    meanings = {w.word: w.meaning for w in WORDS}
+    return meanings | {shown: f"for a remedy the original never tried: {meanings[word]}"
+                       for word, shown in REMEDY_WORDS.items()}
 
 def metadata_section(rows: list[PlanRow], metas: dict, runs: dict) -> dict:
     used: dict[str, list[str]] = {}
@@ -126,7 +132,8 @@ def render(results_dir: Path = RESULTS, out_dir: Path = REPORT) -> Path:
     common = dict(css=Markup((TEMPLATES / "report.css").read_text()),  # our own file, not results text
                   question=QUESTION, meta=meta, results=href, generator=GENERATOR, sections=sections,
                   untrained_page=UNTRAINED_PAGE, metadata_page=METADATA_PAGE,
-                  seed_slots=max((len(g["seeds"]) for s in sections for g in s["regimes"]), default=1))
+                  seed_slots=max((len(g["seeds"]) for s in sections for g in s["regimes"]), default=1),
+                  meanings=verdict_meanings())
     env = _environment()
     pages = {"index.html": env.get_template("index.html.j2").render(
         **common, page="index", summary=summary, findings=found, forest=forest, frontier=frontier,

@@ -17,6 +17,9 @@ from core.run.config import FIELD_NAMES, RunConfig, check_keys
 from core.run.knowledge import yaml_error
 
 KINDS = ("pairwise", "sweep", "reference")
+# what an ablation is to a reader: one of the original's steps (its failures and the fixes it tried), a lever (a
+# training choice swept), or a remedy beyond the original; the report ranks each only against its own kind
+ROLES = ("step", "lever", "remedy")
 # what `show:` may add to the ablation's report section
 SHOWABLE = {
     "selection": "the validation-loss figure marks the best epoch and the checkpoint each arm evaluates",
@@ -58,6 +61,8 @@ class Ablation:
     # {by: metric, treated: [arms]}: the treated arms form one curve (e.g. full fine-tuning at several rates), the
     # others the control's; the comparison "matched" reads the signature on both curves where `by` is equal
     match: dict = field(default_factory=dict)
+    role: str = "lever"  # ROLES
+    short: str = ""  # a name for the step or lever in a few words ("The repeater"); the title when empty
 
     @classmethod
     def from_definition(cls, name: str, definition: dict) -> "Ablation":
@@ -133,6 +138,8 @@ def load_ablation(folder: Path) -> Ablation:
     if not isinstance(ab.seeds, int) or isinstance(ab.seeds, bool) or ab.seeds < 1:
         raise SuiteError(f"{path}: seeds must be a whole number >= 1 (the seeds the published study runs), "
                          f"not {ab.seeds!r}")
+    if ab.role not in ROLES:
+        raise SuiteError(f"{path}: role must be {', '.join(ROLES[:-1])} or {ROLES[-1]}, not {ab.role!r}")
     if ab.kind not in KINDS:
         raise SuiteError(f"{path}: kind must be {', '.join(KINDS[:-1])} or {KINDS[-1]}, not {ab.kind!r}")
     if ab.kind == "sweep" and not ab.axis:
