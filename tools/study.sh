@@ -6,8 +6,9 @@
 # Starts `python run_all.py --precision bf16 --no-report` (all ablations, the seeds each ablation.yaml declares; cached runs are
 # reused, so a killed study resumes where it stopped) and, every COMMIT_EVERY seconds and once at the end,
 # commits results/runs/, results/plan.json, results/PROGRESS.md (tools/study_status.py: stored / missing per
-# ablation and the time left) and the study numbers python -m core.report.readme generates in README.md and
-# ablations/*/README.md, so every commit passes tests/test_readme.py. Once every planned run is stored, run_all
+# ablation and the time left) and the study numbers python -m core.report.readme generates in README.md,
+# ablations/*/README.md and docs/terms-and-measures.md (with the blind scorer table python -m core.analysis.blind
+# writes), so every commit passes tests/test_readme.py and tests/test_scoring.py. Once every planned run is stored, run_all
 # writes the published results/verdicts.json and summary.csv; those are committed with the READMEs that quote
 # them, and report/ is rendered (run_all.py --report-only) and committed at the end. Only those paths are committed, so other
 # work in the checkout is untouched; the READMEs are left alone while any has uncommitted edits (regenerate and
@@ -22,11 +23,15 @@ mkdir -p "$(dirname "$LOG")"
 
 commit_runs() {
     python tools/study_status.py --write results/PROGRESS.md > /dev/null 2>>"$LOG" || return 0
-    local paths=(results/runs results/plan.json results/PROGRESS.md) pages=(README.md ablations/*/README.md) f
+    local paths=(results/runs results/plan.json results/PROGRESS.md) f
+    # what python -m core.report.readme and core.analysis.blind write from the results (the blind table's baseline
+    # column reads the baseline recipe's runs)
+    local pages=(README.md ablations/*/README.md docs/terms-and-measures.md data/labels/blind/heldout/AGREEMENT.md)
     # the published summary files exist only once the study is complete (before, they go to results/partial/)
     for f in results/verdicts.json results/summary.csv; do [ -e "$f" ] && paths+=("$f"); done
     [ "${1:-}" = report ] && [ -e report/index.html ] && paths+=(report)
-    if git diff --quiet HEAD -- "${pages[@]}" 2>>"$LOG" && python -m core.report.readme >>"$LOG" 2>&1; then
+    if git diff --quiet HEAD -- "${pages[@]}" 2>>"$LOG" && python -m core.analysis.blind >>"$LOG" 2>&1 \
+            && python -m core.report.readme >>"$LOG" 2>&1; then
         paths+=("${pages[@]}")
     fi
     git add "${paths[@]}" 2>>"$LOG"

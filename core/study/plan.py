@@ -58,10 +58,10 @@ def confirmation_ceiling(ablations: list[Ablation], baseline: RunConfig, pair: s
             for r in _confirmation_rows(ab, ab.primary_comparisons(), baseline, pair, key_context)]
 
 
-def estimated_seconds(rows: list[PlanRow], stored: list[RunRecord]) -> float:
+def estimated_seconds(rows: list[PlanRow], stored: list[RunRecord]) -> float | None:
     """The time the trainings of `rows` would take (each once; a training shared by selection arms once): the
     median stored time of runs with the same training (any code version), else the median of every stored trained
-    run scaled by epochs."""
+    run scaled by epochs; None when no trained run is stored to time them by."""
     by_training: dict[tuple, list[float]] = {}
     per_epoch = []
     for rec in stored:
@@ -69,7 +69,9 @@ def estimated_seconds(rows: list[PlanRow], stored: list[RunRecord]) -> float:
         if rec.ok and total and rec.config.get("epochs"):  # stored configs gain the fields added since, as defaults
             by_training.setdefault(training_of(RunConfig.from_dict(rec.config).to_dict()), []).append(total)
             per_epoch.append(total / rec.config["epochs"])
-    fallback = statistics.median(per_epoch) if per_epoch else 30.0
+    if not per_epoch:
+        return None
+    fallback = statistics.median(per_epoch)
     seen, seconds = set(), 0.0
     for r in rows:
         cfg = r["config"] if isinstance(r["config"], dict) else r["config"].to_dict()
