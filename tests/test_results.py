@@ -144,3 +144,16 @@ def test_two_curves_are_compared_where_they_reach_the_same_recall():
     # recall 0.9 is the highest both reach: LoRA keeps 0.4 there, full fine-tuning 0.3 - 0.2 * (0.1 / 0.15)
     assert cmp.primary and cmp.diff == pytest.approx(0.3 - 0.2 / 1.5 - 0.4)
     assert cmp.verdict == "reproduced" and "recall_mc = 0.900" in cmp.method and cmp.seeds == [0, 1, 2, 3, 4]
+
+
+def test_the_report_says_which_primary_comparisons_hold_across_the_study():
+    from core.analysis.verdicts import AblationVerdict, Comparison, holm_across
+    from core.report.findings import study_wide
+
+    summary = {"a": AblationVerdict(comparisons={"baseline": {"x": {"m": Comparison("m", "increase", p=0.001,
+                                                                                      primary=True)}}}),
+               "b": AblationVerdict(comparisons={"baseline": {"y": {"m": Comparison("m", "increase", p=0.3,
+                                                                                      primary=True)}}})}
+    assert study_wide(summary) is None  # stored before the correction existed
+    holm_across(summary)
+    assert study_wide(summary) == {"family": 2, "held": ["a / baseline / x"]}

@@ -350,6 +350,18 @@ def prices(rows: list[PlanRow], runs: dict) -> dict:
                        for n, m, meaning in PRICE_METRICS] if mine else []}
 
 
+def study_wide(verdicts: dict) -> dict | None:
+    """Holm's correction across every primary comparison of the study (verdicts.holm_across, stored as each
+    comparison's `holm`): the family's size and the comparisons whose effect holds there; None for verdicts
+    stored before it existed."""
+    family = [(name, regime, arm, c) for name, v in verdicts.items() for regime, arm, c in v.primaries()
+              if c.holm is not None]
+    if not family:
+        return None
+    return {"family": len(family), "held": [f"{name} / {regime} / {arm}" for name, regime, arm, c in family
+                                            if c.holm]}
+
+
 def findings(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) -> dict:
     forest = forest_rows(metas, verdicts, rows, runs)
     arms = arm_stats(metas, rows, runs)
@@ -359,6 +371,6 @@ def findings(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) -> di
     grouped, ranked = outcomes(metas, verdicts, forest, prompted), ranking(metas, forest)
     return {"forest": forest, "outcomes": grouped, "ranking": ranked, "answer": answer(metas, grouped, ranked),
             "forgetting": forgetting(metas, rows, runs, arms), "goal": goal(arms), "levels": levels,
-            "prices": prices(rows, runs),
+            "prices": prices(rows, runs), "study_wide": study_wide(verdicts),
             "declared": all(r["declared"] for r in forest), "ablations": len(metas),
             "min_effects": sorted({str(ab["min_effect"]) for ab in metas.values() if ab.get("min_effect") is not None})}

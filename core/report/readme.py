@@ -117,6 +117,10 @@ def _beside_the_table(f: dict) -> list[str]:
     if references:
         lines += ["", "References (several fields changed at once, so not ranked as one fix): "
                   + "; ".join(f"{b['name']} {_ranked(b)}" for b in references) + "."]
+    if wide := f["study_wide"]:
+        lines += ["", f"Study-wide: Holm's correction over all {wide['family']} primary comparisons of the study (one "
+                      f"family: most share the baseline's runs) keeps {len(wide['held'])} of them"
+                  + (": " + "; ".join(wide["held"]) + "." if wide["held"] else ".")]
     forget = f["forgetting"]
     if forget["recipe"] and forget["recipe"]["mean"] is not None:
         r = forget["recipe"]
