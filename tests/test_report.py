@@ -293,6 +293,12 @@ def forest_text_sizes(path: Path) -> list[float]:
     return sizes
 
 
+SCROLL_CUE = """
+return Array.from(document.querySelectorAll('.scroll'))
+  .filter(e => e.scrollWidth > e.clientWidth + 1 && !getComputedStyle(e).backgroundImage.includes('gradient'))
+  .map(e => e.className + ': ' + (e.textContent || '').trim().slice(0, 40));
+"""
+
 OVERFLOW = """
 const limit = window.innerWidth + 1;
 return Array.from(document.body.querySelectorAll('*'))
@@ -327,6 +333,8 @@ def test_pages_load_in_headless_chromium_at_1400_and_400_px(three_seeds, tmp_pat
                     "return [window.innerWidth, document.documentElement.scrollWidth]")
                 assert scroll <= inner, f"{page.name} at {width} px is {scroll} px wide"
                 assert driver.execute_script(OVERFLOW) == [], f"{page.name} at {width} px"
+                # a box wider than the screen shows that it scrolls (its shadow cue)
+                assert driver.execute_script(SCROLL_CUE) == [], f"{page.name} at {width} px"
             _open(driver, index)
             assert driver.find_element(By.ID, "findings").is_displayed()
             # the first screen is the answer: the original's steps begin inside the first viewport
