@@ -31,11 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 def components(d: np.ndarray) -> tuple[float, float, float]:
     """(seed, item, residual) variance components of a seeds x items matrix (method of moments, floored at 0)."""
+    from core.analysis.stats import mean_squares
+
     s, n = d.shape
-    m, row, col = d.mean(), d.mean(axis=1), d.mean(axis=0)
-    ms_seed = n * ((row - m) ** 2).sum() / (s - 1)
-    ms_item = s * ((col - m) ** 2).sum() / (n - 1)
-    ms_res = ((d - row[:, None] - col[None, :] + m) ** 2).sum() / ((s - 1) * (n - 1))
+    ms_seed, ms_item, ms_res = mean_squares(d)
     return max((ms_seed - ms_res) / n, 0.0), max((ms_item - ms_res) / s, 0.0), ms_res
 
 

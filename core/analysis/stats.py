@@ -42,20 +42,25 @@ def cluster_means(matrix: np.ndarray, clusters: list[str]) -> np.ndarray:
     return np.stack([matrix[:, index == i].mean(axis=1) for i in range(len(order))], axis=1)
 
 
+def mean_squares(matrix: np.ndarray) -> tuple[float, float, float]:
+    """The two-way ANOVA mean squares (seeds, items, residual) of a seeds x items matrix with >= 2 of each."""
+    s, n = matrix.shape
+    m, row, col = matrix.mean(), matrix.mean(axis=1), matrix.mean(axis=0)
+    ms_seed = n * ((row - m) ** 2).sum() / (s - 1)
+    ms_item = s * ((col - m) ** 2).sum() / (n - 1)
+    ms_res = ((matrix - row[:, None] - col[None, :] + m) ** 2).sum() / ((s - 1) * (n - 1))
+    return float(ms_seed), float(ms_item), float(ms_res)
+
+
 def _variance_of_mean(matrix: np.ndarray) -> tuple[float, float]:
     """(variance of the grand mean, Satterthwaite degrees of freedom) for a seeds x items matrix."""
     s, n = matrix.shape
-    m = matrix.mean()
     if n < 2:
         raise ValueError("an interval needs at least 2 evaluation items")
-    col = matrix.mean(axis=0)
-    ms_item = s * ((col - m) ** 2).sum() / (n - 1)
     if s == 1:  # one seed: items only (training noise not covered)
-        return ms_item / n, n - 1
-    row = matrix.mean(axis=1)
-    ms_seed = n * ((row - m) ** 2).sum() / (s - 1)
-    resid = matrix - row[:, None] - col[None, :] + m
-    ms_res = (resid ** 2).sum() / ((s - 1) * (n - 1))
+        col = matrix.mean(axis=0)
+        return s * ((col - matrix.mean()) ** 2).sum() / (n - 1) / n, n - 1
+    ms_seed, ms_item, ms_res = mean_squares(matrix)
     combined = max(ms_seed + ms_item - ms_res, ms_seed, 0.0)
     denom = ms_seed ** 2 / (s - 1) + ms_item ** 2 / (n - 1) + ms_res ** 2 / ((s - 1) * (n - 1))
     df = combined ** 2 / denom if denom > 0 else s - 1

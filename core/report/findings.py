@@ -43,7 +43,6 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) ->
     """One row per deciding comparison (ablation x regime x arm) with its signature effect, interval and the
     paired difference of each seed."""
     out = []
-    roles = role_of(metas)
     for name, ab in metas.items():
         own = [r for r in rows if r["ablation"] == name]
         verdict = verdicts.get(name) or AblationVerdict()
@@ -55,7 +54,7 @@ def forest_rows(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) ->
             where = regime + (f" / {arm}" if several_arms else "")
             label = name + (f" / {regime}" if len(ab.get("regimes") or {}) > 1 else "") + \
                 (f" / {arm}" if several_arms else "")
-            out.append({"ablation": name, "role": roles[name], "regime": regime, "arm": arm, "label": label,
+            out.append({"ablation": name, "role": ab.get("role") or "lever", "regime": regime, "arm": arm, "label": label,
                         "where": where,
                         "metric": ab["signature"],
                         "expected": ab.get("expected"), "min_effect": cmp.min_effect,
@@ -154,26 +153,18 @@ ROLE_HEADINGS = {"step": "The original's steps, in its order",
 REMEDY_WORDS = {"reproduced": "works", "not reproduced": "does not help", "the other way": "hurts"}
 
 
-def _defined(metas: dict) -> dict:
-    """The current definitions of the stored ablations that lack `role` (stored before it existed), by name."""
-    return discover() if any("role" not in ab for ab in metas.values()) else {}
-
-
-def role_of(metas: dict) -> dict[str, str]:
-    """Each stored ablation's role (ROLES); results stored before `role` existed take it from the definitions."""
-    defined = _defined(metas)
-    return {name: ab.get("role") or (defined[name].role if name in defined else "lever") for name, ab in metas.items()}
-
-
-def short_of(metas: dict) -> dict[str, str]:
-    """Each stored ablation's short name; from the definitions where the stored one lacks it and the design (arms,
-    regimes) is the same, else its title."""
-    defined = _defined(metas)
+def with_labels(metas: dict) -> dict:
+    """The stored definitions, each with its `role` (ROLES) and `short` name. Results stored before those existed
+    take the role from the current definitions (read once), and the short name too where the design (arms,
+    regimes) is the same; else "lever" and the title."""
+    defined = discover() if any("role" not in ab or "short" not in ab for ab in metas.values()) else {}
     out = {}
     for name, ab in metas.items():
         d = defined.get(name)
-        same = d is not None and (ab.get("arms"), ab.get("regimes") or {"baseline": {}}) == (d.arms, d.regimes)
-        out[name] = ab.get("short") or (d.short if same and d.short else ab.get("title", name))
+        role = ab.get("role") or (d.role if d is not None else "lever")
+        short = ab.get("short") or (d.short if d is not None and d.short and d.same_design(ab) else "") \
+            or ab.get("title", name)
+        out[name] = dict(ab, role=role, short=short)
     return out
 
 
@@ -188,11 +179,10 @@ def answer(metas: dict, outcomes_by_verdict: dict, ranked: list[dict]) -> list[d
     levers and remedies each ranked by their own signature effect (ranking), never against each other."""
     found = {o["name"]: (v, o) for v, items in outcomes_by_verdict.items() for o in items}
     order = {b["name"]: i for i, b in enumerate(ranked)}
-    roles, shorts = role_of(metas), short_of(metas)
     out: dict[str, list[dict]] = {role: [] for role in ROLE_HEADINGS}
-    for name, ab in metas.items():
+    for name, ab in with_labels(metas).items():
         verdict, o = found[name]
-        role = roles[name]
+        role = ab["role"]
         word = shown_word(role, verdict)
         if verdict in VERDICTS:
             where = "; ".join(f"{shown_word(role, v)} under {', '.join(r)}" for v, r in o["where"].items()
@@ -203,7 +193,7 @@ def answer(metas: dict, outcomes_by_verdict: dict, ranked: list[dict]) -> list[d
                 + measured
         else:
             sentence = f"{verdict}."
-        out[role].append({"name": name, "short": shorts[name], "verdict": verdict,
+        out[role].append({"name": name, "short": ab["short"], "verdict": verdict,
                           "word": word, "class": verdict_class(verdict), "sentence": sentence,
                           "confounded": bool(ab.get("confounded")), "reference": ab.get("kind") == "reference",
                           "so_far": o["so_far"]})
@@ -363,6 +353,7 @@ def study_wide(verdicts: dict) -> dict | None:
 
 
 def findings(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) -> dict:
+    metas = with_labels(metas)
     forest = forest_rows(metas, verdicts, rows, runs)
     arms = arm_stats(metas, rows, runs)
     levels = sorted({r["level"] for r in forest if r["level"]})

@@ -294,8 +294,7 @@ def ablation_pages(folder: Path, results: Path) -> dict[Path, str]:
         if ABLATION_NUMBERS[0] not in text:
             text = text.rstrip("\n") + f"\n\n## Results\n\n{ABLATION_NUMBERS[0]}\n{ABLATION_NUMBERS[1]}\n"
         ab, current = metas.get(name), defined.get(name)
-        if ab is not None and (current is None or (ab.get("arms"), ab.get("regimes") or {"baseline": {}})
-                               == (current.arms, current.regimes)):
+        if ab is not None and (current is None or current.same_design(ab)):
             block_text = ablation_block(ab, [r for r in rows if r["ablation"] == name], runs,
                                         verdicts.get(name) or AblationVerdict())
         else:

@@ -73,6 +73,10 @@ class Ablation:
         """The definition as stored in results/plan.json and read by the report (ablation.yaml's keys)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def same_design(self, meta: dict) -> bool:
+        """Whether a stored definition (plan.json's meta) has this ablation's arms and regimes."""
+        return (meta.get("arms"), meta.get("regimes") or {"baseline": {}}) == (self.arms, self.regimes)
+
     def pair_models(self, pair: str | None) -> dict[str, str]:
         """{role: model spec} of the named pair (None: the first declared); {} for an ablation without pairs."""
         if not self.pairs:
