@@ -335,6 +335,12 @@ def test_pages_load_in_headless_chromium_at_1400_and_400_px(three_seeds, tmp_pat
                 assert driver.execute_script(OVERFLOW) == [], f"{page.name} at {width} px"
                 # a box wider than the screen shows that it scrolls (its shadow cue)
                 assert driver.execute_script(SCROLL_CUE) == [], f"{page.name} at {width} px"
+                # and so with every folded section open
+                driver.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
+                assert driver.execute_script(
+                    "return document.documentElement.scrollWidth") <= inner, f"{page.name} at {width} px, open"
+                assert driver.execute_script(OVERFLOW) == [], f"{page.name} at {width} px, open"
+                assert driver.execute_script(SCROLL_CUE) == [], f"{page.name} at {width} px, open"
             _open(driver, index)
             assert driver.find_element(By.ID, "findings").is_displayed()
             # the first screen is the answer: the original's steps begin inside the first viewport
@@ -350,6 +356,15 @@ def test_pages_load_in_headless_chromium_at_1400_and_400_px(three_seeds, tmp_pat
                 len(plan_of(three_seeds)["ablations"])
             _screenshot(driver, width, "index")
             _open(driver, ablation)
+            # an ablation page opens on its summary: the verdict sentence and the deciding comparisons' figure in
+            # the first screen, every regime folded, so the page is short until a reader opens one
+            summary = driver.find_element(By.CSS_SELECTOR, "#summary img[src$='--forest.svg']")
+            assert summary.is_displayed()
+            assert driver.execute_script("return arguments[0].getBoundingClientRect().top", summary) < 900
+            assert not driver.find_element(By.CSS_SELECTOR, "img[src$='--metrics.png']").is_displayed()
+            assert driver.execute_script("return document.documentElement.scrollHeight") < (
+                2500 if width == 1400 else 4000)
+            driver.execute_script("document.querySelectorAll('details.regime').forEach(d => d.open = true)")
             assert driver.find_element(By.CSS_SELECTOR, "img[src$='--metrics.png']").is_displayed()
             assert len(driver.find_elements(By.CSS_SELECTOR, "table.armtable span.seed a.run")) >= 3 * 2
             assert driver.find_elements(By.CSS_SELECTOR, "tr[data-set='retention']")

@@ -1,8 +1,14 @@
 """Paired comparisons and verdicts."""
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from core.analysis.compare import arm_summary
 from core.analysis.verdicts import CONFIRM_SEEDS, judged
+from core.paths import ROOT
 
 
 def _run(seed, value, items=None, n=60):
@@ -157,3 +163,42 @@ def test_the_report_says_which_primary_comparisons_hold_across_the_study():
     assert study_wide(summary) is None  # stored before the correction existed
     holm_across(summary)
     assert study_wide(summary) == {"family": 2, "held": ["a / baseline / x"]}
+
+
+def test_a_sweep_s_deciding_arm_is_also_measured_from_the_original_s_own_setting():
+    from core.analysis.verdicts import AblationVerdict, ablation_verdict
+    from core.report.findings import answer, outcomes
+    from core.run.record import RunRecord
+    from core.study.ablation import SuiteError, discover, load_ablation
+
+    ab = dataclasses.replace(discover()["learning_rate"], signature="heldout_recall", also=[])
+    assert ab.original_setting() == ("constant", "lr_2e-4")
+    recall = {("warmup_cosine", "lr_5e-5"): 0.1, ("warmup_cosine", "lr_1e-3"): 0.9, ("constant", "lr_2e-4"): 0.5}
+    rows, records = [], {}
+    for seed, shift in enumerate((0, 1, 2)):
+        for regime in ab.regimes:
+            for arm in ab.arms:
+                key = f"{regime}-{arm}-{seed}"
+                rows.append({"ablation": ab.name, "regime": regime, "arm": arm, "seed": seed, "key": key,
+                             "config": {}})
+                hits = round(60 * recall.get((regime, arm), 0.3))
+                run = _run(seed, 0, [0] * shift + [1] * hits + [0] * (60 - hits - shift))
+                records[key] = RunRecord(key=key, **run)
+    v = ablation_verdict(ab, rows, records)
+    start = v.from_original["warmup_cosine/lr_1e-3"]
+    # the deciding arm against the original's constant 2e-4, not against the control (lr 5e-5)
+    assert start.diff == pytest.approx(0.4) and start.verdict is None and start.level == 0.95
+    assert v.comparison("warmup_cosine", "lr_1e-3", "heldout_recall").diff == pytest.approx(0.8)
+    assert AblationVerdict.from_json(v.to_json()).from_original == v.from_original  # through verdicts.json
+    metas = {ab.name: ab.meta()}
+    sentence = answer(metas, outcomes(metas, {ab.name: v}, []), [])[0]["rows"][0]["sentence"]
+    assert "from the original's setting (constant/lr_2e-4) to warmup_cosine/lr_1e-3: `heldout_recall` 0.50 → 0.90, " \
+        "+0.40 [" in sentence
+
+    bad = Path(tempfile.mkdtemp()) / "learning_rate"
+    shutil.copytree(ROOT / "ablations" / "learning_rate", bad)
+    text = (bad / "ablation.yaml").read_text().replace("original: constant/lr_2e-4", "original: constant/lr_3e-4")
+    (bad / "ablation.yaml").write_text(text)
+    with pytest.raises(SuiteError, match=r"ablation.yaml: original: 'constant/lr_3e-4' must be regime/arm with a "
+                                         r"regime of warmup_cosine, constant and an arm of lr_5e-5, lr_2e-4, lr_1e-3"):
+        load_ablation(bad)

@@ -139,6 +139,9 @@ class AblationVerdict:
     statement: str = ""
     comparisons: dict[str, dict[str, dict[str, Comparison]]] = field(default_factory=dict)  # regime, arm, metric
     validation: dict[str, list[dict]] = field(default_factory=dict)
+    # "regime/arm" of each deciding arm -> that arm against the original's own setting (Ablation.original) on the
+    # signature, at 95%, exploratory (no verdict)
+    from_original: dict[str, Comparison] = field(default_factory=dict)
 
     def comparison(self, regime: str, arm: str, metric: str) -> Comparison | None:
         return self.comparisons.get(regime, {}).get(arm, {}).get(metric)
@@ -160,13 +163,16 @@ class AblationVerdict:
                                 for arm, by_metric in (arms or {}).items()}
                        for regime, arms in (data.get("comparisons") or {}).items()}
         return cls(data.get("verdict"), data.get("regime") or "", data.get("statement") or "", comparisons,
-                   data.get("validation") or {})
+                   data.get("validation") or {},
+                   {where: Comparison.from_json(c) for where, c in (data.get("from_original") or {}).items()})
 
     def to_json(self) -> dict:
-        return {"verdict": self.verdict, "regime": self.regime, "statement": self.statement,
-                "comparisons": {g: {a: {m: c.to_json() for m, c in by_metric.items()} for a, by_metric in arms.items()}
-                                for g, arms in self.comparisons.items()},
-                "validation": self.validation}
+        out = {"verdict": self.verdict, "regime": self.regime, "statement": self.statement,
+               "comparisons": {g: {a: {m: c.to_json() for m, c in by_metric.items()} for a, by_metric in arms.items()}
+                               for g, arms in self.comparisons.items()},
+               "validation": self.validation}
+        return out | ({"from_original": {w: c.to_json() for w, c in self.from_original.items()}}
+                      if self.from_original else {})
 
 
 def read_verdicts(stored: dict | None) -> dict[str, AblationVerdict]:
@@ -257,11 +263,27 @@ def holm_across(summary: dict[str, "AblationVerdict"], alpha: float = 0.05) -> i
     return len(family)
 
 
+def from_original(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]) -> dict[str, Comparison]:
+    """Each deciding arm against the original's own setting (Ablation.original), on the signature at 95%: how far
+    the fix moves a user who starts where the original stood. Exploratory: no verdict. {} without `original`."""
+    start = ab.original_setting()
+    if start is None:
+        return {}
+
+    def runs(regime: str, arm: str) -> list[dict]:
+        return [records[r["key"]].to_json() for r in rows
+                if r["regime"] == regime and r["arm"] == arm and r["key"] in records]
+
+    return {f"{regime}/{arm}": judged(runs(*start), runs(regime, arm), ab.signature, None, ab.min_effect)
+            for regime, arm in ab.primary_comparisons() if arm != MATCHED and (regime, arm) != start}
+
+
 def ablation_verdict(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]) -> AblationVerdict:
     """The ablation's entry of verdicts.json, from the plan rows of this ablation and the stored runs."""
     per_regime = comparisons(ab, rows, records)
     verdict, regime = overall(ab, per_regime)
-    return AblationVerdict(verdict, regime, statement(ab, per_regime), per_regime, validation_turns(rows, records))
+    return AblationVerdict(verdict, regime, statement(ab, per_regime), per_regime, validation_turns(rows, records),
+                           from_original(ab, rows, records))
 
 
 def overall(ab: Ablation, per_regime: dict) -> tuple[str, str]:

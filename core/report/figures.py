@@ -52,9 +52,13 @@ def _finished(rec: RunRecord | None) -> bool:
     return rec is not None and rec.ok
 
 
-def _palette(arms: list[str]) -> dict[str, tuple]:
-    colours = sns.color_palette("colorblind", max(len(arms), 3))
-    return {arm: colours[i % len(colours)] for i, arm in enumerate(arms)}
+# ten hues a reader tells apart (one red, one orange, one brown): a figure's lines or arms take them in order
+DISTINCT = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf"]
+
+
+def _palette(arms: list[str]) -> dict[str, str]:
+    return {arm: DISTINCT[i % len(DISTINCT)] for i, arm in enumerate(arms)}
 
 
 def _save(fig, path: Path) -> str:
@@ -230,9 +234,10 @@ def sweep_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str]
 
 
 def _sweep_lines(ax, ab: dict, stats: dict, metrics: list[str], arms: list[str], xs: list) -> None:
-    palette = sns.color_palette("colorblind", len(METRIC_ORDER))
-    colours = [palette[METRIC_ORDER.index(m) % len(palette)] if m in METRIC_ORDER else palette[-1] for m in metrics]
-    for c, metric in zip(colours, metrics):  # a metric keeps its colour in every sweep
+    # distinct within the figure: the sweep's metrics in the study's metric order take DISTINCT's hues in turn
+    ranked = sorted(set(metrics), key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else len(METRIC_ORDER), m))
+    colours = [DISTINCT[ranked.index(m) % len(DISTINCT)] for m in metrics]
+    for c, metric in zip(colours, metrics):
         clip = METRICS[metric].clip
         pts = [(x, stats[a][metric]) for x, a in zip(xs, arms) if stats[a][metric]["mean"] is not None]
         if not pts:
@@ -333,22 +338,23 @@ def forest_order(rows: list[dict]) -> list[dict]:
                                        -(r.get("oriented") or 0.0)))
 
 
-def forest_figure(rows: list[dict], path: Path) -> str | None:
+def forest_figure(rows: list[dict], path: Path, one_ablation: bool = False) -> str | None:
     """Every deciding comparison's signature effect with its interval, one row each, oriented so that the symptom
     always points right (treatment - control, sign flipped where the symptom is a decrease), grouped and sorted
     (forest_order), coloured by verdict, each row's interval level in its label; the min_effect band shaded, one
     dot per seed's difference. Written as SVG with its text as text (sharp at any width, readable by a test).
-    None when there is no row."""
+    one_ablation: the rows of one ablation (the summary at the top of its page): labelled by regime and arm, without
+    the group headings. None when there is no row."""
     if not rows:
         return None
     rows = forest_order(rows)
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.36 * len(rows)))
+    fig, ax = plt.subplots(figsize=(10, (1.6 if one_ablation else 1.2) + 0.36 * len(rows)))
     previous = None
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
         sign = -1.0 if r["expected"] == "decrease" else 1.0
         group = r.get("role") or "lever"
-        if group != previous:
+        if group != previous and not one_ablation:
             ax.axhline(y + 0.5, color="0.6", linewidth=0.6)
             ax.text(0.005, y + 0.47, GROUP_NAMES[group], transform=ax.get_yaxis_transform(), ha="left", va="top",
                     fontsize=9, color="0.35", style="italic")
@@ -368,7 +374,8 @@ def forest_figure(rows: list[dict], path: Path) -> str | None:
         ax.plot([sign * r["diff"]], [y], marker="o", markersize=6.5, color=colour, markeredgecolor="black", zorder=4)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{r['label']}  ({r['metric']} {'↑' if r['expected'] == 'increase' else '↓'}"
+    ax.set_yticklabels([f"{r['where'] if one_ablation else r['label']}  ({r['metric']} "
+                        f"{'↑' if r['expected'] == 'increase' else '↓'}"
                         + (f", {100 * r['level']:.1f}%" if r.get("level") else "") + ")"
                         for r in reversed(rows)], fontsize=10)
     ax.set_ylim(-0.6, len(rows) - 0.4)

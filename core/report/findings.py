@@ -140,6 +140,10 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict], prompted: dict | N
             "against": against(rows),
             "side_effects": side_effects(ab, verdicts.get(name) or AblationVerdict(), rows,
                                          (prompted or {}).get(name, set())),
+            "from_original": [{"start": ab.get("original") or "", "where": where, "effect": effect_text(c),
+                               "means": means_text(c)}
+                              for where, c in (verdicts.get(name) or AblationVerdict()).from_original.items()
+                              if c.diff is not None],
             "so_far": so_far(min((r["seeds"] for r in rows if r["verdict"]), default=0),
                              max((r["planned_seeds"] for r in rows if r["verdict"]), default=0)),
             "reference": ab.get("kind") == "reference", "confounded": bool(ab.get("confounded"))})
@@ -173,6 +177,14 @@ def shown_word(role: str, verdict: str) -> str:
     return REMEDY_WORDS.get(verdict, verdict) if role == "remedy" else verdict
 
 
+def from_original_text(metric: str, f: dict) -> str:
+    """"; from the original's setting (constant/lr_2e-4) to warmup_cosine/lr_1e-3: `recall_mc` 0.55 → 0.82, +0.27
+    [+0.20, +0.34]": the same fix measured from where the original stood (AblationVerdict.from_original)."""
+    start = f" ({f['start']})" if f["start"] else ""
+    means = f" {f['means'].replace('->', '→')}," if f["means"] else ""
+    return f"; from the original's setting{start} to {f['where']}: `{metric}`{means} {f['effect']}"
+
+
 def answer(metas: dict, outcomes_by_verdict: dict, ranked: list[dict]) -> list[dict]:
     """The answer on the report's first screen and in the README's headline, one generated sentence per ablation:
     [{role, heading, rows: [{name, short, verdict, word, sentence ...}]}]; the steps in the original's order,
@@ -190,7 +202,7 @@ def answer(metas: dict, outcomes_by_verdict: dict, ranked: list[dict]) -> list[d
             measured = (f"`{o['metric']}` {o['means'].replace('->', '→')}, " if o["means"] else f"`{o['metric']}` "
                         ) + (o["effect"] or "no effect measured") if o["effect"] else f"`{o['metric']}`"
             sentence = f"{where}; " + (f"the largest effect, in {o['effect_where']}: " if o["effect_where"] else "") \
-                + measured
+                + measured + "".join(from_original_text(o["metric"], f) for f in o["from_original"])
         else:
             sentence = f"{verdict}."
         out[role].append({"name": name, "short": ab["short"], "verdict": verdict,

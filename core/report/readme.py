@@ -183,7 +183,7 @@ def block(results: Path = RESULTS) -> str:
     lines += _beside_the_table(f)
     if not verdicts:
         lines += ["", f"No verdicts yet: they are computed once, from the complete study (`python run_all.py "
-                      f"--precision bf16 --report-only`), so every ablation reads \"{NOT_COMPUTED}\", finished seeds "
+                      f"--report-only`), so every ablation reads \"{NOT_COMPUTED}\", finished seeds "
                       f"or not; the per-arm numbers above are the finished runs'."]
     return "\n".join(lines)
 
@@ -230,7 +230,7 @@ def _ablation_intro(ab: dict, verdict: AblationVerdict, primary: list[tuple[str,
             f"↓: lower is better (the metrics: docs/terms-and-measures.md, What is measured).", "",
             (f"Verdict: **{shown}** ({verdict.statement or shown})." if shown else
              f"Verdict: {NOT_COMPUTED}: verdicts are computed once every planned run of the whole study (all "
-             f"ablations) is finished; `python run_all.py --precision bf16 --report-only` writes provisional ones "
+             f"ablations) is finished; `python run_all.py --report-only` writes provisional ones "
              f"into `results/partial/in-progress/`.")
             + f" Deciding: `{signature}` {expected}, {deciding}{level}.", "",
             "Each cell: the arm's mean over its finished seeds and items with a 95% interval (a description, not a "

@@ -97,12 +97,20 @@ def _environment() -> Environment:
 def _figures(metas: dict, rows: list[PlanRow], runs: dict, verdicts: dict, found: dict, fig_dir: Path):
     """(ablation pages' data, forest plot, frontier plot), with every figure written under fig_dir."""
     fig_dir.mkdir(parents=True, exist_ok=True)
-    for old in fig_dir.glob("*.png"):  # figures of ablations or regimes that are gone must not linger
-        old.unlink()
+    for old in [*fig_dir.glob("*.png"), *fig_dir.glob("*.svg")]:  # figures of ablations or regimes that are gone
+        old.unlink()                                                 # must not linger
     figures.theme()
+    answers = {a["name"]: a for part in found["answer"] for a in part["rows"]}
     try:
-        sections = [ablation_section(ab, [r for r in rows if r["ablation"] == name], runs,
-                                     verdicts.get(name) or AblationVerdict(), fig_dir) for name, ab in metas.items()]
+        sections = []
+        for name, ab in metas.items():
+            s = ablation_section(ab, [r for r in rows if r["ablation"] == name], runs,
+                                 verdicts.get(name) or AblationVerdict(), fig_dir)
+            # the page's summary: the first screen's sentence and the deciding comparisons' effects
+            s["answer"] = answers.get(name)
+            s["forest"] = figures.forest_figure([r for r in found["forest"] if r["ablation"] == name],
+                                                fig_dir / f"{figures.slug(name)}--forest.svg", one_ablation=True)
+            sections.append(s)
         forest = figures.forest_figure(found["forest"], fig_dir / "forest.png")
         frontier = figures.frontier_figure(rows, runs, fig_dir / "frontier.png")
     finally:

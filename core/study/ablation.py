@@ -63,6 +63,9 @@ class Ablation:
     match: dict = field(default_factory=dict)
     role: str = "lever"  # ROLES
     short: str = ""  # a name for the step or lever in a few words ("The repeater"); the title when empty
+    # "regime/arm": the original project's own setting where it is not the control (a sweep's rate or rank); the
+    # deciding arms are also compared with it (exploratory), so readers see the gain from where the original stood
+    original: str = ""
 
     @classmethod
     def from_definition(cls, name: str, definition: dict) -> "Ablation":
@@ -121,6 +124,16 @@ class Ablation:
     def primary_level(self) -> float:
         return 1 - 0.05 / len(self.primary_comparisons())
 
+    def original_setting(self) -> tuple[str, str] | None:
+        """(regime, arm) of `original`; None without one. ValueError when it names no regime and arm here."""
+        if not self.original:
+            return None
+        regime, _, arm = str(self.original).rpartition("/")
+        if regime not in self.regimes or arm not in self.arms:
+            raise ValueError(f"{self.original!r} must be regime/arm with a regime of {', '.join(self.regimes)} and an "
+                             f"arm of {', '.join(self.arms)}")
+        return regime, arm
+
 
 def load_ablation(folder: Path) -> Ablation:
     path = folder / "ablation.yaml"
@@ -163,6 +176,10 @@ def load_ablation(folder: Path) -> Ablation:
         ab.primary_comparisons()
     except ValueError as e:
         raise SuiteError(f"{path}: primary: {e}") from None
+    try:
+        ab.original_setting()
+    except ValueError as e:
+        raise SuiteError(f"{path}: original: {e}") from None
     for label, section in (("arms", ab.arms), ("regimes", ab.regimes)):
         for name, over in section.items():
             try:
