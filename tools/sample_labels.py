@@ -1,6 +1,7 @@
 """Sample stored answers of a study for a blind scorer check (data/labels/blind/).
 
     python tools/sample_labels.py --out data/labels/blind [--results results] [--per-kind 130] [--dev 30] [--seed 0]
+                                  [--batch heldout] [--kinds recall,reverse,...]
 
 Kinds: recall, reverse, identity, retention, intrusion and echo. For each kind the answers of every finished run are
 pooled by arm (ABLATION/REGIME/ARM, or "untrained"); arms are visited round-robin and each visit takes an answer drawn
@@ -66,8 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-kind", type=int, default=130, help="answers per kind, dev and held-out together")
     ap.add_argument("--dev", type=int, default=30, help="of each kind's answers, how many go to the development batch")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", default="heldout", help="the held-out batch's folder under --out (a further batch of "
+                    "an existing sample takes a new name, e.g. heldout2)")
+    ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated kinds to draw (default: all: "
+                    f"{', '.join(KINDS)})")
     args = ap.parse_args(argv)
-    batches = {"dev": [], "heldout": []} if args.dev else {"heldout": []}
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or any(k not in KINDS for k in kinds):
+        raise SystemExit(f"error: --kinds {args.kinds!r}: give some of {', '.join(KINDS)}")
+    batches = {"dev": [], args.batch: []} if args.dev else {args.batch: []}
     if any((args.out / b / "items.jsonl").exists() for b in batches):
         raise SystemExit(f"error: {args.out} already holds a {' or '.join(batches)} batch whose labels refer to its "
                          f"rows: "
@@ -80,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if not any(found.values()):
         raise SystemExit(f"error: {args.results / 'runs'}: no finished run of {args.results / 'plan.json'} to sample")
     rng = random.Random(args.seed)
-    for kind in KINDS:
+    for kind in kinds:
         chosen = pick(found[kind], args.per_kind, rng)
         if args.dev:
             batches["dev"] += chosen[:args.dev]
-        batches["heldout"] += chosen[args.dev:]
+        batches[args.batch] += chosen[args.dev:]
     for name, items in batches.items():
         rng.shuffle(items)
         write_batch(args.out / name, items)
