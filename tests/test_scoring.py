@@ -191,3 +191,17 @@ def test_the_blind_held_out_table_is_current_and_names_every_scorer_that_misses(
     text = blind.report_text(table)
     for c in table.values():
         assert c.passes or c.kind in text.split("Scorers that miss:")[1]
+
+
+def test_no_signature_counts_with_a_scorer_that_misses_the_blind_bar():
+    from core.analysis import blind
+    from core.study.ablation import discover
+
+    table = blind.check(results=None)
+    assert blind.scorer_of("heldout_recall") == "recall" and blind.scorer_of("recall_mc") is None
+    assert blind.scorer_of("retention_heldout") == "retention" and blind.scorer_of("turn_overrun") is None
+    assert blind.scorer_of("identity_hallucination@open_question") == "identity"
+    for ab in discover().values():
+        kind = blind.scorer_of(ab.signature)
+        assert kind is None or table[kind].passes, f"{ab.name}: {ab.signature} counts with the {kind} scorer, " \
+                                                    f"which misses the bar"

@@ -20,9 +20,13 @@ from core.analysis.agreement import KINDS, MEANING, cohen_kappa, labeller_agreem
 from core.paths import DATA, RESULTS, ROOT
 from core.run.config import RunConfig
 from core.run.knowledge import KnowledgeSet, load_knowledge
+from core.run.metrics import METRICS
 
 BLIND = DATA / "labels" / "blind"
-HELDOUT = BLIND / "heldout"
+HELDOUT = BLIND / "heldout"  # the first held-out batch; its AGREEMENT.md reports every held-out batch
+# every held-out batch, pooled per scorer: heldout2 adds 150 recall answers, drawn (and its use decided, e3377ad)
+# after the recall scorer missed the bar's lower bound by 0.002 on the first
+HELDOUT_BATCHES = (HELDOUT, BLIND / "heldout2")
 DEV_BATCHES = (BLIND / "dev", BLIND / "dev2")
 TARGET, TARGET_LOW = 0.95, 0.92  # a scorer passes at >= 95% agreement with a 95% lower bound >= 0.92
 # the study's set each kind reads (retention answers also serve intrusion; echo reads the persona questions)
@@ -159,11 +163,28 @@ def baseline_rates(results: Path, knowledge: KnowledgeSet) -> dict[str, tuple[fl
     return out
 
 
-def check(folder: Path = HELDOUT, results: Path | None = RESULTS, knowledge: KnowledgeSet | None = None
-          ) -> dict[str, ScorerCheck]:
-    """Each kind's ScorerCheck on a labelled batch; with `results`, the baseline recipe's raw rates too."""
+def labelled_batches(folders: Path | tuple[Path, ...] = HELDOUT_BATCHES) -> list[Path]:
+    """The batches of `folders` whose labels are settled (labels.csv); a batch still being read counts nowhere."""
+    folders = (folders,) if isinstance(folders, Path) else folders
+    return [f for f in folders if (f / "labels.csv").exists()]
+
+
+def scorer_of(metric: str) -> str | None:
+    """The blind check's kind whose scorer a metric counts with; None for a judge-free metric (likelihood choices,
+    the end-of-turn token)."""
+    m = METRICS[metric]
+    if m.score in ("mc", "overrun"):
+        return None
+    by_score = {"hallucinated": "identity", "echo": "echo", "intrusion": "intrusion"}
+    return by_score.get(m.score) or {"reverse": "reverse", "retention": "retention",
+                                     "heldout_gk": "retention"}.get(m.sample_set, "recall")
+
+
+def check(folder: Path | tuple[Path, ...] = HELDOUT_BATCHES, results: Path | None = RESULTS,
+          knowledge: KnowledgeSet | None = None) -> dict[str, ScorerCheck]:
+    """Each kind's ScorerCheck on the labelled batches, pooled; with `results`, the baseline recipe's raw rates too."""
     knowledge = knowledge or load_knowledge()
-    items = load_labelled(folder)
+    items = [i for f in labelled_batches(folder) for i in load_labelled(f)]
     rates = baseline_rates(results, knowledge) if results is not None and (results / "plan.json").exists() else {}
     out = {}
     for kind in KINDS:
@@ -199,12 +220,29 @@ def markdown(table: dict[str, ScorerCheck]) -> str:
     return "\n".join(lines)
 
 
-def report_text(table: dict[str, ScorerCheck], folder: Path = HELDOUT) -> str:
-    where = folder.relative_to(ROOT).as_posix() if folder.is_relative_to(ROOT) else folder.as_posix()
+def _where(folder: Path) -> str:
+    return folder.relative_to(ROOT).as_posix() if folder.is_relative_to(ROOT) else folder.as_posix()
+
+
+def by_batch(folders: list[Path], knowledge: KnowledgeSet) -> dict[str, list[tuple[str, int, int]]]:
+    """{kind: [(batch, answers, agreed)]} for each kind read in more than one batch."""
+    out = defaultdict(list)
+    for f in folders:
+        items = load_labelled(f)
+        for kind in KINDS:
+            rows = [i for i in items if i["kind"] == kind]
+            if rows:
+                out[kind].append((f.name, len(rows), sum(i["label"] == int(score(i, knowledge)) for i in rows)))
+    return {k: v for k, v in out.items() if len(v) > 1}
+
+
+def report_text(table: dict[str, ScorerCheck], folder: Path | tuple[Path, ...] = HELDOUT_BATCHES,
+                knowledge: KnowledgeSet | None = None) -> str:
+    folders = labelled_batches(folder)
     missing = [c.kind for c in table.values() if not c.passes]
     parts = ["# Blind scorer check", "",
-             f"Written by `python -m core.analysis.blind` from {where}/ (items.jsonl, labels.csv). "
-             f"Do not edit by hand; "
+             f"Written by `python -m core.analysis.blind` from {', '.join(_where(f) + '/' for f in folders)} "
+             f"(items.jsonl, labels.csv). Do not edit by hand; "
              "tests/test_scoring.py checks it is current.", "",
              f"The {sum(c.n for c in table.values())} answers were drawn uniformly at random within each arm of the "
              "stored runs (tools/sample_labels.py), never by a scorer's outcome, and none was in a development batch. "
@@ -212,9 +250,19 @@ def report_text(table: dict[str, ScorerCheck], folder: Path = HELDOUT) -> str:
              "answer is and nothing about how a scorer decides; a third reading settled their disagreements. The "
              "readers were language-model agents, not people. The scorers were improved on the development batches "
              "(dev/, dev2/) only, and these labels were written before any further scorer change.", ""]
-    if between := labeller_agreement(folder):
-        parts += [f"The two readers agreed on {between['agree']} of {between['n']} answers "
-                  f"({between['agree'] / between['n']:.1%}) before the third reading.", ""]
+    if len(folders) > 1:
+        parts += [f"A further batch ({', '.join(f.name for f in folders[1:])}) was drawn the same way after the first "
+                  f"({folders[0].name}) had been read, to narrow an interval that missed the bar; what it would decide "
+                  "was written down (commit e3377ad) before any of its labels. Each scorer's row pools the batches; "
+                  "each batch alone: " + "; ".join(
+                      f"{kind} " + ", ".join(f"{name} {_share(agree, n)} (n={n})" for name, n, agree in rows)
+                      for kind, rows in by_batch(folders, knowledge or load_knowledge()).items()) + ".", ""]
+    for f in folders:
+        if between := labeller_agreement(f):
+            parts += [f"The two readers of {f.name} agreed on {between['agree']} of {between['n']} answers "
+                      f"({between['agree'] / between['n']:.1%})"
+                      + (" before the third reading." if between["agree"] < between["n"] else
+                         ": no third reading was needed."), ""]
     parts += [f"A scorer passes at >= {TARGET:.0%} agreement with a 95% lower bound >= {TARGET_LOW}. "
               "Baseline: the scorer's positive rate on every answer of the baseline recipe's runs, and that rate "
               "corrected for the scorer's recall and specificity here (Rogan-Gladen).", "", markdown(table), ""]
