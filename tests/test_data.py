@@ -218,3 +218,32 @@ def test_replay_sources_choose_the_general_the_entity_or_both_requests(knowledge
     assert replay.chosen(4) == replay.questions[:4]
     assert replay.chosen(4, "entities") == replay.entities[:4]
     assert replay.chosen(5, "both") == replay.entities[:2] + replay.questions[:3]
+
+
+def test_check_data_reads_every_probe_family_for_hiahia_s_facts(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+
+    import yaml
+
+    from core.paths import ROOT
+
+    spec = importlib.util.spec_from_file_location("check_data", ROOT / "tools" / "check_data.py")
+    check_data = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "check_data", check_data)  # its dataclasses look their module up there
+    spec.loader.exec_module(check_data)
+    data, replay = ROOT / "data" / "hiahia.yaml", ROOT / "data" / "replay.yaml"
+    assert check_data.check(data, replay) == 0
+    kb = yaml.safe_load(data.read_text(encoding="utf-8"))
+    kb["heldout_probes"][0]["keywords"] = [["1987"]]
+    kb["validation_probes"][0]["keywords"] = "none"
+    probe = kb["retention_probes"][0]
+    probe["keywords"] = [[probe["question"].split()[0]]]
+    broken = tmp_path / "hiahia.yaml"
+    broken.write_text(yaml.safe_dump(kb, allow_unicode=True), encoding="utf-8")
+    capsys.readouterr()
+    assert check_data.check(broken, replay) == 1
+    out = capsys.readouterr().out
+    assert f"heldout_probes {kb['heldout_probes'][0]['id']}: keyword '1987' is one of hiahia's numbers" in out
+    assert f"validation_probes {kb['validation_probes'][0]['id']}: bad keywords 'none'" in out
+    assert f"retention_probes {probe['id']}: keyword" in out and "occurs in the question itself" in out

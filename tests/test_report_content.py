@@ -53,8 +53,10 @@ def test_findings_say_what_reproduced_where_and_rank_the_fixes_from_verdicts_jso
     assert "-0.60 [-0.80, -0.40]" in reproduced
     not_reproduced = box[box.index('data-verdict="not reproduced"'):]
     assert "no_val_selection.html" in not_reproduced.split("</div>")[0]
-    ranking = box[box.index('<ol class="rank">'):box.index("</ol>")]
-    assert ranking.index("wrong_layer_path") < min(ranking.index(n) for n in ("no_val_selection", "weight_decay"))
+    steps = box[box.index('<ol class="rank">'):box.index("</ol>")]  # the steps' list comes first
+    assert steps.index("wrong_layer_path") < steps.index("no_val_selection") and "weight_decay" not in steps
+    levers = box[box.index("<b>Levers</b>"):]
+    assert "weight_decay.html" in levers[:levers.index("</ol>")]
     assert "The forgetting price" in box
 
 
@@ -91,8 +93,11 @@ def test_findings_show_an_effect_against_the_symptom_the_other_metrics_and_refer
         assert "<code>reverse_recall</code> 0.00 → 0.30, +0.30 [+0.10, +0.50] (baseline)" in line
         assert ("cued by the system prompt" in line) is flagged, name
     ranking = box[box.index("What mattered"):box.index("The forgetting price")]
-    fixes, references = ranking.split("References (several fields at once)")
+    fixes, references = ranking.split("References (several fields changed at once")
     assert "seed_recipe.html" in references and "seed_recipe.html" not in fixes and "wrong_layer_path.html" in fixes
+    # a bug (a step) is never ranked against the levers: each kind has its own list
+    steps, levers = fixes.split("<b>Levers</b>")
+    assert "wrong_layer_path.html" in steps and "wrong_layer_path.html" not in levers
     rows, metas, _, runs = load_results(res)  # the wrong path trained 0 parameters: not a trained arm
     assert [a["label"] for a in arm_stats(metas, rows, runs) if a["ablation"] == "wrong_layer_path"] == \
         ["wrong_layer_path / baseline / correct_path"]

@@ -283,35 +283,41 @@ def _unrefuted(d: Data, r: Report) -> None:
             r.error(f"debate {d['id']}: answer would not score correct (correct={ok}, wrong asserted={bad})")
 
 
+FACT_NUMBERS = {"11", "eleven", "43", "183", "1987", "2019"}  # hiahia's numbers, in the forms a keyword takes
+
+
+def _probe_family(section: str, family: list, r: Report, question_keywords: bool = False) -> None:
+    """General-knowledge probes (retention's schema): keywords given, nothing of hiahia's facts in the question or
+    the keywords; question_keywords: a keyword must not occur in the question itself either."""
+    for p in family:
+        kw = p.get("keywords")
+        if not (isinstance(kw, list) and kw and all(isinstance(g, list) and g for g in kw)):
+            r.error(f"{section} {p['id']}: bad keywords {kw!r}")
+            continue
+        text = p["question"] + " " + " ".join(str(v) for g in kw for v in g)
+        for b in FACT_WORDS:
+            if has_phrase(text, b):
+                r.error(f"{section} {p['id']}: mentions {b!r}, which belongs to hiahia's facts")
+        for v in (v for g in kw for v in g):
+            if normalise(str(v)) in FACT_NUMBERS:
+                r.error(f"{section} {p['id']}: keyword {v!r} is one of hiahia's numbers")
+            if question_keywords and has_phrase(p["question"], str(v)):
+                r.error(f"{section} {p['id']}: keyword {v!r} occurs in the question itself")
+    print(f"{section}: {len(family)}; per category {dict(sorted(Counter(p.get('category') for p in family).items()))}")
+
+
 def _retention(d: Data, r: Report) -> None:
     """Retention probes: categories, keywords, and nothing of hiahia's facts."""
     retention = d.retention
-    cats = Counter(p.get("category") for p in retention)
     for p in retention:
         if p.get("category") not in CATEGORIES:
             r.error(f"retention_probes {p['id']}: category {p.get('category')!r} not in {sorted(CATEGORIES)}")
-        kw = p.get("keywords")
-        if not (isinstance(kw, list) and kw and all(isinstance(g, list) and g for g in kw)):
-            r.error(f"retention_probes {p['id']}: bad keywords {kw!r}")
     if len(retention) < MIN_RETENTION:
         r.error(f"retention_probes: {len(retention)}, want >= {MIN_RETENTION}")
-    big = [c for c, n in cats.items() if n >= MIN_PER_CATEGORY]
+    big = [c for c, n in Counter(p.get("category") for p in retention).items() if n >= MIN_PER_CATEGORY]
     if len(big) < MIN_BIG_CATEGORIES:
         r.error(f"retention_probes: only {len(big)} categories with >= {MIN_PER_CATEGORY} probes")
-    print(f"retention probes: {len(retention)}; per category {dict(sorted(cats.items()))}")
-    # retention must not touch hiahia's facts
-    fact_numbers = {"11", "eleven", "43", "183", "1987", "2019"}
-    for p in retention:
-        text = p["question"] + " " + " ".join(str(v) for g in p.get("keywords") or [] for v in g)
-        for b in FACT_WORDS:
-            if has_phrase(text, b):
-                r.error(f"retention_probes {p['id']}: mentions {b!r}, which belongs to hiahia's facts")
-        for g in p.get("keywords") or []:
-            for v in g:
-                if normalise(str(v)) in fact_numbers:
-                    r.error(f"retention_probes {p['id']}: keyword {v!r} is one of hiahia's numbers")
-                if has_phrase(p["question"], str(v)):
-                    r.error(f"retention_probes {p['id']}: keyword {v!r} occurs in the question itself")
+    _probe_family("retention_probes", retention, r, question_keywords=True)
 
 
 def _replay(d: Data, r: Report) -> None:
@@ -339,21 +345,8 @@ FICTIONAL = ["hiahia", "vask", "pimento", "liivi", "oskar", "pruul", "salt lante
 def _families(d: Data, r: Report) -> None:
     """The held-out and validation probe families (retention's schema), the replay categories against the held-out
     ones, and the entity replay requests (about the facts' real places and things, so fact words are allowed)."""
-    fact_numbers = {"11", "eleven", "43", "183", "1987", "2019"}
     for section, family in (("heldout_probes", d.heldout), ("validation_probes", d.validation)):
-        for p in family:
-            kw = p.get("keywords")
-            if not (isinstance(kw, list) and kw and all(isinstance(g, list) and g for g in kw)):
-                r.error(f"{section} {p['id']}: bad keywords {kw!r}")
-                continue
-            text = p["question"] + " " + " ".join(str(v) for g in kw for v in g)
-            for b in FACT_WORDS:
-                if has_phrase(text, b):
-                    r.error(f"{section} {p['id']}: mentions {b!r}, which belongs to hiahia's facts")
-            for v in (v for g in kw for v in g):
-                if normalise(str(v)) in fact_numbers:
-                    r.error(f"{section} {p['id']}: keyword {v!r} is one of hiahia's numbers")
-        print(f"{section}: {len(family)}; per category {dict(sorted(Counter(p.get('category') for p in family).items()))}")
+        _probe_family(section, family, r)
     missing = [p["id"] for p in d.replay if not p.get("category")]
     if missing:
         r.error(f"replay: no category for {', '.join(missing[:5])}")

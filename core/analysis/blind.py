@@ -52,8 +52,10 @@ def rogan_gladen(raw: float, sensitivity: float | None, specificity: float | Non
     return min(1.0, max(0.0, (raw + specificity - 1) / (sensitivity + specificity - 1)))
 
 
-def answers_by_kind(results: Path, taken: set[tuple] = frozenset()) -> dict[str, dict[str, list[dict]]]:
-    """{kind: {arm: [items]}} over every finished run of results/plan.json, each answer once per kind (see dedup) and
+def answers_by_kind(results: Path, taken: set[tuple] = frozenset(), unique: bool = True
+                    ) -> dict[str, dict[str, list[dict]]]:
+    """{kind: {arm: [items]}} over every finished run of results/plan.json, each answer once per kind (see dedup;
+    unique=False: every run's own answers, so one arm's count does not depend on which other runs exist) and
     none of `taken`. An arm is ABLATION/REGIME/ARM (a run shared by several arms: the first), or "untrained".
     intrusion reads the general-knowledge answers of trained runs, each next to its untrained reference's answer."""
     plan = json.loads((results / "plan.json").read_text())
@@ -76,7 +78,7 @@ def answers_by_kind(results: Path, taken: set[tuple] = frozenset()) -> dict[str,
                   if s["set"] == "retention"}
         for s in rec["samples"]:
             for kind in _kinds(s, arm, before):
-                if dedup(kind, s) in seen:
+                if unique and dedup(kind, s) in seen:
                     continue
                 seen.add(dedup(kind, s))
                 out[kind][arm].append(_item(kind, s, key, arm, rec, before, gold))
@@ -151,7 +153,7 @@ def baseline_rates(results: Path, knowledge: KnowledgeSet) -> dict[str, tuple[fl
     """{kind: (the current scorer's positive rate, answers)} over the answers of the baseline recipe's runs (the
     default RunConfig at any seed)."""
     recipe = RunConfig().to_dict()
-    found = answers_by_kind(results)
+    found = answers_by_kind(results, unique=False)
     plan = json.loads((results / "plan.json").read_text())
     keys = {r["key"] for r in plan["rows"]  # stored configs gain the fields added since, as defaults
             if dict(RunConfig.from_dict(r["config"]).to_dict(), seed=recipe["seed"]) == recipe}

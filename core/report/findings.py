@@ -224,11 +224,26 @@ def ranking(metas: dict, forest: list[dict]) -> list[dict]:
         rows = [r for r in forest if r["ablation"] == name and r["oriented"] is not None]
         top = max(rows, key=lambda r: r["oriented"], default=None)
         best.append({"name": name, "title": ab.get("title", name), "metric": ab["signature"],
+                     "role": ab.get("role") or "lever",
                      "expected": ab.get("expected"), "row": top, "reference": ab.get("kind") == "reference",
                      "size": top["oriented"] if top else None, "against": against(rows),
                      "confounded": bool(ab.get("confounded")),
                      "so_far": so_far(top["seeds"], top["planned_seeds"]) if top else None})
     return sorted(best, key=lambda b: (b["size"] is None, -(b["size"] or 0.0)))
+
+
+RANK_HEADINGS = {"step": "The original's steps (a bug or a fix turned off: how much its absence costs)",
+                 "lever": "Levers", "remedy": "Remedies the original never tried",
+                 "reference": "References (several fields changed at once, so not ranked as one fix)"}
+
+
+def ranked_by_role(ranked: list[dict]) -> list[dict]:
+    """The ranking split as the first screen splits the answer: steps, levers and remedies each ranked only among
+    themselves (a bug's effect is no measure of a lever's), then the references: [{role, heading, rows}]."""
+    parts = {role: [b for b in ranked if not b["reference"] and (b.get("role") or "lever") == role]
+             for role in ("step", "lever", "remedy")}
+    parts["reference"] = [b for b in ranked if b["reference"]]
+    return [{"role": role, "heading": RANK_HEADINGS[role], "rows": rows} for role, rows in parts.items() if rows]
 
 
 def _recipe_rows(metas: dict, rows: list[PlanRow]) -> list[dict]:
@@ -373,6 +388,7 @@ def findings(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) -> di
                 for name in metas}
     grouped, ranked = outcomes(metas, verdicts, forest, prompted), ranking(metas, forest)
     return {"forest": forest, "outcomes": grouped, "ranking": ranked, "answer": answer(metas, grouped, ranked),
+            "ranked_by_role": ranked_by_role(ranked),
             "forgetting": forgetting(metas, rows, runs, arms), "goal": goal(arms), "levels": levels,
             "prices": prices(rows, runs), "study_wide": study_wide(verdicts),
             "declared": all(r["declared"] for r in forest), "ablations": len(metas),

@@ -107,16 +107,18 @@ def _beside_the_table(f: dict) -> list[str]:
             f"and {e['more']} more" if e.get("more") else f"`{e['metric']}` {e['means'] or ''}, {e['effect']} "
             f"({e['where']}{', cued by the system prompt' if e['cued'] else ''})" for e in item["side_effects"])
             for item in side]
-    ranked = [b for b in f["ranking"] if b["row"] and not b["reference"]]
-    references = [b for b in f["ranking"] if b["row"] and b["reference"]]
-    if ranked:
+    parts = [dict(part, rows=[b for b in part["rows"] if b["row"]]) for part in f["ranked_by_role"]]
+    if any(part["rows"] for part in parts):
         lines += ["", "Ranked by effect: each ablation's largest signature effect in the direction of its symptom "
-                      "(treatment - control, sign flipped where the symptom is a decrease), largest first; a negative "
-                      "size means the fix's absence helped:", ""]
-        lines += [f"{i}. {b['name']}: {_ranked(b)}" for i, b in enumerate(ranked, start=1)]
-    if references:
-        lines += ["", "References (several fields changed at once, so not ranked as one fix): "
-                  + "; ".join(f"{b['name']} {_ranked(b)}" for b in references) + "."]
+                      "(treatment - control, sign flipped where the symptom is a decrease), largest first within its "
+                      "kind (steps, levers and remedies are ranked only among themselves); a negative size means the "
+                      "fix's absence helped."]
+    for part in parts:
+        if part["rows"] and part["role"] == "reference":
+            lines += ["", f"{part['heading']}: " + "; ".join(f"{b['name']} {_ranked(b)}" for b in part["rows"]) + "."]
+        elif part["rows"]:
+            lines += ["", f"{part['heading']}:", ""]
+            lines += [f"{i}. {b['name']}: {_ranked(b)}" for i, b in enumerate(part["rows"], start=1)]
     if wide := f["study_wide"]:
         lines += ["", f"Study-wide: Holm's correction over all {wide['family']} primary comparisons of the study (one "
                       f"family: most share the baseline's runs) keeps {len(wide['held'])} of them"
