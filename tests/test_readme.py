@@ -156,3 +156,32 @@ def test_a_selection_ablation_s_page_says_per_regime_whether_validation_loss_tur
     assert "Validation loss" not in readme.ablation_block(
         metas["wrong_layer_path"], [r for r in rows if r["ablation"] == "wrong_layer_path"], runs,
         verdicts["wrong_layer_path"])
+
+
+def test_what_changed_since_the_last_edition_names_each_changed_verdict_and_why():
+    from core.report import editions
+
+    def entry(verdict, signature="heldout_recall", seeds=5, arms=("a", "b"), effect="+0.20 [+0.10, +0.30]"):
+        return {"verdict": verdict, "signature": signature, "seeds": seeds, "effect": effect, "means": "0.50 -> 0.70",
+                "effect_where": None, "design": {"arms": list(arms), "regimes": None, "control": "a",
+                                                 "primary": ["b"], "expected": "increase", "match": None}}
+
+    before = {"measured": entry("reproduced"), "designed": entry("reproduced"), "seeded": entry("inconclusive"),
+              "stricter": entry("not reproduced"), "lucky": entry("inconclusive"), "kept": entry("reproduced"),
+              "training_schedule": entry("reproduced"), "dropped": entry("reproduced")}
+    now = {"measured": entry("not reproduced", signature="recall_mc"),
+           "designed": entry("the other way", arms=("a", "b", "c")), "seeded": entry("reproduced", seeds=10),
+           "stricter": entry("inconclusive"), "lucky": entry("reproduced"), "kept": entry("reproduced"),
+           "learning_rate": entry("inconclusive"), "training_schedule": entry("reproduced")}
+    c = editions.changes(before, now)
+    why = {e["name"]: e["why"] for e in c["changed"]}
+    assert why == {"measured": ["a new measure (`heldout_recall` -> `recall_mc`)"],
+                   "designed": ["a new design (arms)"], "seeded": ["more seeds (5 -> 10)"],
+                   "stricter": ["the stricter verdict rules"], "lucky": ["chance: the same measure, design and seeds"],
+                   "learning_rate": ["chance: the same measure, design and seeds"]}
+    # the rate sweep was called training_schedule; that name is now a new ablation
+    assert c["new"] == ["training_schedule"] and c["gone"] == ["dropped"] and [e["name"] for e in c["same"]] == ["kept"]
+    text = "\n".join(editions.markdown(c, "second edition"))
+    assert "| learning_rate (was training_schedule) | reproduced | inconclusive | `heldout_recall` 0.50 -> 0.70, +0.20" \
+        in text
+    assert "New in this edition: training_schedule." in text and "No longer run: dropped." in text

@@ -37,6 +37,7 @@ from core.report.data import (
     status,
     study_totals,
 )
+from core.report import editions
 from core.report.findings import NOT_COMPUTED, findings
 from core.run.metrics import METRICS
 from core.study.ablation import discover
@@ -183,6 +184,9 @@ def block(results: Path = RESULTS) -> str:
                          f"{item['means'] or '-'} | {item['effect'] or '-'}"
                          f"{f' ({w})' if (w := item['effect_where']) else ''} | {mde} |")
     lines += _beside_the_table(f)
+    if verdicts and (before := editions.previous()) is not None:
+        lines += ["", *editions.markdown(editions.changes(before, editions.snapshot(metas, f["outcomes"])),
+                                         "second edition")]
     if not verdicts:
         lines += ["", f"No verdicts yet: they are computed once, from the complete study (`python run_all.py "
                       f"--report-only`), so every ablation reads \"{NOT_COMPUTED}\", finished seeds "
