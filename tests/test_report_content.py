@@ -195,6 +195,19 @@ def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_t
     assert [a["label"] for a in g["reached"]] == ["a / baseline / replay"] and g["closest"]["shortfall"] == 0.0
     assert goal_sentence(g).startswith("Goal (retention >= 0.9 at heldout_recall >= 0.9, arm means): reached by 1 "
                                        "of 3 trained arms: a / baseline / replay (recall 1.00")
+    # the same goal read with the likelihood retention: the recipe keeps 0.95 of what it knew by likelihood
+    from core.report.findings import goals_by_measure
+    from core.report.readme import other_measures
+    for arm, kept in (("recipe", 0.95), ("replay", 0.85), ("slow", 1.0)):
+        for sd in (0, 1):
+            runs[f"{arm}{sd}"].metrics["retention_mc"] = kept
+    goals = goals_by_measure(arm_stats(metas, rows, runs))
+    assert [a["label"] for a in goals["retention_mc"]["reached"]] == ["a / baseline / recipe"]
+    assert goals["retention_heldout"]["closest"] is None  # not measured in these runs: not named
+    text = other_measures(goals)
+    assert text.startswith("The same goal with retention read otherwise (likelihood; the held-out family no replay "
+                           "request touches): `retention_mc`: reached by 1 of 3; closest a / baseline / recipe (recall "
+                           "1.00") and "retention_mc 0.95" in text and "retention_heldout" not in text
 
 
 

@@ -282,12 +282,23 @@ def trained_arms(metas: dict, rows: list[PlanRow], runs: dict | None = None):
             yield label, name, arm_rows
 
 
+# the goal read with each other measure of what the model kept: likelihood, and the held-out family no replay
+# request touches (generation and likelihood)
+OTHER_RETENTION = ("retention_mc", "retention_heldout", "retention_heldout_mc")
+
+
 def arm_stats(metas: dict, rows: list[PlanRow], runs: dict) -> list[dict]:
     """Each trained arm's retention and held-out recall (arm_stat), computed once for the forgetting price and
-    the goal."""
+    the goal, and its OTHER_RETENTION measures."""
     return [{"label": label, "ablation": name, "retention": arm_stat(arm_rows, runs, "retention"),
-             "recall": arm_stat(arm_rows, runs, "heldout_recall")}
+             "recall": arm_stat(arm_rows, runs, "heldout_recall"),
+             "retention_by": {m: arm_stat(arm_rows, runs, m) for m in OTHER_RETENTION}}
             for label, name, arm_rows in trained_arms(metas, rows, runs)]
+
+
+def goals_by_measure(arms: list[dict]) -> dict[str, dict]:
+    """goal() with retention read as each of OTHER_RETENTION in turn: {measure: goal}."""
+    return {m: goal([dict(a, retention=a["retention_by"][m]) for a in arms]) for m in OTHER_RETENTION}
 
 
 def forgetting(metas: dict, rows: list[PlanRow], runs: dict, arms: list[dict]) -> dict:
@@ -390,6 +401,7 @@ def findings(metas: dict, verdicts: dict, rows: list[PlanRow], runs: dict) -> di
     return {"forest": forest, "outcomes": grouped, "ranking": ranked, "answer": answer(metas, grouped, ranked),
             "ranked_by_role": ranked_by_role(ranked),
             "forgetting": forgetting(metas, rows, runs, arms), "goal": goal(arms), "levels": levels,
+            "goals_by_measure": goals_by_measure(arms),
             "prices": prices(rows, runs), "study_wide": study_wide(verdicts),
             "declared": all(r["declared"] for r in forest), "ablations": len(metas),
             "min_effects": sorted({str(ab["min_effect"]) for ab in metas.values() if ab.get("min_effect") is not None})}
