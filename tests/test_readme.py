@@ -162,26 +162,50 @@ def test_what_changed_since_the_last_edition_names_each_changed_verdict_and_why(
     from core.report import editions
 
     def entry(verdict, signature="heldout_recall", seeds=5, arms=("a", "b"), effect="+0.20 [+0.10, +0.30]"):
+        design = {k: None for k in editions.DESIGN_FIELDS} | {"arms": list(arms), "control": "a"}
         return {"verdict": verdict, "signature": signature, "seeds": seeds, "effect": effect, "means": "0.50 -> 0.70",
-                "effect_where": None, "design": {"arms": list(arms), "regimes": None, "control": "a",
-                                                 "primary": ["b"], "expected": "increase", "match": None}}
+                "effect_where": None, "design": design}
 
     before = {"measured": entry("reproduced"), "designed": entry("reproduced"), "seeded": entry("inconclusive"),
               "stricter": entry("not reproduced"), "lucky": entry("inconclusive"), "kept": entry("reproduced"),
-              "training_schedule": entry("reproduced"), "dropped": entry("reproduced")}
+              "remeasured": entry("reproduced"), "training_schedule": entry("reproduced"),
+              "dropped": entry("reproduced")}
     now = {"measured": entry("not reproduced", signature="recall_mc"),
-           "designed": entry("the other way", arms=("a", "b", "c")), "seeded": entry("reproduced", seeds=10),
+           "designed": entry("the other way", arms=("a", "b", "c")), "seeded": entry("reproduced", seeds=15),
            "stricter": entry("inconclusive"), "lucky": entry("reproduced"), "kept": entry("reproduced"),
+           "remeasured": entry("reproduced", signature="recall_mc"),
            "learning_rate": entry("inconclusive"), "training_schedule": entry("reproduced")}
-    c = editions.changes(before, now)
+    previous = {"edition": "second edition", "renamed": {"learning_rate": "training_schedule"}, "ablations": before}
+    c = editions.changes(previous, now)
     why = {e["name"]: e["why"] for e in c["changed"]}
     assert why == {"measured": ["a new measure (`heldout_recall` -> `recall_mc`)"],
-                   "designed": ["a new design (arms)"], "seeded": ["more seeds (5 -> 10)"],
-                   "stricter": ["the stricter verdict rules"], "lucky": ["chance: the same measure, design and seeds"],
-                   "learning_rate": ["chance: the same measure, design and seeds"]}
+                   "designed": ["a new design (arms)"], "seeded": ["more seeds (5 -> 15)"],
+                   "stricter": ["the stricter verdict rules"], "lucky": [editions.NONE_RECORDED],
+                   "learning_rate": [editions.NONE_RECORDED]}
     # the rate sweep was called training_schedule; that name is now a new ablation
-    assert c["new"] == ["training_schedule"] and c["gone"] == ["dropped"] and [e["name"] for e in c["same"]] == ["kept"]
-    text = "\n".join(editions.markdown(c, "second edition"))
+    assert c["new"] == ["training_schedule"] and c["gone"] == ["dropped"]
+    assert [e["name"] for e in c["same"]] == ["kept", "remeasured"]
+    text = "\n".join(editions.markdown(c, previous["edition"]))
     assert "| learning_rate (was training_schedule) | reproduced | inconclusive | `heldout_recall` 0.50 -> 0.70, +0.20" \
         in text
+    # an unchanged verdict still says what changed under it
+    assert "remeasured (reproduced; under a new measure (`heldout_recall` -> `recall_mc`))" in text
     assert "New in this edition: training_schedule." in text and "No longer run: dropped." in text
+
+
+def test_the_edition_comparison_reads_the_published_study_only_and_its_snapshot_records_each_ablation():
+    from core.report import editions
+    from core.report.data import load_results
+    from core.report.findings import findings
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "first_edition" / "results"
+    assert "What changed since" not in readme.block(fixture)  # a fixture is no edition of the published study
+    rows, metas, verdicts, runs = load_results(fixture)
+    snap = editions.snapshot(metas, findings(metas, verdicts, rows, runs)["outcomes"])
+    assert set(snap) == set(metas)
+    for name, e in snap.items():
+        assert e["signature"] == metas[name]["signature"] and set(e["design"]) == set(editions.DESIGN_FIELDS)
+        assert e["verdict"] and isinstance(e["seeds"], int)
+    stored = editions.previous()
+    assert stored["edition"] == "second edition" and stored["renamed"] == {"learning_rate": "training_schedule"}
+    assert stored["ablations"]["training_schedule"]["effect"] == "+0.86 [+0.79, +0.93]"  # the second edition's rate sweep

@@ -192,8 +192,8 @@ def test_a_sweep_s_deciding_arm_is_also_measured_from_the_original_s_own_setting
     assert AblationVerdict.from_json(v.to_json()).from_original == v.from_original  # through verdicts.json
     metas = {ab.name: ab.meta()}
     sentence = answer(metas, outcomes(metas, {ab.name: v}, []), [])[0]["rows"][0]["sentence"]
-    assert "from the original's setting (constant/lr_2e-4) to warmup_cosine/lr_1e-3: `heldout_recall` 0.50 → 0.90, " \
-        "+0.40 [" in sentence
+    assert "from the original's setting (constant/lr_2e-4) to warmup_cosine/lr_1e-3 (exploratory, 95%): " \
+        "`heldout_recall` 0.50 → 0.90, +0.40 [" in sentence
 
     bad = Path(tempfile.mkdtemp()) / "learning_rate"
     shutil.copytree(ROOT / "ablations" / "learning_rate", bad)

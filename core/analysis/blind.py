@@ -25,7 +25,7 @@ from core.run.metrics import METRICS
 BLIND = DATA / "labels" / "blind"
 HELDOUT = BLIND / "heldout"  # the first held-out batch; its AGREEMENT.md reports every held-out batch
 # every held-out batch, pooled per scorer: heldout2 adds 150 recall answers, drawn (and its use decided, e3377ad)
-# after the recall scorer missed the bar's lower bound by 0.002 on the first
+# after the recall scorer missed the bar's lower bound on the first (144 of 150: Wilson lower bound 0.9155 < 0.92)
 HELDOUT_BATCHES = (HELDOUT, BLIND / "heldout2")
 DEV_BATCHES = (BLIND / "dev", BLIND / "dev2")
 TARGET, TARGET_LOW = 0.95, 0.92  # a scorer passes at >= 95% agreement with a 95% lower bound >= 0.92
@@ -142,7 +142,7 @@ class ScorerCheck:
 
     @property
     def passes(self) -> bool:
-        return self.agreement >= TARGET and wilson(self.agree, self.n)[0] >= TARGET_LOW
+        return _passes(self.agree, self.n)
 
     @property
     def corrected(self) -> float | None:
@@ -178,8 +178,13 @@ def scorer_of(metric: str) -> str | None:
     if m.score in ("mc", "overrun"):
         return None
     by_score = {"hallucinated": "identity", "echo": "echo", "intrusion": "intrusion"}
-    return by_score.get(m.score) or {"reverse": "reverse", "retention": "retention",
-                                     "heldout_gk": "retention"}.get(m.sample_set, "recall")
+    if m.score in by_score:
+        return by_score[m.score]
+    # the held-out general-knowledge family is scored by the retention scorer (never sampled on its own answers)
+    kind = (KIND_OF_SET | {"heldout_gk": "retention"}).get(m.sample_set)
+    if kind is None:
+        raise KeyError(f"{metric}: its sample set {m.sample_set!r} has no scorer kind here (KIND_OF_SET)")
+    return kind
 
 
 def check(folder: Path | tuple[Path, ...] = HELDOUT_BATCHES, results: Path | None = RESULTS,
@@ -201,11 +206,16 @@ def check(folder: Path | tuple[Path, ...] = HELDOUT_BATCHES, results: Path | Non
     return out
 
 
-def _share(k: int, n: int) -> str:
+def _share(k: int, n: int, digits: int = 2) -> str:
     if not n:
         return "-"
     low, high = wilson(k, n)
-    return f"{k / n:.1%} [{low:.2f}, {high:.2f}]"
+    return f"{k / n:.1%} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _passes(agree: int, n: int) -> bool:
+    """The bar: >= TARGET agreement with a Wilson 95% lower bound >= TARGET_LOW."""
+    return agree / n >= TARGET and wilson(agree, n)[0] >= TARGET_LOW
 
 
 def markdown(table: dict[str, ScorerCheck]) -> str:
@@ -256,8 +266,10 @@ def report_text(table: dict[str, ScorerCheck], folder: Path | tuple[Path, ...] =
         parts += [f"A further batch ({', '.join(f.name for f in folders[1:])}) was drawn the same way after the first "
                   f"({folders[0].name}) had been read, to narrow an interval that missed the bar; what it would decide "
                   "was written down (commit e3377ad) before any of its labels. Each scorer's row pools the batches; "
-                  "each batch alone: " + "; ".join(
-                      f"{kind} " + ", ".join(f"{name} {_share(agree, n)} (n={n})" for name, n, agree in rows)
+                  "each batch alone (3 decimals: the bar's bound is 0.92): " + "; ".join(
+                      f"{kind} " + ", ".join(f"{name} {agree} of {n}, {_share(agree, n, 3)}, "
+                                             f"{'passes' if _passes(agree, n) else 'misses'}"
+                                             for name, n, agree in rows)
                       for kind, rows in by_batch(folders, knowledge or load_knowledge()).items()) + ".", ""]
     for f in folders:
         if between := labeller_agreement(f):

@@ -203,8 +203,7 @@ def comparisons(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]
     primary = ab.primary_comparisons()
     out = {}
     for regime in ab.regimes:
-        runs = {arm: [records[r["key"]].to_json() for r in rows if r["regime"] == regime and r["arm"] == arm
-                      and r["key"] in records] for arm in ab.arms}
+        runs = {arm: _arm_runs(rows, records, regime, arm) for arm in ab.arms}
         out[regime] = {}
         for arm in ab.arms:
             if arm == ab.control:
@@ -235,8 +234,7 @@ def to_confirm(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord])
     out = []
     for regime, arm in ab.primary_comparisons():
         wanted = list(ab.arms) if arm == MATCHED else [ab.control, arm]
-        runs = {a: [records[r["key"]].to_json() for r in rows if r["regime"] == regime and r["arm"] == a
-                    and r["seed"] < ab.seeds and r["key"] in records] for a in wanted}
+        runs = {a: _arm_runs(rows, records, regime, a, ab.seeds) for a in wanted}
         if any(len(v) < ab.seeds for v in runs.values()):
             continue
         cmp = (matched_judged(ab, runs) if arm == MATCHED else
@@ -263,18 +261,22 @@ def holm_across(summary: dict[str, "AblationVerdict"], alpha: float = 0.05) -> i
     return len(family)
 
 
+def _arm_runs(rows: list[PlanRow], records: dict[str, RunRecord], regime: str, arm: str,
+              below_seed: int | None = None) -> list[dict]:
+    """The stored runs of one arm in one regime (of seeds below `below_seed` when given), as run-record dicts."""
+    return [records[r["key"]].to_json() for r in rows if r["regime"] == regime and r["arm"] == arm
+            and r["key"] in records and (below_seed is None or r["seed"] < below_seed)]
+
+
 def from_original(ab: Ablation, rows: list[PlanRow], records: dict[str, RunRecord]) -> dict[str, Comparison]:
-    """Each deciding arm against the original's own setting (Ablation.original), on the signature at 95%: how far
-    the fix moves a user who starts where the original stood. Exploratory: no verdict. {} without `original`."""
+    """Each deciding arm against the original's own setting (Ablation.original), on the signature at 95%: where a
+    user who starts from the original's setting ends up (everything the two differ in, e.g. the schedule as well as
+    the rate). Exploratory: no verdict. {} without `original`."""
     start = ab.original_setting()
     if start is None:
         return {}
-
-    def runs(regime: str, arm: str) -> list[dict]:
-        return [records[r["key"]].to_json() for r in rows
-                if r["regime"] == regime and r["arm"] == arm and r["key"] in records]
-
-    return {f"{regime}/{arm}": judged(runs(*start), runs(regime, arm), ab.signature, None, ab.min_effect)
+    return {f"{regime}/{arm}": judged(_arm_runs(rows, records, *start), _arm_runs(rows, records, regime, arm),
+                                      ab.signature, None, ab.min_effect)
             for regime, arm in ab.primary_comparisons() if arm != MATCHED and (regime, arm) != start}
 
 

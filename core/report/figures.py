@@ -52,9 +52,10 @@ def _finished(rec: RunRecord | None) -> bool:
     return rec is not None and rec.ok
 
 
-# ten hues a reader tells apart (one red, one orange, one brown): a figure's lines or arms take them in order
-DISTINCT = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-            "#17becf"]
+# Paul Tol's "bright" scheme: seven hues that stay apart under colour-vision deficiency, one red and no orange;
+# a figure's lines or arms take them in order, and each line also has its own marker (an eighth line reuses a hue)
+DISTINCT = ["#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
 def _palette(arms: list[str]) -> dict[str, str]:
@@ -237,12 +238,13 @@ def _sweep_lines(ax, ab: dict, stats: dict, metrics: list[str], arms: list[str],
     # distinct within the figure: the sweep's metrics in the study's metric order take DISTINCT's hues in turn
     ranked = sorted(set(metrics), key=lambda m: (METRIC_ORDER.index(m) if m in METRIC_ORDER else len(METRIC_ORDER), m))
     colours = [DISTINCT[ranked.index(m) % len(DISTINCT)] for m in metrics]
-    for c, metric in zip(colours, metrics):
+    markers = [MARKERS[ranked.index(m) % len(MARKERS)] for m in metrics]
+    for c, marker, metric in zip(colours, markers, metrics):
         clip = METRICS[metric].clip
         pts = [(x, stats[a][metric]) for x, a in zip(xs, arms) if stats[a][metric]["mean"] is not None]
         if not pts:
             continue
-        ax.plot([p[0] for p in pts], [clip(p[1]["mean"]) for p in pts], marker="D", markersize=4, color=c,
+        ax.plot([p[0] for p in pts], [clip(p[1]["mean"]) for p in pts], marker=marker, markersize=4.5, color=c,
                 linewidth=2.2 if metric == ab["signature"] else 1.2,
                 label=f"{metric} (signature)" if metric == ab["signature"] else metric)
         band = [(p[0], clip(p[1]["low"]), clip(p[1]["high"])) for p in pts if p[1]["low"] is not None]
@@ -259,7 +261,7 @@ def _sweep_lines(ax, ab: dict, stats: dict, metrics: list[str], arms: list[str],
         ax.text(0.5, 0.5, "no finished run yet", transform=ax.transAxes, ha="center", va="center", color="#8a1c1c")
 
 
-METRIC_ORDER = list(METRICS)  # a metric keeps its colour in every figure
+METRIC_ORDER = list(METRICS)  # the order in which a figure's metrics take DISTINCT's hues
 
 
 def _sort_key(v):

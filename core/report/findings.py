@@ -140,10 +140,11 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict], prompted: dict | N
             "against": against(rows),
             "side_effects": side_effects(ab, verdicts.get(name) or AblationVerdict(), rows,
                                          (prompted or {}).get(name, set())),
-            "from_original": [{"start": ab.get("original") or "", "where": where, "effect": effect_text(c),
-                               "means": means_text(c)}
+            "from_original": [{"start": ab.get("original") or "", "where": where, "metric": c.metric,
+                               "effect": effect_text(c), "means": means_text(c)}
                               for where, c in (verdicts.get(name) or AblationVerdict()).from_original.items()
                               if c.diff is not None],
+            "measured_seeds": max((r["seeds"] for r in rows), default=0),  # the most any deciding comparison had
             "so_far": so_far(min((r["seeds"] for r in rows if r["verdict"]), default=0),
                              max((r["planned_seeds"] for r in rows if r["verdict"]), default=0)),
             "reference": ab.get("kind") == "reference", "confounded": bool(ab.get("confounded"))})
@@ -177,12 +178,13 @@ def shown_word(role: str, verdict: str) -> str:
     return REMEDY_WORDS.get(verdict, verdict) if role == "remedy" else verdict
 
 
-def from_original_text(metric: str, f: dict) -> str:
-    """"; from the original's setting (constant/lr_2e-4) to warmup_cosine/lr_1e-3: `recall_mc` 0.55 → 0.82, +0.27
-    [+0.20, +0.34]": the same fix measured from where the original stood (AblationVerdict.from_original)."""
+def from_original_text(f: dict) -> str:
+    """"; from the original's setting (constant/lr_2e-4) to warmup_cosine/lr_1e-3 (exploratory, 95%): `recall_mc`
+    0.55 → 0.82, +0.27 [+0.20, +0.34]": where a user starting from the original's setting ends up
+    (AblationVerdict.from_original); both settings are named, so what else differs (a schedule) is in view."""
     start = f" ({f['start']})" if f["start"] else ""
     means = f" {f['means'].replace('->', '→')}," if f["means"] else ""
-    return f"; from the original's setting{start} to {f['where']}: `{metric}`{means} {f['effect']}"
+    return f"; from the original's setting{start} to {f['where']} (exploratory, 95%): `{f['metric']}`{means} {f['effect']}"
 
 
 def answer(metas: dict, outcomes_by_verdict: dict, ranked: list[dict]) -> list[dict]:
@@ -202,9 +204,9 @@ def answer(metas: dict, outcomes_by_verdict: dict, ranked: list[dict]) -> list[d
             measured = (f"`{o['metric']}` {o['means'].replace('->', '→')}, " if o["means"] else f"`{o['metric']}` "
                         ) + (o["effect"] or "no effect measured") if o["effect"] else f"`{o['metric']}`"
             sentence = f"{where}; " + (f"the largest effect, in {o['effect_where']}: " if o["effect_where"] else "") \
-                + measured + "".join(from_original_text(o["metric"], f) for f in o["from_original"])
+                + measured + "".join(from_original_text(f) for f in o["from_original"])
         else:
-            sentence = f"{verdict}."
+            sentence = ""  # no verdict yet: the verdict word says all there is
         out[role].append({"name": name, "short": ab["short"], "verdict": verdict,
                           "word": word, "class": verdict_class(verdict), "sentence": sentence,
                           "confounded": bool(ab.get("confounded")), "reference": ab.get("kind") == "reference",
@@ -232,7 +234,7 @@ def ranking(metas: dict, forest: list[dict]) -> list[dict]:
     return sorted(best, key=lambda b: (b["size"] is None, -(b["size"] or 0.0)))
 
 
-RANK_HEADINGS = {"step": "The original's steps (a bug or a fix turned off: how much its absence costs)",
+RANK_HEADINGS = {"step": "The original's steps",
                  "lever": "Levers", "remedy": "Remedies the original never tried",
                  "reference": "References (several fields changed at once, so not ranked as one fix)"}
 

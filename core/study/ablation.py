@@ -125,10 +125,12 @@ class Ablation:
         return 1 - 0.05 / len(self.primary_comparisons())
 
     def original_setting(self) -> tuple[str, str] | None:
-        """(regime, arm) of `original`; None without one. ValueError when it names no regime and arm here."""
+        """(regime, arm) of `original` ("regime/arm", or "arm" where there is one regime); None without one.
+        ValueError when it names no regime and arm here."""
         if not self.original:
             return None
         regime, _, arm = str(self.original).rpartition("/")
+        regime = regime or (next(iter(self.regimes)) if len(self.regimes) == 1 else "")
         if regime not in self.regimes or arm not in self.arms:
             raise ValueError(f"{self.original!r} must be regime/arm with a regime of {', '.join(self.regimes)} and an "
                              f"arm of {', '.join(self.arms)}")
