@@ -1,7 +1,7 @@
 """Sample stored answers of a study for a blind scorer check (data/labels/blind/).
 
     python tools/sample_labels.py --out data/labels/blind [--results results] [--per-kind 130] [--dev 30] [--seed 0]
-                                  [--batch heldout] [--kinds recall,reverse,...]
+                                  [--batch heldout] [--kinds recall,reverse,...] [--arms ABLATION/REGIME/ARM,...]
 
 Kinds: recall, reverse, identity, retention, intrusion and echo. For each kind the answers of every finished run are
 pooled by arm (ABLATION/REGIME/ARM, or "untrained"); arms are visited round-robin and each visit takes an answer drawn
@@ -71,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                     "an existing sample takes a new name, e.g. heldout2)")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated kinds to draw (default: all: "
                     f"{', '.join(KINDS)})")
+    ap.add_argument("--arms", default="", help="comma-separated arms (ABLATION/REGIME/ARM) to draw from only, for a "
+                    "check of one population (e.g. the base model's answers); default: every arm")
     args = ap.parse_args(argv)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    only = {a.strip() for a in args.arms.split(",") if a.strip()}
     if not kinds or any(k not in KINDS for k in kinds):
         raise SystemExit(f"error: --kinds {args.kinds!r}: give some of {', '.join(KINDS)}")
     batches = {"dev": [], args.batch: []} if args.dev else {args.batch: []}
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     taken = {dedup(i["kind"], i) for path in args.out.glob("*/items.jsonl")
              for i in map(json.loads, path.read_text().splitlines())}
     found = answers_by_kind(args.results, taken)
+    if only:
+        found = {kind: {arm: items for arm, items in arms.items() if arm in only} for kind, arms in found.items()}
     if not any(found.values()):
         raise SystemExit(f"error: {args.results / 'runs'}: no finished run of {args.results / 'plan.json'} to sample")
     rng = random.Random(args.seed)
