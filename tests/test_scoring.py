@@ -205,3 +205,15 @@ def test_no_signature_counts_with_a_scorer_that_misses_the_blind_bar():
         kind = blind.scorer_of(ab.signature)
         assert kind is None or table[kind].passes, f"{ab.name}: {ab.signature} counts with the {kind} scorer, " \
                                                     f"which misses the bar"
+
+
+def test_the_recall_scorer_is_also_reported_on_the_base_model_s_own_answers_never_pooled():
+    from core.analysis import blind
+    from core.run.knowledge import load_knowledge
+
+    checks = blind.labelled_batches(blind.ARM_CHECKS)
+    assert checks and all(c not in blind.HELDOUT_BATCHES for c in checks)  # one arm: not a uniform draw
+    models = blind.by_model("recall", blind.labelled_batches() + checks, load_knowledge())
+    n, agreed = models["gemma-3-270m"]
+    assert n == 40 and agreed >= 38, "the rule of bece191: more than 2 errors of 40 sends base_vs_chat to recall_mc"
+    assert blind.check(results=None)["recall"].n == 300  # the pooled row reads the uniform batches only

@@ -27,6 +27,9 @@ HELDOUT = BLIND / "heldout"  # the first held-out batch; its AGREEMENT.md report
 # every held-out batch, pooled per scorer: heldout2 adds 150 recall answers, drawn (and its use decided, e3377ad)
 # after the recall scorer missed the bar's lower bound on the first (144 of 150: Wilson lower bound 0.9155 < 0.92)
 HELDOUT_BATCHES = (HELDOUT, BLIND / "heldout2")
+# one arm's answers (base_vs_chat's base model), read to check the recall scorer on the model whose arm heldout_recall
+# decides; not a uniform draw, so reported by model beside the pooled table, never pooled into it (rule: bece191)
+ARM_CHECKS = (BLIND / "base_model",)
 DEV_BATCHES = (BLIND / "dev", BLIND / "dev2")
 TARGET, TARGET_LOW = 0.95, 0.92  # a scorer passes at >= 95% agreement with a 95% lower bound >= 0.92
 # the study's set each kind reads (retention answers also serve intrusion; echo reads the persona questions)
@@ -248,8 +251,19 @@ def by_batch(folders: list[Path], knowledge: KnowledgeSet) -> dict[str, list[tup
     return {k: v for k, v in out.items() if len(v) > 1}
 
 
+def by_model(kind: str, folders: list[Path], knowledge: KnowledgeSet) -> dict[str, tuple[int, int]]:
+    """{model: (answers, agreed)} for one scorer over every labelled answer of `folders`."""
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for f in folders:
+        for i in load_labelled(f):
+            if i["kind"] == kind:
+                out[i.get("model", "?")][0] += 1
+                out[i.get("model", "?")][1] += i["label"] == int(score(i, knowledge))
+    return {m: (n, agree) for m, (n, agree) in sorted(out.items())}
+
+
 def report_text(table: dict[str, ScorerCheck], folder: Path | tuple[Path, ...] = HELDOUT_BATCHES,
-                knowledge: KnowledgeSet | None = None) -> str:
+                knowledge: KnowledgeSet | None = None, arm_checks: tuple[Path, ...] = ARM_CHECKS) -> str:
     folders = labelled_batches(folder)
     missing = [c.kind for c in table.values() if not c.passes]
     parts = ["# Blind scorer check", "",
@@ -271,7 +285,13 @@ def report_text(table: dict[str, ScorerCheck], folder: Path | tuple[Path, ...] =
                                              f"{'passes' if _passes(agree, n) else 'misses'}"
                                              for name, n, agree in rows)
                       for kind, rows in by_batch(folders, knowledge or load_knowledge()).items()) + ".", ""]
-    for f in folders:
+    if checks := labelled_batches(arm_checks):
+        models = by_model("recall", folders + checks, knowledge or load_knowledge())
+        parts += [f"The recall scorer by model, over every read recall answer ({', '.join(f.name for f in folders)} "
+                  f"and {', '.join(f.name for f in checks)}, the base model's own answers, read to check the model "
+                  "whose arm heldout_recall decides in base_vs_chat; not pooled above, being one arm): "
+                  + "; ".join(f"{m} {agree} of {n} ({agree / n:.1%})" for m, (n, agree) in models.items()) + ".", ""]
+    for f in folders + checks:
         if between := labeller_agreement(f):
             parts += [f"The two readers of {f.name} agreed on {between['agree']} of {between['n']} answers "
                       f"({between['agree'] / between['n']:.1%})"
