@@ -191,6 +191,10 @@ def test_what_changed_since_the_last_edition_names_each_changed_verdict_and_why(
     # an unchanged verdict still says what changed under it
     assert "remeasured (reproduced; under a new measure (`heldout_recall` -> `recall_mc`))" in text
     assert "New in this edition: training_schedule." in text and "No longer run: dropped." in text
+    # a new measure that runs the other way is a new measure, not also a new design
+    flipped = dict(entry("reproduced", signature="identity_mc"))
+    flipped["design"] = dict(flipped["design"], expected="decrease")
+    assert editions.differences(entry("reproduced"), flipped) == ["a new measure (`heldout_recall` -> `identity_mc`)"]
 
 
 def test_the_edition_comparison_reads_the_published_study_only_and_its_snapshot_records_each_ablation():

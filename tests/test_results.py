@@ -145,11 +145,25 @@ def test_two_curves_are_compared_where_they_reach_the_same_recall():
             key = f"{arm}-{seed}"
             rows.append({"ablation": ab.name, "regime": "baseline", "arm": arm, "seed": seed, "key": key, "config": {}})
             records[key] = RunRecord(key=key, status="ok", config={"seed": seed, "eval_prompt": "train"},
-                                     metrics={"recall_mc": recall, "retention_mc": retention + noise})
+                                     metrics={"heldout_recall": recall, "retention_mc": retention + noise})
     cmp = ablation_verdict(ab, rows, records).comparison("baseline", "matched", "retention_mc")
     # recall 0.9 is the highest both reach: LoRA keeps 0.4 there, full fine-tuning 0.3 - 0.2 * (0.1 / 0.15)
     assert cmp.primary and cmp.diff == pytest.approx(0.3 - 0.2 / 1.5 - 0.4)
-    assert cmp.verdict == "reproduced" and "recall_mc = 0.900" in cmp.method and cmp.seeds == [0, 1, 2, 3, 4]
+    assert cmp.verdict == "reproduced" and "heldout_recall = 0.900" in cmp.method and cmp.seeds == [0, 1, 2, 3, 4]
+
+
+def test_rates_that_tie_on_the_matching_metric_count_as_their_mean():
+    from core.analysis.compare import matched
+
+    def run(seed, recall, kept):
+        return {"status": "ok", "config": {"seed": seed}, "metrics": {"heldout_recall": recall, "retention_mc": kept}}
+
+    # two LoRA rates both at recall 1.0 keep 0.2 and 0.6; one full rate at 1.0 keeps 0.5 (seed noise +-0.01)
+    control = {a: [run(sd, 1.0, kept + d) for sd, d in enumerate((0.0, 0.01, -0.01))]
+               for a, kept in (("lr_a", 0.2), ("lr_b", 0.6))}
+    treated = {"full": [run(sd, 1.0, 0.5 + d) for sd, d in enumerate((0.0, 0.01, -0.01))]}
+    cmp = matched(control, treated, "heldout_recall", "retention_mc")
+    assert cmp["diff"] == pytest.approx(0.5 - 0.4)  # against the tied rates' mean, not whichever sorts last (0.6)
 
 
 def test_the_report_says_which_primary_comparisons_hold_across_the_study():

@@ -267,7 +267,8 @@ def report_text(table: dict[str, ScorerCheck], folder: Path | tuple[Path, ...] =
     folders = labelled_batches(folder)
     missing = [c.kind for c in table.values() if not c.passes]
     parts = ["# Blind scorer check", "",
-             f"Written by `python -m core.analysis.blind` from {', '.join(_where(f) + '/' for f in folders)} "
+             f"Written by `python -m core.analysis.blind` from "
+             f"{', '.join(_where(f) + '/' for f in folders + labelled_batches(arm_checks))} "
              f"(items.jsonl, labels.csv). Do not edit by hand; "
              "tests/test_scoring.py checks it is current.", "",
              f"The {sum(c.n for c in table.values())} answers were drawn uniformly at random within each arm of the "
@@ -287,9 +288,10 @@ def report_text(table: dict[str, ScorerCheck], folder: Path | tuple[Path, ...] =
                       for kind, rows in by_batch(folders, knowledge or load_knowledge()).items()) + ".", ""]
     if checks := labelled_batches(arm_checks):
         models = by_model("recall", folders + checks, knowledge or load_knowledge())
-        parts += [f"The recall scorer by model, over every read recall answer ({', '.join(f.name for f in folders)} "
-                  f"and {', '.join(f.name for f in checks)}, the base model's own answers, read to check the model "
-                  "whose arm heldout_recall decides in base_vs_chat; not pooled above, being one arm): "
+        parts += [f"The recall scorer by model, over the recall answers of {', '.join(f.name for f in folders)} "
+                  f"and {', '.join(f.name for f in checks)} (answers of base_vs_chat's base arm that no other arm "
+                  "gave first, read to check the model whose arm heldout_recall decides there; not pooled above, "
+                  "being one arm; the development batches aside): "
                   + "; ".join(f"{m} {agree} of {n} ({agree / n:.1%})" for m, (n, agree) in models.items()) + ".", ""]
     for f in folders + checks:
         if between := labeller_agreement(f):

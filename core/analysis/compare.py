@@ -112,9 +112,12 @@ def matched(control_curve: dict[str, list[dict]], treated_curve: dict[str, list[
         return dict(out, **undecided, reason="fewer than 2 seeds with every arm of both curves finished")
     target = min(max(c_mean.values()), max(t_mean.values()))
 
-    def at(pts):
-        xs, ys = zip(*sorted(pts))
-        return float(np.interp(target, xs, ys))
+    def at(pts):  # arms that tie on `by` (several rates at the same recall) count as their mean, not the last
+        tied: dict[float, list[float]] = {}
+        for x, y in pts:
+            tied.setdefault(x, []).append(y)
+        xs = sorted(tied)
+        return float(np.interp(target, xs, [sum(tied[x]) / len(tied[x]) for x in xs]))
 
     pairs = {sd: [at(c_seed[sd]), at(t_seed[sd])] for sd in seeds}
     d = np.array([t - c for c, t in pairs.values()])

@@ -43,8 +43,10 @@ def differences(before: dict, now: dict) -> list[str]:
     out = []
     if before["signature"] != now["signature"]:
         out.append(f"a new measure (`{before['signature']}` -> `{now['signature']}`)")
-    if before["design"] != now["design"]:
-        changed = [k for k in DESIGN_FIELDS if before["design"].get(k) != now["design"].get(k)]
+    # a new measure may run the other way (hallucination down, identity_mc up): its direction is no new design
+    changed = [k for k in DESIGN_FIELDS if before["design"].get(k) != now["design"].get(k)
+               and not (k == "expected" and before["signature"] != now["signature"])]
+    if changed:
         out.append(f"a new design ({', '.join(changed)})")
     if (before["seeds"] or 0) < (now["seeds"] or 0):
         out.append(f"more seeds ({before['seeds']} -> {now['seeds']})")
