@@ -148,6 +148,7 @@ def test_shared_training_stores_each_selection_under_its_own_key(tmp_path):
                  "--set", "batch_size=32", *TINY]) == 0
     plan = json.loads((tmp_path / "plan.json").read_text())
     verdicts = json.loads((tmp_path / "verdicts.json").read_text())["no_val_selection"]["comparisons"]
+    signature = discover()["no_val_selection"].signature
     for row in plan["rows"]:
         rec = json.loads((tmp_path / "runs" / f"{row['key']}.json").read_text())
         assert rec["config"] == row["config"], row["arm"]
@@ -159,8 +160,8 @@ def test_shared_training_stores_each_selection_under_its_own_key(tmp_path):
         assert rec["selected_epoch"] == expected_epoch
         if row["arm"] == "final_epoch" and rec["best_epoch"] == row["config"]["epochs"]:
             # validation loss lowest at the last epoch: both arms are the same weights, nothing to compare
-            assert verdicts[row["regime"]]["final_epoch"]["recall_mc"]["verdict"] == "untestable here"
-    assert any(verdicts[r]["final_epoch"]["recall_mc"]["verdict"] == "untestable here" for r in verdicts)
+            assert verdicts[row["regime"]]["final_epoch"][signature]["verdict"] == "untestable here"
+    assert any(verdicts[r]["final_epoch"][signature]["verdict"] == "untestable here" for r in verdicts)
 
 
 def test_every_ablation_runs_as_a_module():
