@@ -239,27 +239,30 @@ def _where(folder: Path) -> str:
     return folder.relative_to(ROOT).as_posix() if folder.is_relative_to(ROOT) else folder.as_posix()
 
 
+def tally(folders: list[Path], knowledge: KnowledgeSet, key) -> dict:
+    """{key(item, batch): (answers, agreed)} over the labelled answers of `folders`: how often the scorer agrees with
+    the settled label, counted per whatever `key` names (None: the answer is not counted)."""
+    out: dict = defaultdict(lambda: [0, 0])
+    for f in folders:
+        for i in load_labelled(f):
+            if (k := key(i, f.name)) is not None:
+                out[k][0] += 1
+                out[k][1] += i["label"] == int(score(i, knowledge))
+    return {k: (n, agree) for k, (n, agree) in out.items()}
+
+
 def by_batch(folders: list[Path], knowledge: KnowledgeSet) -> dict[str, list[tuple[str, int, int]]]:
     """{kind: [(batch, answers, agreed)]} for each kind read in more than one batch."""
     out = defaultdict(list)
-    for f in folders:
-        items = load_labelled(f)
-        for kind in KINDS:
-            rows = [i for i in items if i["kind"] == kind]
-            if rows:
-                out[kind].append((f.name, len(rows), sum(i["label"] == int(score(i, knowledge)) for i in rows)))
-    return {k: v for k, v in out.items() if len(v) > 1}
+    for (kind, batch), (n, agree) in tally(folders, knowledge, lambda i, batch: (i["kind"], batch)).items():
+        out[kind].append((batch, n, agree))
+    return {k: out[k] for k in KINDS if len(out.get(k, [])) > 1}
 
 
 def by_model(kind: str, folders: list[Path], knowledge: KnowledgeSet) -> dict[str, tuple[int, int]]:
     """{model: (answers, agreed)} for one scorer over every labelled answer of `folders`."""
-    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for f in folders:
-        for i in load_labelled(f):
-            if i["kind"] == kind:
-                out[i.get("model", "?")][0] += 1
-                out[i.get("model", "?")][1] += i["label"] == int(score(i, knowledge))
-    return {m: (n, agree) for m, (n, agree) in sorted(out.items())}
+    return dict(sorted(tally(folders, knowledge,
+                             lambda i, _: i.get("model", "?") if i["kind"] == kind else None).items()))
 
 
 def report_text(table: dict[str, ScorerCheck], folder: Path | tuple[Path, ...] = HELDOUT_BATCHES,
