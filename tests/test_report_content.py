@@ -14,7 +14,8 @@ from core.paths import ROOT
 from core.report import figures, render
 from core.report.data import load_results
 from core.report.evidence import precision_options, reproduce_command
-from core.report.findings import arm_stats, findings, forest_rows, forgetting, goal
+from core.report.findings import findings, forest_rows
+from core.report.frontier import arm_stats, forgetting, goal
 from core.report.samples import sample_tables
 from core.report.sections import summary_row
 from core.run.record import RunRecord
@@ -196,7 +197,7 @@ def test_the_goal_names_the_arms_that_reach_both_and_otherwise_the_closest_and_t
     assert goal_sentence(g).startswith("Goal (retention >= 0.9 at heldout_recall >= 0.9, arm means): reached by 1 "
                                        "of 3 trained arms: a / baseline / replay (recall 1.00")
     # the same goal read with the likelihood retention: the recipe keeps 0.95 of what it knew by likelihood
-    from core.report.findings import goals_by_measure
+    from core.report.frontier import goals_by_measure
     from core.report.readme import other_measures
     for arm, kept in (("recipe", 0.95), ("replay", 0.85), ("slow", 1.0)):
         for sd in (0, 1):
