@@ -15,11 +15,13 @@ def write_study(folder: Path, versions: list[str | None], data: str) -> None:
              "config": {"epochs": 1, "lr": i}} for i in range(len(versions))]
     (folder / "runs").mkdir(parents=True)
     (folder / "plan.json").write_text(json.dumps({"rows": rows, "ablations": {}}))
-    for key, version, epochs in [("u", versions[0], 0)] + [(f"k{i}", v, 1) for i, v in enumerate(versions)]:
+    stored = [("u", versions[0], 0)] + [(f"k{i}", v, 1) for i, v in enumerate(versions)]
+    for n, (key, version, epochs) in enumerate(stored):
         if version is not None:
             (folder / "runs" / f"{key}.json").write_text(json.dumps({
-                "status": "ok", "config": {"epochs": epochs, "lr": key}, "data_sha256": data,
-                "environment": {"code_version": version}, "timings": {"total": 100.0}}))
+                "key": key, "status": "ok", "config": {"epochs": epochs, "lr": 1e-3 * (n + 1)}, "data_sha256": data,
+                "environment": {"code_version": version},
+                "timings": {"train": 3000.0 * epochs, "eval": 600.0, "total": 3000.0 * epochs + 600.0}}))
 
 
 def check(folder: Path) -> subprocess.CompletedProcess:
@@ -41,7 +43,8 @@ def test_a_complete_study_of_this_code_and_data_is_publishable_and_a_mixed_or_pa
     write_study(tmp_path / "partial", [here, None], data)
     partial = check(tmp_path / "partial")
     assert partial.returncode == 1 and "1 planned run(s) not stored" in partial.stderr
-    assert "1 left: about 0.0 h" in partial.stdout
+    # time left: one training (3000 s, the median training) and one evaluation (600 s, the median evaluation)
+    assert "1 left: about 1.0 h" in partial.stdout
 
     write_study(tmp_path / "olddata", [here, here], "7785002891605fd2")
     assert "runs made on other data" in check(tmp_path / "olddata").stderr
@@ -79,3 +82,29 @@ def test_compare_runs_that_compares_nothing_fails_rather_than_passing(tmp_path):
     missing = subprocess.run([sys.executable, "tools/compare_runs.py", str(tmp_path / "nowhere")], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "nowhere: no such folder" in missing.stderr
+
+
+def test_time_left_counts_a_shared_training_once_and_an_evaluation_per_record():
+    from core.run.config import RunConfig
+    from core.run.record import RunRecord
+    from core.study.plan import estimated_seconds
+
+    base = RunConfig().to_dict()
+    def record(key, timings, **changes):
+        return RunRecord.from_json({"key": key, "status": "ok", "config": base | changes, "timings": timings})
+    # one training (60 s) evaluated by three selection records (30 s each; each record's total counts the group's
+    # time so far) and an untrained reference (30 s)
+    stored = [record("best", {"train": 60.0, "eval": 30.0, "total": 90.0}),
+              record("last", {"train": 60.0, "eval": 30.0, "total": 120.0}, selection="last"),
+              record("half", {"train": 60.0, "eval": 30.0, "total": 150.0}, interpolate=0.5),
+              record("ref", {"train": 0.0, "eval": 30.0, "total": 30.0}, epochs=0)]
+    per_epoch = 60.0 / base["epochs"]
+    rows = [{"key": "a", "untrained_key": "ref", "config": base | {"lr": 5e-4}},
+            {"key": "b", "untrained_key": "ref", "config": base | {"lr": 5e-4, "selection": "last"}},
+            {"key": "c", "untrained_key": "ref2", "config": base | {"lr": 2e-3, "epochs": 8}},
+            {"key": "d", "untrained_key": "best", "config": base | {"selection": "best_recall"}}]
+    # trainings: lr 5e-4 (shared by a and b) at the per-epoch median, lr 2e-3 for 8 epochs, the stored training
+    # again for d; evaluations: a, b, c, ref2, d (ref and best are stored)
+    expected = per_epoch * base["epochs"] + per_epoch * 8 + 60.0 + 5 * 30.0
+    assert estimated_seconds(rows, stored) == expected
+    assert estimated_seconds(rows, [stored[3]]) is None  # no trained run to time trainings by

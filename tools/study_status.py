@@ -5,7 +5,8 @@
 
 Reads the plan the suite wrote first (results/plan.json) and the stored runs (results/runs/<key>.json), and
 prints, per ablation, how many planned runs are stored, failed or missing, the code versions and data hashes
-the stored runs were made with, and an estimate of the time left (median run time so far x trainings left).
+the stored runs were made with, and an estimate of the time left (core/study/plan.py's estimated_seconds: the
+trainings and evaluations left, at the stored runs' median times).
 
 --check exits 1 unless every planned run is stored, finished ok, and was made by the code and data in this
 checkout: one code version (core/run/version.py: a hash of what decides results, not the commit) and the current
@@ -27,6 +28,7 @@ def status(results: Path) -> dict:
     report and README show): records, trainings done and left; here only: code versions, data hashes, time left."""
     from core.report.data import ReportError, load_results, study_totals
     from core.report.data import status as run_status
+    from core.study.plan import estimated_seconds
 
     try:
         rows, _, _, runs = load_results(results)
@@ -38,16 +40,14 @@ def status(results: Path) -> dict:
         per_ablation[row["ablation"]][run_status(runs.get(row["key"]))] += 1
     t = study_totals(rows, runs)
     found = {k: r for k, r in runs.items() if r is not None}
-    # the median: a run paused or slowed by other work on the machine records a much longer time
-    seconds = sorted(r.timings["total"] for r in found.values() if r.config.get("epochs") and r.timings.get("total"))
-    median_s = seconds[len(seconds) // 2] if seconds else None
+    left = [row for row in rows if runs.get(row["key"]) is None]
     return {
         "keys": t["planned"], "stored": t["ok"] + t["failed"], "ablations": per_ablation,
         "failed": sorted(k for k, r in found.items() if not r.ok),
         "code_versions": Counter(r.environment.get("code_version", "?") for r in found.values()),
         "data": Counter((r.data_sha256 or "?")[:16] for r in found.values()),
         "trainings_done": t["trainings"], "trainings_left": t["trainings_left"],
-        "eta_s": median_s * t["trainings_left"] if median_s else None,
+        "eta_s": estimated_seconds(left, list(found.values())),
     }
 
 

@@ -11,7 +11,7 @@ from core.run.config import RunConfig, training_of
 from core.run.record import RunRecord
 from core.run.version import code_version
 from core.study.ablation import MATCHED, Ablation
-from core.study.store import PlanRow, load_run
+from core.study.store import PlanRow, load_run, planned_keys
 
 
 def build_plan(ablations: list[Ablation], baseline: RunConfig, seeds: int | None, pair: str | None,
@@ -59,20 +59,27 @@ def confirmation_ceiling(ablations: list[Ablation], baseline: RunConfig, pair: s
 
 
 def estimated_seconds(rows: list[PlanRow], stored: list[RunRecord]) -> float | None:
-    """The time the trainings of `rows` would take (each once; a training shared by selection arms once): the
-    median stored time of runs with the same training (any code version), else the median of every stored trained
-    run scaled by epochs; None when no trained run is stored to time them by."""
+    """The time `rows` would take: each training once (a training shared by selection arms once) plus one evaluation
+    per run key they name that is not stored (untrained references evaluate only). A training takes the median
+    stored training time of runs with the same training (any code version), else the median stored training time
+    per epoch times its epochs; an evaluation the median stored evaluation time. Medians, since a run slowed by
+    other work records a much longer time. None when no trained run is stored to time them by."""
     by_training: dict[tuple, list[float]] = {}
-    per_epoch = []
+    per_epoch, evals = [], []
     for rec in stored:
-        total = (rec.timings or {}).get("total")
-        if rec.ok and total and rec.config.get("epochs"):  # stored configs gain the fields added since, as defaults
-            by_training.setdefault(training_of(RunConfig.from_dict(rec.config).to_dict()), []).append(total)
-            per_epoch.append(total / rec.config["epochs"])
+        t = rec.timings or {}
+        if not rec.ok:
+            continue
+        if t.get("eval"):
+            evals.append(t["eval"])
+        if t.get("train") and rec.config.get("epochs"):  # stored configs gain the fields added since, as defaults
+            by_training.setdefault(training_of(RunConfig.from_dict(rec.config).to_dict()), []).append(t["train"])
+            per_epoch.append(t["train"] / rec.config["epochs"])
     if not per_epoch:
         return None
     fallback = statistics.median(per_epoch)
-    seen, seconds = set(), 0.0
+    to_evaluate = set(planned_keys(rows)) - {rec.key for rec in stored}
+    seen, seconds = set(), statistics.median(evals) * len(to_evaluate) if evals else 0.0
     for r in rows:
         cfg = r["config"] if isinstance(r["config"], dict) else r["config"].to_dict()
         training = training_of(cfg)
