@@ -115,7 +115,7 @@ def test_verdict_statement_names_regimes_and_validation_minimum_is_reported():
 
 
 def test_frontier_plot_renders_from_whatever_trained_runs_exist(tmp_path):
-    from core.report import figures
+    from core.report import study_figures
     from core.run.record import RunRecord
 
     def rec(recall, retention, epochs=4):
@@ -124,6 +124,6 @@ def test_frontier_plot_renders_from_whatever_trained_runs_exist(tmp_path):
 
     rows = [{"key": k, "ablation": a} for k, a in (("a", "x"), ("b", "x"), ("c", "y"), ("u", "y"))]
     runs = {"a": rec(0.9, 0.4), "b": rec(0.5, 0.8), "c": rec(0.95, 0.3), "u": rec(0.0, 1.0, epochs=0)}
-    assert figures.frontier_figure(rows, runs, tmp_path / "frontier.png") == "figures/frontier.png"
+    assert study_figures.frontier_figure(rows, runs, tmp_path / "frontier.png") == "figures/frontier.png"
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
-    assert figures.frontier_figure(rows[-1:], runs, tmp_path / "none.png") is None  # untrained only: no plot
+    assert study_figures.frontier_figure(rows[-1:], runs, tmp_path / "none.png") is None  # untrained only: no plot

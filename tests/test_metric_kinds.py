@@ -66,13 +66,13 @@ def test_it_gets_an_axis_of_its_own_beside_the_fractions(registered, tmp_path, m
     stats = {arm: {"answer_words": stat, "heldout_recall": recall} for arm in ("a", "b")}
     ab = {"name": "x", "arms": {"a": {}, "b": {}}, "signature": "heldout_recall"}
     captured = {}
-    real_save = figures._save
+    real_save = figures.save
 
     def save(fig, path):
         captured["axes"] = [(ax.get_ylabel(), ax.get_ylim()) for ax in fig.axes]
         return real_save(fig, path)
 
-    monkeypatch.setattr(figures, "_save", save)
+    monkeypatch.setattr(figures, "save", save)
     figures.metric_figure(ab, stats, ["heldout_recall", "answer_words"], tmp_path / "bars.png")
     (fraction_label, fraction_range), (words_label, words_range) = captured["axes"]
     assert fraction_label == "fraction" and fraction_range == (0.0, 1.0)

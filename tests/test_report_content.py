@@ -11,7 +11,7 @@ import pytest
 
 from core.analysis.verdicts import AblationVerdict, Comparison, read_verdicts
 from core.paths import ROOT
-from core.report import figures, render
+from core.report import figures, render, study_figures
 from core.report.data import load_results
 from core.report.evidence import precision_options, reproduce_command
 from core.report.findings import findings, forest_rows
@@ -238,7 +238,7 @@ def test_a_mean_just_under_the_goal_is_not_printed_as_reaching_it():
 def captured(monkeypatch) -> list:
     """The figures the next calls draw, kept open instead of written."""
     figs = []
-    monkeypatch.setattr(figures, "_save", lambda fig, path: figs.append(fig) or f"figures/{path.name}")
+    monkeypatch.setattr(figures, "save", lambda fig, path: figs.append(fig) or f"figures/{path.name}")
     yield figs
     figures.close_all()
 
@@ -275,9 +275,9 @@ def test_the_forest_plot_is_as_wide_as_its_intervals_need_and_never_wider_than_1
         return {"label": "x", "metric": "m", "expected": "increase", "verdict": "not reproduced", "min_effect": 0.05,
                 "diff": diff, "low": low, "high": high, "per_seed": seeds}
 
-    figures.forest_figure([row(0.02, 0.0, 0.04, [0.01, 0.03]), row(None, None, None, [])], tmp_path / "f.png")
-    figures.forest_figure([row(0.02, -0.1, 0.15, [0.2])], tmp_path / "g.png")
-    figures.forest_figure([row(0.9, 0.7, 1.0, [1.0])], tmp_path / "h.png")
+    study_figures.forest_figure([row(0.02, 0.0, 0.04, [0.01, 0.03]), row(None, None, None, [])], tmp_path / "f.png")
+    study_figures.forest_figure([row(0.02, -0.1, 0.15, [0.2])], tmp_path / "g.png")
+    study_figures.forest_figure([row(0.9, 0.7, 1.0, [1.0])], tmp_path / "h.png")
     assert [fig.axes[0].get_xlim() for fig in captured] == [
         pytest.approx((-0.115, 0.115)), pytest.approx((-0.23, 0.23)), (-1.0, 1.0)]
 
@@ -348,10 +348,18 @@ def test_the_frontier_colours_a_run_shared_by_ablations_as_shared(captured, tmp_
     def run(recall):
         return RunRecord(config={"epochs": 4}, status="ok", metrics={"heldout_recall": recall, "retention": 0.5})
 
-    rows = [{"ablation": "a", "key": "base"}, {"ablation": "b", "key": "base"}, {"ablation": "b", "key": "own"}]
-    figures.frontier_figure(rows, {"base": run(0.9), "own": run(0.2)}, tmp_path / "f.png")
-    labels = captured[0].axes[0].get_legend_handles_labels()[1]
-    assert [lb for lb in labels if lb not in ("goal: both >= 0.9", "frontier")] == ["b", "shared by several ablations"]
+    rows = [{"ablation": "a", "key": "base", "arm": "x"}, {"ablation": "b", "key": "base", "arm": "x"},
+            {"ablation": "b", "key": "own", "arm": "lr_1"}, {"ablation": "c", "key": "fix", "arm": "on"}]
+    runs = {"base": run(0.9), "own": run(0.2), "fix": run(0.5)}
+    runs["fix"].metrics["retention"] = 0.95
+    study_figures.frontier_figure(rows, runs, tmp_path / "f.png", roles={"b": "remedy", "c": "step"})
+    ax = captured[0].axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    # by role: b's own run is a remedy's, c's a step's; the run a and b share is the baseline recipe's
+    assert [lb for lb in labels if lb not in ("goal: both >= 0.9", "frontier")] == [
+        "the original's steps", "remedies", "the baseline recipe (shared)"]
+    # the frontier (recall 0.9 at retention 0.5, then 0.5 at 0.95) is labelled; the run it beats is not
+    assert sorted(t.get_text() for t in ax.texts) == ["baseline recipe", "c: on"]
 
 
 def _answers(run_answers: dict[tuple, str], seed: int) -> RunRecord:

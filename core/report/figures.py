@@ -1,4 +1,6 @@
-"""The report's figures (matplotlib + seaborn, PNG files): loss curves, metric bars per arm, metrics along a sweep.
+"""The report's figures of one ablation (matplotlib + seaborn, PNG files): loss curves, metric bars per arm, metrics
+along a sweep; and what every figure shares (theme, palette, markers, saving). The study-wide figures (the forest
+of effects, the forgetting frontier) are in core/report/study_figures.py.
 
 Each function takes one regime's plan rows and run records and returns the figure's path relative to the page.
 """
@@ -16,8 +18,6 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from core.analysis.verdicts import WORDS  # noqa: E402
-from core.report.data import trained_nothing  # noqa: E402
 from core.run.metrics import METRICS  # noqa: E402
 from core.run.record import RunRecord  # noqa: E402
 from core.study.store import PlanRow
@@ -48,7 +48,7 @@ def slug(*parts: str) -> str:
     return "--".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
 
 
-def _finished(rec: RunRecord | None) -> bool:
+def finished(rec: RunRecord | None) -> bool:
     return rec is not None and rec.ok
 
 
@@ -62,7 +62,7 @@ def _palette(arms: list[str]) -> dict[str, str]:
     return {arm: DISTINCT[i % len(DISTINCT)] for i, arm in enumerate(arms)}
 
 
-def _save(fig, path: Path) -> str:
+def save(fig, path: Path) -> str:
     """The figure written to `path` (PNG at DPI, or SVG with its text kept as text), closed; its report path."""
     svg = path.suffix == ".svg"
     with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "hiahia"}):  # SVG: byte-identical reruns
@@ -76,7 +76,7 @@ def loss_figure(ab: dict, rows: list[PlanRow], runs: dict, path: Path, mark_best
     records = []
     for r in rows:
         rec = runs.get(r["key"])
-        if _finished(rec):
+        if finished(rec):
             records += [dict(h, arm=r["arm"], seed=r["seed"]) for h in rec.history]
     if not records:
         return None
@@ -103,7 +103,7 @@ def loss_figure(ab: dict, rows: list[PlanRow], runs: dict, path: Path, mark_best
     if axes[1].get_legend():
         sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title=None, frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _mark_selection(ax, rows: list[PlanRow], runs: dict, palette: dict) -> None:
@@ -111,7 +111,7 @@ def _mark_selection(ax, rows: list[PlanRow], runs: dict, palette: dict) -> None:
     best_done, star_done = set(), set()
     for r in rows:
         rec = runs.get(r["key"])
-        if not _finished(rec) or not rec.history:
+        if not finished(rec) or not rec.history:
             continue
         val = {h["epoch"]: h["loss"] for h in rec.history if h["split"] == "validation"}
         best = rec.best_epoch
@@ -153,7 +153,7 @@ def metric_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str
     axes[0][-1].legend(handles, [*arms, "one seed"], fontsize=8, frameon=False, loc="upper left",
                        bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _bars(ax, arms: list[str], metrics: list[str], stats: dict, palette: dict, signature: str) -> None:
@@ -231,7 +231,7 @@ def sweep_figure(ab: dict, stats: dict[str, dict[str, dict]], metrics: list[str]
                         for v, a in zip(values, arms)], fontsize=8)
     ax.set_xlabel(ab.get("axis") or "arm")
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _sweep_lines(ax, ab: dict, stats: dict, metrics: list[str], arms: list[str], xs: list) -> None:
@@ -283,117 +283,3 @@ def regime_figures(ab: dict, regime: str, rows: list[PlanRow], runs: dict, stats
     else:
         figs["metrics"] = metric_figure(ab, stats, metrics, fig_dir / f"{stem}--metrics.png")
     return figs
-
-
-SHARED = "shared by several ablations"
-
-
-def frontier_figure(rows: list[PlanRow], runs: dict, path: Path) -> str | None:
-    """Every finished trained run on held-out recall against retention, coloured by ablation: how close any
-    recipe comes to the corner the study aims for (retention >= 0.9 at recall >= 0.9)."""
-    points, users = {}, {}
-    for r in rows:
-        rec = runs.get(r["key"])
-        if not _finished(rec) or not rec.config.get("epochs") or trained_nothing(rec):  # 0 parameters: not trained
-            continue
-        m = rec.metrics
-        if m.get("heldout_recall") is not None and m.get("retention") is not None:
-            users.setdefault(r["key"], set()).add(r["ablation"])
-            points[r["key"]] = (m["heldout_recall"], m["retention"], r["ablation"])
-    # a run several ablations share (the baseline recipe's) belongs to none of them in particular
-    points = {k: (x, y, a if len(users[k]) == 1 else SHARED) for k, (x, y, a) in points.items()}
-    if not points:
-        return None
-    ablations = sorted({a for _, _, a in points.values()}, key=lambda a: (a == SHARED, a))
-    palette = dict(zip(ablations, sns.color_palette("tab20", len(ablations))))
-    palette[SHARED] = (0.35, 0.35, 0.35)
-    fig, ax = plt.subplots(figsize=(7, 5))
-    ax.axvspan(0.9, 1.02, ymin=(0.9 + 0.02) / 1.04, color="#2ca02c", alpha=0.12, label="goal: both >= 0.9")
-    for name in ablations:
-        xs = [x for x, _, a in points.values() if a == name]
-        ys = [y for _, y, a in points.values() if a == name]
-        ax.scatter(xs, ys, s=28, color=palette[name], label=name, alpha=0.85, edgecolor="white", linewidth=0.5)
-    pareto, best = [], -1.0
-    for x, y, _ in sorted(points.values(), key=lambda p: (-p[0], -p[1])):
-        if y > best:
-            pareto.append((x, y))
-            best = y
-    ax.plot([p[0] for p in pareto], [p[1] for p in pareto], color="black", linewidth=1, linestyle="--",
-            label="frontier")
-    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="heldout_recall", ylabel="retention",
-           title="Every trained run: recall against retention")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return _save(fig, path)
-
-
-VERDICT_COLOURS = {w.word: w.colour for w in WORDS}
-
-
-GROUP_NAMES = {"step": "the original's steps", "lever": "levers", "remedy": "remedies"}
-
-
-def forest_order(rows: list[dict]) -> list[dict]:
-    """The forest's rows: grouped as the answer is (steps, levers, remedies), largest effect in the symptom's
-    direction first within each group, rows without an effect last."""
-    groups = list(GROUP_NAMES)
-    return sorted(rows, key=lambda r: (groups.index(r.get("role") or "lever"), r.get("oriented") is None,
-                                       -(r.get("oriented") or 0.0)))
-
-
-def forest_figure(rows: list[dict], path: Path, one_ablation: bool = False) -> str | None:
-    """Every deciding comparison's signature effect with its interval, one row each, oriented so that the symptom
-    always points right (treatment - control, sign flipped where the symptom is a decrease), grouped and sorted
-    (forest_order), coloured by verdict, each row's interval level in its label; the min_effect band shaded, one
-    dot per seed's difference. Written as SVG with its text as text (sharp at any width, readable by a test).
-    one_ablation: the rows of one ablation (the summary at the top of its page): labelled by regime and arm, without
-    the group headings. None when there is no row."""
-    if not rows:
-        return None
-    rows = forest_order(rows)
-    fig, ax = plt.subplots(figsize=(10, (1.6 if one_ablation else 1.2) + 0.36 * len(rows)))
-    previous = None
-    for i, r in enumerate(rows):
-        y = len(rows) - 1 - i
-        sign = -1.0 if r["expected"] == "decrease" else 1.0
-        group = r.get("role") or "lever"
-        if group != previous and not one_ablation:
-            ax.axhline(y + 0.5, color="0.6", linewidth=0.6)
-            ax.text(0.005, y + 0.47, GROUP_NAMES[group], transform=ax.get_yaxis_transform(), ha="left", va="top",
-                    fontsize=9, color="0.35", style="italic")
-            previous = group
-        band = r["min_effect"] or 0.0
-        ax.fill_betweenx([y - 0.45, y + 0.45], -band, band, color="#cfd8dc", alpha=0.55, linewidth=0,
-                         label="|effect| < min_effect" if i == 0 else None)
-        colour = VERDICT_COLOURS.get(r["verdict"], "#9e9e9e")
-        if r["diff"] is None:
-            ax.text(0, y, "no effect measured", ha="center", va="center", fontsize=9, color="#8a1c1c")
-            continue
-        if r["low"] is not None and r["high"] is not None:
-            ax.plot([sign * r["low"], sign * r["high"]], [y, y], color=colour, linewidth=2.4, solid_capstyle="butt")
-        if r["per_seed"]:
-            ax.scatter([sign * v for v in r["per_seed"]], [y + 0.22] * len(r["per_seed"]), s=11,
-                       facecolor="white", edgecolor=colour, linewidth=0.8, zorder=3)
-        ax.plot([sign * r["diff"]], [y], marker="o", markersize=6.5, color=colour, markeredgecolor="black", zorder=4)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{r['where'] if one_ablation else r['label']}  ({r['metric']} "
-                        f"{'↑' if r['expected'] == 'increase' else '↓'}"
-                        + (f", {100 * r['level']:.1f}%" if r.get("level") else "") + ")"
-                        for r in reversed(rows)], fontsize=10)
-    ax.set_ylim(-0.6, len(rows) - 0.4)
-    # symmetric about zero and as wide as the widest interval, seed or band needs (effects are differences of
-    # shares, so never beyond +-1): small effects stay readable
-    reach = max([abs(v) for r in rows for v in (r["low"], r["high"], r["diff"], r["min_effect"], *(r["per_seed"] or []))
-                 if v is not None] + [0.1])
-    ax.set_xlim(-min(1.0, 1.15 * reach), min(1.0, 1.15 * reach))
-    ax.tick_params(axis="x", labelsize=10)
-    ax.set_xlabel("effect in the symptom's direction (right: the symptom showed; left: the other way)", fontsize=10)
-    handles = [plt.Line2D([], [], marker="o", color=c, markeredgecolor="black", linewidth=2.2, label=v)
-               for v, c in VERDICT_COLOURS.items()]
-    handles += [plt.Line2D([], [], marker="o", linestyle="none", markerfacecolor="white", markeredgecolor="0.3",
-                           markersize=4, label="one seed"),
-                plt.Rectangle((0, 0), 1, 1, color="#cfd8dc", label="|effect| < min_effect")]
-    ax.legend(handles=handles, fontsize=9, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4)
-    ax.grid(axis="y", visible=False)
-    fig.tight_layout()
-    return _save(fig, path.with_suffix(".svg"))

@@ -20,7 +20,7 @@ from markupsafe import Markup
 from core.analysis.verdicts import WORDS, AblationVerdict
 from core.files import write_atomic
 from core.paths import REPORT, RESULTS
-from core.report import figures
+from core.report import figures, study_figures
 from core.report.data import ReportError, load_results, status, study_totals
 from core.report.evidence import evidence_files, results_href
 from core.report.figures import fmt
@@ -108,11 +108,12 @@ def _figures(metas: dict, rows: list[PlanRow], runs: dict, verdicts: dict, found
                                  verdicts.get(name) or AblationVerdict(), fig_dir)
             # the page's summary: the first screen's sentence and the deciding comparisons' effects
             s["answer"] = answers.get(name)
-            s["forest"] = figures.forest_figure([r for r in found["forest"] if r["ablation"] == name],
+            s["forest"] = study_figures.forest_figure([r for r in found["forest"] if r["ablation"] == name],
                                                 fig_dir / f"{figures.slug(name)}--forest.svg", one_ablation=True)
             sections.append(s)
-        forest = figures.forest_figure(found["forest"], fig_dir / "forest.png")
-        frontier = figures.frontier_figure(rows, runs, fig_dir / "frontier.png")
+        forest = study_figures.forest_figure(found["forest"], fig_dir / "forest.png")
+        roles = {row["name"]: part["role"] for part in found["answer"] for row in part["rows"]}
+        frontier = study_figures.frontier_figure(rows, runs, fig_dir / "frontier.png", roles)
     finally:
         figures.close_all()
     return sections, forest, frontier
