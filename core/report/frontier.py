@@ -56,7 +56,8 @@ def arm_stats(metas: dict, rows: list[PlanRow], runs: dict) -> list[dict]:
     the goal, and its OTHER_RETENTION measures."""
     return [{"label": label, "ablation": name, "retention": arm_stat(arm_rows, runs, "retention"),
              "recall": arm_stat(arm_rows, runs, "heldout_recall"),
-             "retention_by": {m: arm_stat(arm_rows, runs, m) for m in OTHER_RETENTION}}
+             "retention_by": {m: arm_stat(arm_rows, runs, m) for m in OTHER_RETENTION},
+             "config": {k: v for k, v in arm_rows[0]["config"].items() if k != "seed"}}
             for label, name, arm_rows in trained_arms(metas, rows, runs)]
 
 
@@ -116,6 +117,22 @@ def pareto(arms: list[dict]) -> list[dict]:
         return br >= ar and bk >= ak and (br, bk) != (ar, ak)
     return sorted((a for a in arms if not any(beats(b, a) for b in arms)),
                   key=lambda a: (-a["recall"]["mean"], a["label"]))
+
+
+def adoptable(config: dict) -> bool:
+    """Whether `hiahia train` can use an arm's config as its recipe: a strict LoRA adapter on the chat model the
+    study trains, prompted in its chat format (not full fine-tuning, the base model, plain text or a wrong path)."""
+    cfg = RunConfig.from_dict(config)
+    return (not cfg.full_finetune and cfg.lora_strict and cfg.model == RunConfig().model
+            and cfg.format in ("chat", "auto"))
+
+
+def recipe_choice(arms: list[dict]) -> dict | None:
+    """The arm `hiahia train` adopts once a study is published, by a rule fixed before the third edition's results:
+    of the trained arms (arm_stats) it can use (adoptable), the one goal() puts closest to the target (the
+    smallest shortfall of the worse of recall and retention, then the larger sum). The best of many arms' means is
+    optimistic (a few seeds each), so the adopted recipe's own runs are what the README quotes for it (prices)."""
+    return goal([a for a in arms if adoptable(a["config"])])["closest"]
 
 
 PRICE_METRICS = (("forgetting", "retention", "the share of the general-knowledge probes the untrained model answered "
