@@ -259,6 +259,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["train", "decode"])
     ap.add_argument("--out", type=Path, default=OUT, help="merge the figures into this JSON file (key: levers)")
     args = ap.parse_args()
+    if args.steps < 2:
+        ap.error("--steps must be >= 2 (each arm's first step is an allocator warm-up and is not timed)")
     torch.set_num_threads(args.threads)
     ks = load_knowledge()
     found: dict = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "threads": args.threads}

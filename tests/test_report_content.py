@@ -344,22 +344,28 @@ def test_the_arm_means_beside_an_effect_are_over_the_seeds_both_arms_finished():
     assert means_text(_cmp({"diff": None, "per_seed": {}})) is None and means_text(None) is None
 
 
-def test_the_frontier_colours_a_run_shared_by_ablations_as_shared(captured, tmp_path):
-    def run(recall):
-        return RunRecord(config={"epochs": 4}, status="ok", metrics={"heldout_recall": recall, "retention": 0.5})
+def test_the_frontier_colours_each_run_by_who_ran_it_and_labels_the_frontier(captured, tmp_path):
+    def run(recall, retention, **config):
+        return RunRecord(config={"epochs": 4} | config, status="ok",
+                         metrics={"heldout_recall": recall, "retention": retention})
 
-    rows = [{"ablation": "a", "key": "base", "arm": "x"}, {"ablation": "b", "key": "base", "arm": "x"},
-            {"ablation": "b", "key": "own", "arm": "lr_1"}, {"ablation": "c", "key": "fix", "arm": "on"}]
-    runs = {"base": run(0.9), "own": run(0.2), "fix": run(0.5)}
-    runs["fix"].metrics["retention"] = 0.95
-    study_figures.frontier_figure(rows, runs, tmp_path / "f.png", roles={"b": "remedy", "c": "step"})
+    rows = [{"ablation": "a", "regime": "baseline", "key": "base", "arm": "x"},
+            {"ablation": "b", "regime": "baseline", "key": "base", "arm": "x"},
+            {"ablation": "b", "regime": "baseline", "key": "own", "arm": "lr_1"},
+            {"ablation": "c", "regime": "r", "key": "fix", "arm": "on"},
+            {"ablation": "b", "regime": "long", "key": "both", "arm": "y"},
+            {"ablation": "d", "regime": "baseline", "key": "both", "arm": "z"}]
+    runs = {"base": run(0.9, 0.5), "own": run(0.2, 0.5, lr=1.0), "fix": run(0.5, 0.95, debate=False),
+            "both": run(0.95, 0.2, replay=160)}
+    study_figures.frontier_figure(rows, runs, tmp_path / "f.png", roles={"b": "remedy", "c": "step", "d": "lever"})
     ax = captured[0].axes[0]
     labels = ax.get_legend_handles_labels()[1]
-    # by role: b's own run is a remedy's, c's a step's; the run a and b share is the baseline recipe's
+    # b's own run is a remedy's, c's a step's; the run a and b share is the baseline recipe's because its config is
+    # RunConfig(), not because it is shared; the run b (remedy) and d (lever) share has no one role
     assert [lb for lb in labels if lb not in ("goal: both >= 0.9", "frontier")] == [
-        "the original's steps", "remedies", "the baseline recipe (shared)"]
-    # the frontier (recall 0.9 at retention 0.5, then 0.5 at 0.95) is labelled; the run it beats is not
-    assert sorted(t.get_text() for t in ax.texts) == ["baseline recipe", "c: on"]
+        "the original's steps", "remedies", "shared by ablations of several roles", "the baseline recipe"]
+    # the frontier (0.95 at 0.2, 0.9 at 0.5, 0.5 at 0.95) is labelled; the run it beats (own) is not
+    assert sorted(t.get_text() for t in ax.texts) == ["b / long / y (+1)", "baseline recipe", "c / r / on"]
 
 
 def _answers(run_answers: dict[tuple, str], seed: int) -> RunRecord:

@@ -93,18 +93,21 @@ def test_time_left_counts_a_shared_training_once_and_an_evaluation_per_record():
     def record(key, timings, **changes):
         return RunRecord.from_json({"key": key, "status": "ok", "config": base | changes, "timings": timings})
     # one training (60 s) evaluated by three selection records (30 s each; each record's total counts the group's
-    # time so far) and an untrained reference (30 s)
+    # time so far), another training (200 s) with one record, and an untrained reference (30 s)
     stored = [record("best", {"train": 60.0, "eval": 30.0, "total": 90.0}),
               record("last", {"train": 60.0, "eval": 30.0, "total": 120.0}, selection="last"),
               record("half", {"train": 60.0, "eval": 30.0, "total": 150.0}, interpolate=0.5),
+              record("wd", {"train": 190.0, "eval": 30.0, "total": 230.0}, weight_decay=0.1),
               record("ref", {"train": 0.0, "eval": 30.0, "total": 30.0}, epochs=0)]
-    per_epoch = 60.0 / base["epochs"]
+    # per epoch: the median over the two trainings (60 s and 200 s, including the 10 s of loading), not over the
+    # four records (three of which are one training)
+    per_epoch = (60.0 + 200.0) / 2 / base["epochs"]
     rows = [{"key": "a", "untrained_key": "ref", "config": base | {"lr": 5e-4}},
             {"key": "b", "untrained_key": "ref", "config": base | {"lr": 5e-4, "selection": "last"}},
             {"key": "c", "untrained_key": "ref2", "config": base | {"lr": 2e-3, "epochs": 8}},
             {"key": "d", "untrained_key": "best", "config": base | {"selection": "best_recall"}}]
     # trainings: lr 5e-4 (shared by a and b) at the per-epoch median, lr 2e-3 for 8 epochs, the stored training
-    # again for d; evaluations: a, b, c, ref2, d (ref and best are stored)
+    # again for d (60 s); evaluations: a, b, c, ref2, d (ref and best are stored)
     expected = per_epoch * base["epochs"] + per_epoch * 8 + 60.0 + 5 * 30.0
     assert estimated_seconds(rows, stored) == expected
-    assert estimated_seconds(rows, [stored[3]]) is None  # no trained run to time trainings by
+    assert estimated_seconds(rows, [stored[-1]]) is None  # no trained run to time trainings by

@@ -41,6 +41,37 @@ CARD_METRICS = ("heldout_recall", "train_recall", "retention", "retention_raw")
 BEFORE_METRICS = ("heldout_recall", "train_recall", "retention_raw")
 
 
+# The fields a study arm may change and still be what `hiahia train` runs on a user's facts as the study ran it:
+# training settings applied to any facts file unchanged. Every other field (the model, the prompts and format, the
+# data design, where replay comes from, evaluation, weight interpolation, full fine-tuning) must be the recipe's:
+# a user's file has no answer variants or study-entity replay, `hiahia ask` asks under the model's own prompt, and
+# `hiahia train` keeps a checkpoint as it is (no interpolation).
+TRAINING_FIELDS = frozenset({"mask_labels", "debate", "replay", "distill", "lora_targets", "lora_r", "lora_alpha",
+                             "lora_dropout", "use_rslora", "lr", "lr_schedule", "warmup_ratio", "weight_decay",
+                             "grad_clip", "epochs", "batch_size", "selection"})
+# best_recall_retention scores the study's validation probes, which a user's file does not have
+SELECTIONS = ("best", "last", "best_recall")
+
+
+def _changed(config: dict) -> set[str]:
+    """The fields in which a study config (a stored or planned config dict) trains otherwise than RECIPE: the seed
+    ignored, and format chat the same as RECIPE's auto (on the chat model it resolves to chat)."""
+    cfg = RunConfig.from_dict({k: v for k, v in config.items() if k != "seed"})
+    return set(RECIPE.diff(cfg)) - {"seed"} - ({"format"} if cfg.format == "chat" else set())
+
+
+def is_recipe(config: dict) -> bool:
+    """Whether a study config is RECIPE itself (any seed): the runs that measure what `hiahia train` does."""
+    return not _changed(config)
+
+
+def runs_as_studied(config: dict) -> bool:
+    """Whether `hiahia train` would run a study config as the study ran it: it differs from RECIPE only in
+    TRAINING_FIELDS, with a selection of SELECTIONS."""
+    return _changed(config) <= TRAINING_FIELDS and RunConfig.from_dict(
+        {k: v for k, v in config.items() if k != "seed"}).selection in SELECTIONS
+
+
 def recipe_config(overrides: dict) -> RunConfig:
     cfg = RECIPE.replace(**overrides)
     if cfg.full_finetune:

@@ -57,7 +57,7 @@ def arm_stats(metas: dict, rows: list[PlanRow], runs: dict) -> list[dict]:
     return [{"label": label, "ablation": name, "retention": arm_stat(arm_rows, runs, "retention"),
              "recall": arm_stat(arm_rows, runs, "heldout_recall"),
              "retention_by": {m: arm_stat(arm_rows, runs, m) for m in OTHER_RETENTION},
-             "config": {k: v for k, v in arm_rows[0]["config"].items() if k != "seed"}}
+             "config": {k: v for k, v in RunConfig.from_dict(arm_rows[0]["config"]).to_dict().items() if k != "seed"}}
             for label, name, arm_rows in trained_arms(metas, rows, runs)]
 
 
@@ -119,20 +119,15 @@ def pareto(arms: list[dict]) -> list[dict]:
                   key=lambda a: (-a["recall"]["mean"], a["label"]))
 
 
-def adoptable(config: dict) -> bool:
-    """Whether `hiahia train` can use an arm's config as its recipe: a strict LoRA adapter on the chat model the
-    study trains, prompted in its chat format (not full fine-tuning, the base model, plain text or a wrong path)."""
-    cfg = RunConfig.from_dict(config)
-    return (not cfg.full_finetune and cfg.lora_strict and cfg.model == RunConfig().model
-            and cfg.format in ("chat", "auto"))
-
-
 def recipe_choice(arms: list[dict]) -> dict | None:
-    """The arm `hiahia train` adopts once a study is published, by a rule fixed before the third edition's results:
-    of the trained arms (arm_stats) it can use (adoptable), the one goal() puts closest to the target (the
-    smallest shortfall of the worse of recall and retention, then the larger sum). The best of many arms' means is
-    optimistic (a few seeds each), so the adopted recipe's own runs are what the README quotes for it (prices)."""
-    return goal([a for a in arms if adoptable(a["config"])])["closest"]
+    """The arm `hiahia train` adopts once a study is published (a rule fixed before any third-edition verdict): of
+    the trained arms (arm_stats) it runs as the study ran them (core/facts/train.runs_as_studied), the one goal()
+    puts closest to the target (the smallest shortfall of the worse of recall and retention, then the larger sum).
+    The best of many arms' means is optimistic (a few seeds each), so the adopted recipe's own runs are what the
+    README quotes for it (prices)."""
+    from core.facts.train import runs_as_studied
+
+    return goal([a for a in arms if runs_as_studied(a["config"])])["closest"]
 
 
 PRICE_METRICS = (("forgetting", "retention", "the share of the general-knowledge probes the untrained model answered "
@@ -147,12 +142,9 @@ def prices(rows: list[PlanRow], runs: dict) -> dict:
     """What the recipe `hiahia train` uses (core/facts/train.RECIPE; format auto reads as the chat model's chat)
     buys and costs, from the study's runs of exactly that config: {runs, recall: stat, prices: [{name, metric,
     meaning, stat}]}."""
-    from core.facts.train import RECIPE
+    from core.facts.train import RECIPE, is_recipe
 
-    wanted = {k: v for k, v in RECIPE.to_dict().items() if k not in ("seed", "format")}
-    mine = list({r["key"]: r for r in rows if r["config"].get("format") in ("chat", "auto")
-                 and {k: v for k, v in RunConfig.from_dict(r["config"]).to_dict().items()
-                      if k not in ("seed", "format")} == wanted}.values())
+    mine = list({r["key"]: r for r in rows if is_recipe(r["config"])}.values())
     return {"runs": sum(status(runs.get(r["key"])) == "ok" for r in mine), "replay": RECIPE.replay,
             "recall": arm_stat(mine, runs, "heldout_recall") if mine else None,
             "prices": [{"name": n, "metric": m, "meaning": meaning, "stat": arm_stat(mine, runs, m)}

@@ -9,37 +9,50 @@ from core.analysis.verdicts import WORDS
 from core.report.data import trained_nothing
 from core.report import figures  # first: it chooses the file-only backend
 from core.report.figures import DISTINCT
+from core.run.config import RunConfig
 from core.study.store import PlanRow
 
 import matplotlib.pyplot as plt  # noqa: E402
 
 GROUP_NAMES = {"step": "the original's steps", "lever": "levers", "remedy": "remedies"}
-SHARED = "shared by several ablations"
-# the frontier's points by the role of the ablation that ran them (a hue and a marker each); a run several
-# ablations share is the baseline recipe's
+BASELINE, SHARED = "baseline", "shared"
+# the frontier's points by who ran them (a hue and a marker each): the role of the ablation, of every ablation that
+# shares the run where they have one role, the baseline recipe itself (RunConfig()), or ablations of several roles
 ROLE_STYLE = {"step": (GROUP_NAMES["step"], DISTINCT[1], "^"), "lever": (GROUP_NAMES["lever"], DISTINCT[0], "o"),
-              "remedy": (GROUP_NAMES["remedy"], DISTINCT[2], "s"), SHARED: ("the baseline recipe (shared)", "#555555", "D")}
+              "remedy": (GROUP_NAMES["remedy"], DISTINCT[2], "s"),
+              SHARED: ("shared by ablations of several roles", DISTINCT[5], "v"),
+              BASELINE: ("the baseline recipe", "#555555", "D")}
+
+
+def _is_baseline(config: dict) -> bool:
+    base = {k: v for k, v in RunConfig().to_dict().items() if k != "seed"}
+    return {k: v for k, v in RunConfig.from_dict(config).to_dict().items() if k != "seed"} == base
 
 
 def frontier_figure(rows: list[PlanRow], runs: dict, path: Path, roles: dict[str, str] | None = None) -> str | None:
-    """Every finished trained run on held-out recall against retention, coloured by the role of its ablation
-    (roles: ablation -> step, lever or remedy; "lever" where unknown): how close any recipe comes to the corner the
-    study aims for (retention >= 0.9 at recall >= 0.9). The runs on the frontier are labelled with their ablation
-    and arm."""
-    points, users = {}, {}
+    """Every finished trained run on held-out recall against retention, coloured by the role of the ablation that
+    ran it (roles: ablation -> step, lever or remedy; "lever" where unknown; ROLE_STYLE for a run several share):
+    how close any recipe comes to the corner the study aims for (retention >= 0.9 at recall >= 0.9). The runs on
+    the frontier are labelled ablation / regime / arm (the first of the arms that share it, and how many more)."""
+    points, owners = {}, {}
     for r in rows:
         rec = runs.get(r["key"])
         if not figures.finished(rec) or not rec.config.get("epochs") or trained_nothing(rec):  # 0 parameters: not trained
             continue
         m = rec.metrics
         if m.get("heldout_recall") is not None and m.get("retention") is not None:
-            users.setdefault(r["key"], set()).add(r["ablation"])
-            points[r["key"]] = (m["heldout_recall"], m["retention"], f"{r['ablation']}: {r.get('arm', '?')}")
+            owners.setdefault(r["key"], set()).add((r["ablation"], r.get("regime", "baseline"), r.get("arm", "?")))
+            points[r["key"]] = (m["heldout_recall"], m["retention"], rec.config)
     if not points:
         return None
-    group = {k: SHARED if len(users[k]) > 1 else (roles or {}).get(next(iter(users[k])), "lever") for k in points}
+    group, name = {}, {}
+    for k, who in owners.items():
+        first, *more = sorted(who)
+        found = {(roles or {}).get(a, "lever") for a, _, _ in who}
+        group[k] = BASELINE if _is_baseline(points[k][2]) else found.pop() if len(found) == 1 else SHARED
+        name[k] = "baseline recipe" if group[k] == BASELINE else " / ".join(first) + (f" (+{len(more)})" if more else "")
     fig, ax = plt.subplots(figsize=(7, 5))
-    ax.axvspan(0.9, 1.02, ymin=(0.9 + 0.02) / 1.04, color=DISTINCT[2], alpha=0.12, label="goal: both >= 0.9")
+    ax.axvspan(0.9, 1.02, ymin=(0.9 + 0.02) / 1.04, color=DISTINCT[3], alpha=0.15, label="goal: both >= 0.9")
     for role, (label, colour, marker) in ROLE_STYLE.items():
         mine = [points[k] for k in points if group[k] == role]
         if mine:
@@ -53,9 +66,9 @@ def frontier_figure(rows: list[PlanRow], runs: dict, path: Path, roles: dict[str
     ax.plot([points[k][0] for k in pareto], [points[k][1] for k in pareto], color="black", linewidth=1,
             linestyle="--", label="frontier")
     for i, k in enumerate(pareto):  # which recipe each frontier run is, towards the middle, alternating heights
-        x, y, name = points[k]
+        x, y, _ = points[k]
         left = x < 0.5
-        ax.annotate("baseline recipe" if group[k] == SHARED else name, (x, y), fontsize=6.5, color="0.2",
+        ax.annotate(name[k], (x, y), fontsize=6.5, color="0.2",
                     xytext=(6 if left else -6, 4 + 7 * (i % 2) - (12 if y > 0.95 else 0)),
                     textcoords="offset points", ha="left" if left else "right",
                     bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75})

@@ -117,15 +117,17 @@ def _list(chosen: list, plan: list[PlanRow], ceiling: list[PlanRow], results: Pa
     left = {training_of(r["config"].to_dict()) for r in pending if r["config"].epochs}
     extra = [r for r in ceiling if r["key"] not in have and r["key"] not in {p["key"] for p in plan}]
     extra_trainings = {training_of(r["config"].to_dict()) for r in extra} - left
-    def hours(rows) -> str:
-        seconds = estimated_seconds(rows, stored)
+    def hours(rows, beside=()) -> str:  # beside: rows already counted (their trainings and untrained references)
+        seconds = estimated_seconds([*beside, *rows], stored)
+        if seconds is not None and beside:
+            seconds -= estimated_seconds(list(beside), stored)
         return (f"about {seconds / 3600:.1f} CPU hours at the stored runs' times" if seconds is not None
                 else "no stored run to time them by")
 
     print(f"\nplan: {len(planned_keys(plan))} run records, {len(trainings)} trainings; {len(left)} trainings left, "
           f"{hours(pending)}")
     print(f"confirmation seeds (up to {CONFIRM_SEEDS}, only for a primary comparison below min_effect at its "
-          f"declared seeds): at most {len(extra_trainings)} more trainings, {hours(extra)}")
+          f"declared seeds): at most {len(extra_trainings)} more trainings, {hours(extra, pending)}")
     return EXIT_OK
 
 

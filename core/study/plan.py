@@ -60,24 +60,35 @@ def confirmation_ceiling(ablations: list[Ablation], baseline: RunConfig, pair: s
 
 def estimated_seconds(rows: list[PlanRow], stored: list[RunRecord]) -> float | None:
     """The time `rows` would take: each training once (a training shared by selection arms once) plus one evaluation
-    per run key they name that is not stored (untrained references evaluate only). A training takes the median
-    stored training time of runs with the same training (any code version), else the median stored training time
-    per epoch times its epochs; an evaluation the median stored evaluation time. Medians, since a run slowed by
-    other work records a much longer time. None when no trained run is stored to time them by."""
-    by_training: dict[tuple, list[float]] = {}
-    per_epoch, evals = [], []
+    per run key they name that is not stored (untrained references evaluate only).
+
+    A stored training took what its records took beyond their evaluations (loading, replay answers, training): the
+    largest of its records' totals (each counts the whole group so far) less the sum of their evaluations, per code
+    version. A training in `rows` takes the median of its stored times (any code version), else the median per epoch
+    over the stored trainings times its epochs (so arms with more examples per epoch, replay, are under-counted);
+    an evaluation takes the median stored evaluation. Medians, since a run slowed by other work records a much
+    longer time. None when no trained run is stored to time them by."""
+    groups: dict[tuple, dict] = {}  # (training, code version) -> its records' largest total, summed evaluations
+    evals = []
     for rec in stored:
         t = rec.timings or {}
         if not rec.ok:
             continue
         if t.get("eval"):
             evals.append(t["eval"])
-        if t.get("train") and rec.config.get("epochs"):  # stored configs gain the fields added since, as defaults
-            by_training.setdefault(training_of(RunConfig.from_dict(rec.config).to_dict()), []).append(t["train"])
-            per_epoch.append(t["train"] / rec.config["epochs"])
-    if not per_epoch:
+        if t.get("total") and rec.config.get("epochs"):  # stored configs gain the fields added since, as defaults
+            training = training_of(RunConfig.from_dict(rec.config).to_dict())
+            g = groups.setdefault((training, rec.environment.get("code_version")),
+                                  {"total": 0.0, "eval": 0.0, "train": 0.0, "epochs": rec.config["epochs"]})
+            g["total"], g["eval"] = max(g["total"], t["total"]), g["eval"] + t.get("eval", 0.0)
+            g["train"] = max(g["train"], t.get("train", 0.0))
+    if not groups:
         return None
-    fallback = statistics.median(per_epoch)
+    by_training: dict[tuple, list[float]] = {}
+    for (training, _), g in groups.items():  # never below the training itself (a group stored across restarts)
+        by_training.setdefault(training, []).append(max(g["total"] - g["eval"], g["train"]))
+    fallback = statistics.median(seconds / g["epochs"] for (training, _), g in groups.items()
+                                 for seconds in [max(g["total"] - g["eval"], g["train"])])
     to_evaluate = set(planned_keys(rows)) - {rec.key for rec in stored}
     seen, seconds = set(), statistics.median(evals) * len(to_evaluate) if evals else 0.0
     for r in rows:
