@@ -357,11 +357,13 @@ def test_the_frontier_colours_each_run_by_who_ran_it_and_labels_the_frontier(cap
             {"ablation": "d", "regime": "baseline", "key": "both", "arm": "z"}]
     runs = {"base": run(0.9, 0.5), "own": run(0.2, 0.5, lr=1.0), "fix": run(0.5, 0.95, debate=False),
             "both": run(0.95, 0.2, replay=160)}
-    study_figures.frontier_figure(rows, runs, tmp_path / "f.png", roles={"b": "remedy", "c": "step", "d": "lever"})
+    study_figures.frontier_figure(rows, runs, tmp_path / "f.png", roles={"b": "remedy", "c": "step", "d": "lever"},
+                                  baseline=frozenset({"base"}))
     ax = captured[0].axes[0]
     labels = ax.get_legend_handles_labels()[1]
-    # b's own run is a remedy's, c's a step's; the run a and b share is the baseline recipe's because its config is
-    # RunConfig(), not because it is shared; the run b (remedy) and d (lever) share has no one role
+    # b's own run is a remedy's, c's a step's; the run a and b share is the baseline recipe's because it is one of
+    # the recipe's runs (frontier.recipe_rows), not because it is shared; the run b (remedy) and d (lever) share
+    # has no one role
     assert [lb for lb in labels if lb not in ("goal: both >= 0.9", "frontier")] == [
         "the original's steps", "remedies", "shared by ablations of several roles", "the baseline recipe"]
     # the frontier (0.95 at 0.2, 0.9 at 0.5, 0.5 at 0.95) is labelled; the run it beats (own) is not

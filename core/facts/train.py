@@ -53,23 +53,27 @@ TRAINING_FIELDS = frozenset({"mask_labels", "debate", "replay", "distill", "lora
 SELECTIONS = ("best", "last", "best_recall")
 
 
-def _changed(config: dict) -> set[str]:
-    """The fields in which a study config (a stored or planned config dict) trains otherwise than RECIPE: the seed
-    ignored, and format chat the same as RECIPE's auto (on the chat model it resolves to chat)."""
-    cfg = RunConfig.from_dict({k: v for k, v in config.items() if k != "seed"})
-    return set(RECIPE.diff(cfg)) - {"seed"} - ({"format"} if cfg.format == "chat" else set())
+def _as_study_config(config: dict) -> RunConfig:
+    """A study config (a stored or planned config dict) as a RunConfig, the seed left at its default."""
+    return RunConfig.from_dict({k: v for k, v in config.items() if k != "seed"})
+
+
+def _changed(cfg: RunConfig) -> set[str]:
+    """The fields in which a study config trains otherwise than RECIPE; format chat is the same as RECIPE's auto
+    (on the chat model it resolves to chat)."""
+    return set(RECIPE.diff(cfg)) - ({"format"} if cfg.format == "chat" else set())
 
 
 def is_recipe(config: dict) -> bool:
     """Whether a study config is RECIPE itself (any seed): the runs that measure what `hiahia train` does."""
-    return not _changed(config)
+    return not _changed(_as_study_config(config))
 
 
 def runs_as_studied(config: dict) -> bool:
     """Whether `hiahia train` would run a study config as the study ran it: it differs from RECIPE only in
     TRAINING_FIELDS, with a selection of SELECTIONS."""
-    return _changed(config) <= TRAINING_FIELDS and RunConfig.from_dict(
-        {k: v for k, v in config.items() if k != "seed"}).selection in SELECTIONS
+    cfg = _as_study_config(config)
+    return _changed(cfg) <= TRAINING_FIELDS and cfg.selection in SELECTIONS
 
 
 def recipe_config(overrides: dict) -> RunConfig:

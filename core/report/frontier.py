@@ -10,7 +10,7 @@ from core.run.config import RunConfig
 from core.study.store import PlanRow
 
 
-def _recipe_rows(metas: dict, rows: list[PlanRow]) -> list[dict]:
+def recipe_rows(metas: dict, rows: list[PlanRow]) -> list[dict]:
     """Trained rows run with the baseline recipe itself: an arm and a regime that override nothing."""
     out, keys = [], set()
     for r in rows:
@@ -77,7 +77,7 @@ def forgetting(metas: dict, rows: list[PlanRow], runs: dict, arms: list[dict]) -
             untrained.append({"model": rec.config.get("model", "?"), "format": rec.resolved_format,
                               "raw": rec.metrics.get("retention_raw"), "kept": sum(bool(s.get("kept", s.get("hit")))
                                                                                    for s in ret), "probes": len(ret)})
-    recipe = _recipe_rows(metas, rows)
+    recipe = recipe_rows(metas, rows)
     kept = sorted(({"label": a["label"], "ablation": a["ablation"], **a["retention"]}
                    for a in arms if a["retention"]["mean"] is not None), key=lambda a: a["mean"])
     return {"untrained": untrained,

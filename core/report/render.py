@@ -25,6 +25,7 @@ from core.report.data import ReportError, load_results, status, study_totals
 from core.report.evidence import evidence_files, results_href
 from core.report.figures import fmt
 from core.report.findings import REMEDY_WORDS, findings
+from core.report.frontier import recipe_rows
 from core.report.sections import ablation_section, model_table, summary_row, untrained_section
 from core.study.store import PlanRow
 
@@ -113,7 +114,8 @@ def _figures(metas: dict, rows: list[PlanRow], runs: dict, verdicts: dict, found
             sections.append(s)
         forest = study_figures.forest_figure(found["forest"], fig_dir / "forest.png")
         roles = {row["name"]: part["role"] for part in found["answer"] for row in part["rows"]}
-        frontier = study_figures.frontier_figure(rows, runs, fig_dir / "frontier.png", roles)
+        baseline = frozenset(r["key"] for r in recipe_rows(metas, rows))
+        frontier = study_figures.frontier_figure(rows, runs, fig_dir / "frontier.png", roles, baseline)
     finally:
         figures.close_all()
     return sections, forest, frontier

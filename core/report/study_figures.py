@@ -9,7 +9,6 @@ from core.analysis.verdicts import WORDS
 from core.report.data import trained_nothing
 from core.report import figures  # first: it chooses the file-only backend
 from core.report.figures import DISTINCT
-from core.run.config import RunConfig
 from core.study.store import PlanRow
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -17,40 +16,38 @@ import matplotlib.pyplot as plt  # noqa: E402
 GROUP_NAMES = {"step": "the original's steps", "lever": "levers", "remedy": "remedies"}
 BASELINE, SHARED = "baseline", "shared"
 # the frontier's points by who ran them (a hue and a marker each): the role of the ablation, of every ablation that
-# shares the run where they have one role, the baseline recipe itself (RunConfig()), or ablations of several roles
+# shares the run where they have one role, the baseline recipe itself, or ablations of several roles
 ROLE_STYLE = {"step": (GROUP_NAMES["step"], DISTINCT[1], "^"), "lever": (GROUP_NAMES["lever"], DISTINCT[0], "o"),
               "remedy": (GROUP_NAMES["remedy"], DISTINCT[2], "s"),
               SHARED: ("shared by ablations of several roles", DISTINCT[5], "v"),
               BASELINE: ("the baseline recipe", "#555555", "D")}
 
 
-def _is_baseline(config: dict) -> bool:
-    base = {k: v for k, v in RunConfig().to_dict().items() if k != "seed"}
-    return {k: v for k, v in RunConfig.from_dict(config).to_dict().items() if k != "seed"} == base
-
-
-def frontier_figure(rows: list[PlanRow], runs: dict, path: Path, roles: dict[str, str] | None = None) -> str | None:
+def frontier_figure(rows: list[PlanRow], runs: dict, path: Path, roles: dict[str, str] | None = None,
+                    baseline: frozenset[str] = frozenset()) -> str | None:
     """Every finished trained run on held-out recall against retention, coloured by the role of the ablation that
-    ran it (roles: ablation -> step, lever or remedy; "lever" where unknown; ROLE_STYLE for a run several share):
+    ran it (roles: ablation -> step, lever or remedy; "lever" where unknown; ROLE_STYLE for a run several share;
+    baseline: the keys of the baseline recipe's runs, frontier.recipe_rows):
     how close any recipe comes to the corner the study aims for (retention >= 0.9 at recall >= 0.9). The runs on
     the frontier are labelled ablation / regime / arm (the first of the arms that share it, and how many more)."""
     points, owners = {}, {}
     for r in rows:
         rec = runs.get(r["key"])
-        if not figures.finished(rec) or not rec.config.get("epochs") or trained_nothing(rec):  # 0 parameters: not trained
+        if not figures.finished(rec) or not rec.config.get("epochs") or trained_nothing(rec):  # 0 parameters trained
             continue
         m = rec.metrics
         if m.get("heldout_recall") is not None and m.get("retention") is not None:
             owners.setdefault(r["key"], set()).add((r["ablation"], r.get("regime", "baseline"), r.get("arm", "?")))
-            points[r["key"]] = (m["heldout_recall"], m["retention"], rec.config)
+            points[r["key"]] = (m["heldout_recall"], m["retention"])
     if not points:
         return None
     group, name = {}, {}
     for k, who in owners.items():
         first, *more = sorted(who)
         found = {(roles or {}).get(a, "lever") for a, _, _ in who}
-        group[k] = BASELINE if _is_baseline(points[k][2]) else found.pop() if len(found) == 1 else SHARED
-        name[k] = "baseline recipe" if group[k] == BASELINE else " / ".join(first) + (f" (+{len(more)})" if more else "")
+        group[k] = BASELINE if k in baseline else found.pop() if len(found) == 1 else SHARED
+        name[k] = ("baseline recipe" if group[k] == BASELINE
+                   else " / ".join(first) + (f" (+{len(more)})" if more else ""))
     fig, ax = plt.subplots(figsize=(7, 5))
     ax.axvspan(0.9, 1.02, ymin=(0.9 + 0.02) / 1.04, color=DISTINCT[3], alpha=0.15, label="goal: both >= 0.9")
     for role, (label, colour, marker) in ROLE_STYLE.items():
@@ -66,7 +63,7 @@ def frontier_figure(rows: list[PlanRow], runs: dict, path: Path, roles: dict[str
     ax.plot([points[k][0] for k in pareto], [points[k][1] for k in pareto], color="black", linewidth=1,
             linestyle="--", label="frontier")
     for i, k in enumerate(pareto):  # which recipe each frontier run is, towards the middle, alternating heights
-        x, y, _ = points[k]
+        x, y = points[k]
         left = x < 0.5
         ax.annotate(name[k], (x, y), fontsize=6.5, color="0.2",
                     xytext=(6 if left else -6, 4 + 7 * (i % 2) - (12 if y > 0.95 else 0)),

@@ -85,10 +85,12 @@ def estimated_seconds(rows: list[PlanRow], stored: list[RunRecord]) -> float | N
     if not groups:
         return None
     by_training: dict[tuple, list[float]] = {}
+    per_epoch = []
     for (training, _), g in groups.items():  # never below the training itself (a group stored across restarts)
-        by_training.setdefault(training, []).append(max(g["total"] - g["eval"], g["train"]))
-    fallback = statistics.median(seconds / g["epochs"] for (training, _), g in groups.items()
-                                 for seconds in [max(g["total"] - g["eval"], g["train"])])
+        took = max(g["total"] - g["eval"], g["train"])
+        by_training.setdefault(training, []).append(took)
+        per_epoch.append(took / g["epochs"])
+    fallback = statistics.median(per_epoch)
     to_evaluate = set(planned_keys(rows)) - {rec.key for rec in stored}
     seen, seconds = set(), statistics.median(evals) * len(to_evaluate) if evals else 0.0
     for r in rows:
