@@ -61,14 +61,13 @@ class Fused:
                          (layer.mlp.gate_proj, layer.mlp.up_proj)):
                 for i, m in enumerate(mods):
                     m._group, m._slot = mods, i
-        self.last: dict[int, tuple[object, list[torch.Tensor]]] = {}
 
     @staticmethod
     def forward(self, x):
-        out = self.base(x)
         group = getattr(self, "_group", None)
-        if group is None:
+        if group is None:  # o_proj, down_proj: nothing shares their input
             return lean_forward(self, x)
+        out = self.base(x)
         cache = self._group[0].__dict__.setdefault("_fused_cache", {})
         if self._slot == 0 or cache.get("x") is not x:
             a = torch.cat([m.lora_A for m in group])
@@ -271,7 +270,7 @@ def main() -> None:
         loaded = recipe.load(RunConfig(seed=0), mixed=True)
         decoding(args, loaded, ks, found)
     merged = json.loads(args.out.read_text()) if args.out.exists() else {}
-    merged["levers"] = found
+    merged["levers"] = merged.get("levers", {}) | found if args.only else found  # --only: keep the other part
     args.out.write_text(json.dumps(merged, indent=1) + "\n")
     print(f"wrote {args.out} (levers)")
 
