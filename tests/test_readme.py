@@ -51,6 +51,19 @@ def test_the_block_ranks_the_ablations_by_effect_and_names_the_arm_closest_to_th
     assert "reached by 0 of 8 trained arms; closest (the smallest shortfall of the worse of the two): no_val_selection / overfit / best_by_validation" in text
 
 
+def test_the_findings_carry_the_blind_scorer_check_with_the_baseline_rates_of_the_results_they_describe():
+    from core.analysis import blind
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "first_edition" / "results"
+    text = readme.block(fixture)
+    table = blind.check(results=fixture)
+    assert blind.markdown(table) in text and text.count("| scorer | label 1 means |") == 1
+    assert blind.misses(table) in text and "data/labels/blind/heldout/AGREEMENT.md" in text
+    # the raw rates are the described results' baseline answers, not the published study's
+    assert (table["recall"].baseline_raw, table["recall"].baseline_n) != \
+        (blind.check()["recall"].baseline_raw, blind.check()["recall"].baseline_n)
+
+
 def _published_means(ablation: str, metric_by_name: dict[str, tuple[str, str]]) -> dict[str, float]:
     """{name: (arm, metric)} -> {name: that arm's mean in the committed results, to 2 decimals}; skips the test
     until every planned run of those arms is stored (an edition being run)."""

@@ -268,7 +268,6 @@ def by_model(kind: str, folders: list[Path], knowledge: KnowledgeSet) -> dict[st
 def report_text(table: dict[str, ScorerCheck], folder: Path | tuple[Path, ...] = HELDOUT_BATCHES,
                 knowledge: KnowledgeSet | None = None, arm_checks: tuple[Path, ...] = ARM_CHECKS) -> str:
     folders = labelled_batches(folder)
-    missing = [c.kind for c in table.values() if not c.passes]
     parts = ["# Blind scorer check", "",
              f"Written by `python -m core.analysis.blind` from "
              f"{', '.join(_where(f) + '/' for f in folders + labelled_batches(arm_checks))} "
@@ -305,11 +304,16 @@ def report_text(table: dict[str, ScorerCheck], folder: Path | tuple[Path, ...] =
     parts += [f"A scorer passes at >= {TARGET:.0%} agreement with a 95% lower bound >= {TARGET_LOW}. "
               "Baseline: the scorer's positive rate on every answer of the baseline recipe's runs, and that rate "
               "corrected for the scorer's recall and specificity here (Rogan-Gladen).", "", markdown(table), ""]
-    parts.append("Every scorer passes." if not missing else
-                 f"Scorers that miss: {', '.join(missing)}. No ablation has a metric of a scorer that misses as its "
-                 f"signature; their metrics are reported as secondary, beside the likelihood metrics that need no "
-                 f"judge.")
+    parts.append(misses(table))
     return "\n".join(parts) + "\n"
+
+
+def misses(table: dict[str, ScorerCheck]) -> str:
+    """The sentence under the table: which scorers miss the bar, and what that means for the verdicts."""
+    missing = [c.kind for c in table.values() if not c.passes]
+    return ("Every scorer passes." if not missing else
+            f"Scorers that miss: {', '.join(missing)}. No ablation has a metric of a scorer that misses as its "
+            f"signature; their metrics are reported as secondary, beside the likelihood metrics that need no judge.")
 
 
 def main() -> None:

@@ -201,6 +201,12 @@ def block(results: Path = RESULTS) -> str:
     if verdicts and is_published(results) and (before := editions.previous()) is not None:
         lines += ["", *editions.markdown(editions.changes(before, editions.snapshot(metas, f["outcomes"])),
                                          before["edition"])]
+    table = blind.check(results=results)
+    lines += ["", "How far the scorers can be trusted: answers drawn at random within each arm of stored runs, read "
+                  "blind by two language-model readers against a rubric about correctness alone, a third reading "
+                  "settling disagreements (method: `data/labels/blind/heldout/AGREEMENT.md`; the development batches: "
+                  "[docs/terms-and-measures.md](docs/terms-and-measures.md)):", "", blind.markdown(table), "",
+              blind.misses(table)]
     if not verdicts:
         lines += ["", f"No verdicts yet: they are computed once, from the complete study (`python run_all.py "
                       f"--report-only`), so every ablation reads \"{NOT_COMPUTED}\", finished seeds "
