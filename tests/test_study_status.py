@@ -111,3 +111,22 @@ def test_time_left_counts_a_shared_training_once_and_an_evaluation_per_record():
     expected = per_epoch * base["epochs"] + per_epoch * 8 + 60.0 + 5 * 30.0
     assert estimated_seconds(rows, stored) == expected
     assert estimated_seconds(rows, [stored[-1]]) is None  # no trained run to time trainings by
+
+
+def test_time_left_times_a_new_seed_by_its_config_s_stored_seeds_before_the_per_epoch_median():
+    from core.run.config import RunConfig
+    from core.run.record import RunRecord
+    from core.study.plan import estimated_seconds
+
+    base = RunConfig().to_dict()
+    def record(key, took, **changes):
+        return RunRecord.from_json({"key": key, "status": "ok", "config": base | changes,
+                                    "timings": {"train": took, "eval": 30.0, "total": took + 30.0}})
+    # the baseline trains in 100 s at seeds 0-2; self-replay (more examples per epoch, and answers to make first)
+    # took 400 s at seed 0
+    stored = [record(f"b{sd}", 100.0, seed=sd) for sd in range(3)] + [record("r0", 400.0, replay=160, seed=0)]
+    rows = [{"key": "r1", "untrained_key": "b0", "config": base | {"replay": 160, "seed": 1}},
+            {"key": "w1", "untrained_key": "b0", "config": base | {"weight_decay": 0.1, "seed": 1}}]
+    per_epoch = 100.0 / base["epochs"]  # the median over the four trainings' times per epoch
+    # replay at seed 1 as at seed 0 (not the per-epoch median's 100 s); weight decay, never stored, per epoch
+    assert estimated_seconds(rows, stored) == 400.0 + per_epoch * base["epochs"] + 2 * 30.0

@@ -64,10 +64,11 @@ def estimated_seconds(rows: list[PlanRow], stored: list[RunRecord]) -> float | N
 
     A stored training took what its records took beyond their evaluations (loading, replay answers, training): the
     largest of its records' totals (each counts the whole group so far) less the sum of their evaluations, per code
-    version. A training in `rows` takes the median of its stored times (any code version), else the median per epoch
-    over the stored trainings times its epochs (so arms with more examples per epoch, replay, are under-counted);
-    an evaluation takes the median stored evaluation. Medians, since a run slowed by other work records a much
-    longer time. None when no trained run is stored to time them by."""
+    version. A training in `rows` takes the median of its stored times (any code version); else the median of the
+    stored trainings of its config at other seeds (replay, full fine-tuning or more wordings cost what they cost);
+    else the median per epoch over all stored trainings times its epochs (an arm with more examples per epoch and no
+    stored seed, replay, is under-counted). An evaluation takes the median stored evaluation. Medians, since a run
+    slowed by other work records a much longer time. None when no trained run is stored to time them by."""
     groups: dict[tuple, dict] = {}  # (training, code version) -> its records' largest total, summed evaluations
     evals = []
     for rec in stored:
@@ -85,10 +86,12 @@ def estimated_seconds(rows: list[PlanRow], stored: list[RunRecord]) -> float | N
     if not groups:
         return None
     by_training: dict[tuple, list[float]] = {}
+    by_config: dict[tuple, list[float]] = {}  # the same training but for its seed
     per_epoch = []
     for (training, _), g in groups.items():  # never below the training itself (a group stored across restarts)
         took = max(g["total"] - g["eval"], g["train"])
         by_training.setdefault(training, []).append(took)
+        by_config.setdefault(_seedless(training), []).append(took)
         per_epoch.append(took / g["epochs"])
     fallback = statistics.median(per_epoch)
     to_evaluate = set(planned_keys(rows)) - {rec.key for rec in stored}
@@ -99,9 +102,14 @@ def estimated_seconds(rows: list[PlanRow], stored: list[RunRecord]) -> float | N
         if training in seen or not cfg.get("epochs"):
             continue
         seen.add(training)
-        times = by_training.get(training)
+        times = by_training.get(training) or by_config.get(_seedless(training))
         seconds += statistics.median(times) if times else fallback * cfg["epochs"]
     return seconds
+
+
+def _seedless(training: tuple) -> tuple:
+    """A training_of key without its seed: what the trainings of one config at several seeds share."""
+    return tuple(kv for kv in training if kv[0] != "seed")
 
 
 def declared(rows: list[PlanRow]) -> list[PlanRow]:
