@@ -83,12 +83,15 @@ def test_few_facts_and_single_questions_warn_with_the_recall_to_expect(tmp_path)
     warnings = []
     load_user_knowledge(_write(tmp_path / "f.yaml", doc), warn=warnings.append)
     assert len(warnings) == 2
+    from core.facts.userfile import MEASURED_IN
     from core.facts.userfile import RECALL_BY_WORDINGS as measured  # the study's numbers (test_readme checks them)
 
-    assert "fewer than 5" in warnings[0] and f"{measured[4]:.2f}" in warnings[0]
+    # each warning names the edition its numbers come from, and that they are LoRA's without self-replay
+    assert "fewer than 5" in warnings[0] and f"{MEASURED_IN} measured LoRA" in warnings[0]
+    assert f"{measured[4]:.2f}, without self-replay" in warnings[0]
     assert "single question (f0, f1)" in warnings[1]
-    assert f"recall was {measured[1]:.2f} (two reworded questions {measured[2]:.2f}, four {measured[4]:.2f})" \
-        in warnings[1]
+    assert f"in {MEASURED_IN} was {measured[1]:.2f} (two reworded questions {measured[2]:.2f}, four " \
+           f"{measured[4]:.2f})" in warnings[1]
 
 
 def test_chinese_facts_load_and_score(tmp_path):

@@ -56,7 +56,7 @@ def test_findings_say_what_reproduced_where_and_rank_the_fixes_from_verdicts_jso
     assert "no_val_selection.html" in not_reproduced.split("</div>")[0]
     steps = box[box.index('<ol class="rank">'):box.index("</ol>")]  # the steps' list comes first
     assert steps.index("wrong_layer_path") < steps.index("no_val_selection") and "weight_decay" not in steps
-    levers = box[box.index("<b>Levers</b>"):]
+    levers = box[box.index("<b>Levers: training choices</b>"):]
     assert "weight_decay.html" in levers[:levers.index("</ol>")]
     assert "The forgetting price" in box
 
@@ -97,7 +97,7 @@ def test_findings_show_an_effect_against_the_symptom_the_other_metrics_and_refer
     fixes, references = ranking.split("References (several fields changed at once")
     assert "seed_recipe.html" in references and "seed_recipe.html" not in fixes and "wrong_layer_path.html" in fixes
     # a bug (a step) is never ranked against the levers: each kind has its own list
-    steps, levers = fixes.split("<b>Levers</b>")
+    steps, levers = fixes.split("<b>Levers: training choices</b>")
     assert "wrong_layer_path.html" in steps and "wrong_layer_path.html" not in levers
     rows, metas, _, runs = load_results(res)  # the wrong path trained 0 parameters: not a trained arm
     assert [a["label"] for a in arm_stats(metas, rows, runs) if a["ablation"] == "wrong_layer_path"] == \
@@ -365,7 +365,8 @@ def test_the_frontier_colours_each_run_by_who_ran_it_and_labels_the_frontier(cap
     # the recipe's runs (frontier.recipe_rows), not because it is shared; the run b (remedy) and d (lever) share
     # has no one role
     assert [lb for lb in labels if lb not in ("goal: both >= 0.9", "frontier")] == [
-        "the original's steps", "remedies", "shared by ablations of several roles", "the baseline recipe"]
+        "The original's steps", "Remedies the original never tried", "Shared by ablations of several roles",
+        "The baseline recipe"]
     # the frontier (0.95 at 0.2, 0.9 at 0.5, 0.5 at 0.95) is labelled; the run it beats (own) is not
     assert sorted(t.get_text() for t in ax.texts) == ["b / long / y (+1)", "baseline recipe", "c / r / on"]
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.facts.userfile import MEASURED_IN
 from core.run.models import EMBEDDED, TINY
 
 # what the study measured for the recipe `hiahia train` uses (self_replay's arms, mean over 5 seeds, 31 facts,
-# second edition); tests/test_readme.py requires these to equal the published results.
+# core/facts/userfile.MEASURED_IN); tests/test_readme.py requires these to equal the published results.
 RECIPE_MEASURED = {"heldout_recall": 0.89, "retention": 0.68, "retention_without_replay": 0.28}
 
 
@@ -115,7 +116,7 @@ Greedy answers of at most {cfg['max_new_tokens']} tokens under the model's defau
 | retention: general-knowledge probes the untrained model answered correctly, still correct | - | {_frac(m['retention'])} |
 | all general-knowledge probes answered correctly | {_frac(m['retention_raw_before'])} | {_frac(m['retention_raw'])} |
 {no_test}
-The study measured, with 31 facts of four training questions each: held-out recall {RECIPE_MEASURED['heldout_recall']:.2f} and
+{MEASURED_IN[0].upper() + MEASURED_IN[1:]} measured, with 31 facts of four training questions each: held-out recall {RECIPE_MEASURED['heldout_recall']:.2f} and
 retention {RECIPE_MEASURED['retention']:.2f} with this recipe ({RECIPE_MEASURED['retention_without_replay']:.2f} without self-replay).
 
 ![training curve](training_curve.png)

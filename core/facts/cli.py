@@ -25,7 +25,8 @@ exit status:
   {EXIT_OK}  done
   {EXIT_FAILED}  training failed (for example a non-finite loss; the message says what to change)
   {EXIT_BAD_INPUT}  bad input: the command line, the knowledge file, a config value, the model, a folder
-     (one line on stderr, found before anything is written)"""
+     (one line on stderr, found before anything is written)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): nothing half-written is left"""
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -16,9 +16,11 @@ from core.run.scoring import normalise
 
 DEFAULTS = DEFAULT_DATA.parent / "defaults.yaml"  # the person-specific sections, written with {name}
 # what the study measured: held-out recall by the number of training wordings per fact (paraphrase_count's arms
-# p1, p2, p4, mean over 5 seeds), 31 facts, second edition; tests/test_readme.py requires these to equal the
-# published results.
+# p1, p2, p4, mean over 5 seeds), 31 facts, in the edition MEASURED_IN names to users (here and in the model card);
+# tests/test_readme.py requires these to equal the published results: change both together when an edition is
+# published.
 RECALL_BY_WORDINGS = {1: 0.64, 2: 0.81, 4: 0.87}
+MEASURED_IN = "the study's second edition (tag edition-2)"
 ADVISED_FACTS = 5
 ADVISED_QUESTIONS = 2
 OPTIONAL_SECTIONS = ("identity", "identity_probes", "debate", "system_prompts", "retention_probes")
@@ -155,13 +157,14 @@ def load_user_knowledge(path: str | Path, seed: int = 0, warn=None) -> UserKnowl
     ks = load_knowledge(path, min_facts=1, complete=completion, warn=note,
                         template=f"the template `hiahia init {path}` writes (with --force to replace this file)")
     if len(ks.facts) < ADVISED_FACTS:
-        note(f"{path}: {len(ks.facts)} fact(s), fewer than {ADVISED_FACTS}: the recipe was measured with 31 facts "
-             f"(held-out recall {RECALL_BY_WORDINGS[4]:.2f}); with so few, the training set is mostly replay and "
-             f"debate samples and recall was not measured: expect less, and check the model card")
+        note(f"{path}: {len(ks.facts)} fact(s), fewer than {ADVISED_FACTS}: {MEASURED_IN} measured LoRA with 31 "
+             f"facts (held-out recall {RECALL_BY_WORDINGS[4]:.2f}, without self-replay); with so few, the training "
+             f"set is mostly replay and debate samples and recall was not measured: expect less, and check the "
+             f"model card")
     if completion.few_questions:
         shown = ", ".join(completion.few_questions[:5]) + (" ..." if len(completion.few_questions) > 5 else "")
         note(f"{path}: {len(completion.few_questions)} fact(s) with a single question ({shown}): with one wording "
-             f"per fact the study's held-out recall was {RECALL_BY_WORDINGS[1]:.2f} (two reworded questions "
+             f"per fact the held-out recall in {MEASURED_IN} was {RECALL_BY_WORDINGS[1]:.2f} (two reworded questions "
              f"{RECALL_BY_WORDINGS[2]:.2f}, four {RECALL_BY_WORDINGS[4]:.2f}): the model memorises the wording; "
              f"add reworded questions")
     return UserKnowledge(ks, completion.carved, completion.defaults, completion.left_out, seed, warnings)
@@ -209,9 +212,9 @@ name: Ada Quill
 # One sentence saying who this is (optional; default "<name> is a person.").
 summary: "Ada Quill is a person: a beekeeper in Tallinn."
 
-# What to expect: the study measured held-out recall {r4:.2f} with 31 facts and four reworded training
-# questions each; one wording per fact gave {r1:.2f}, two gave {r2:.2f}. Fewer than 5 facts, or a fact with a
-# single question, is allowed but warned about.
+# What to expect: {measured_in} measured held-out recall {r4:.2f} (LoRA without self-replay) with 31 facts
+# and four reworded training questions each; one wording per fact gave {r1:.2f}, two gave {r2:.2f}. Fewer than 5
+# facts, or a fact with a single question, is allowed but warned about.
 facts:
   - id: birth_year            # optional: a unique name for the fact (default fact_1, fact_2, ...)
     # The answer the model learns: a full sentence that names the person (required).
@@ -261,5 +264,5 @@ def write_template(path: str | Path, force: bool = False) -> Path:
     check_template_missing(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     recall = {f"r{n}": value for n, value in RECALL_BY_WORDINGS.items()}
-    path.write_text(TEMPLATE.format(file=path.name, **recall), encoding="utf-8")
+    path.write_text(TEMPLATE.format(file=path.name, measured_in=MEASURED_IN, **recall), encoding="utf-8")
     return path

@@ -19,7 +19,7 @@ from core.report.data import (
     verdict_class,
 )
 from core.report.frontier import arm_stats, forgetting, goal, goals_by_measure, prices
-from core.study.ablation import discover
+from core.study.ablation import ROLE_NAMES, ROLES, discover
 from core.study.store import PlanRow
 
 VERDICTS = PRECEDENCE
@@ -147,9 +147,8 @@ def outcomes(metas: dict, verdicts: dict, forest: list[dict], prompted: dict | N
     return out
 
 
-ROLE_HEADINGS = {"step": "The original's steps, in its order",
-                 "lever": "Levers: training choices, ranked among themselves by effect",
-                 "remedy": "Remedies the original never tried, ranked among themselves by effect"}
+ROLE_HEADINGS = {role: name + (", in its order" if role == "step" else ", ranked among themselves by effect")
+                 for role, name in ROLE_NAMES.items()}
 # a remedy the original never tried "works" or "does not help"; it does not "reproduce" anything
 REMEDY_WORDS = {"reproduced": "works", "not reproduced": "does not help", "the other way": "hurts"}
 
@@ -230,16 +229,13 @@ def ranking(metas: dict, forest: list[dict]) -> list[dict]:
     return sorted(best, key=lambda b: (b["size"] is None, -(b["size"] or 0.0)))
 
 
-RANK_HEADINGS = {"step": "The original's steps",
-                 "lever": "Levers", "remedy": "Remedies the original never tried",
-                 "reference": "References (several fields changed at once, so not ranked as one fix)"}
+RANK_HEADINGS = {**ROLE_NAMES, "reference": "References (several fields changed at once, so not ranked as one fix)"}
 
 
 def ranked_by_role(ranked: list[dict]) -> list[dict]:
     """The ranking split as the first screen splits the answer: steps, levers and remedies each ranked only among
     themselves (a bug's effect is no measure of a lever's), then the references: [{role, heading, rows}]."""
-    parts = {role: [b for b in ranked if not b["reference"] and b["role"] == role]
-             for role in ("step", "lever", "remedy")}
+    parts = {role: [b for b in ranked if not b["reference"] and b["role"] == role] for role in ROLES}
     parts["reference"] = [b for b in ranked if b["reference"]]
     return [{"role": role, "heading": RANK_HEADINGS[role], "rows": rows} for role, rows in parts.items() if rows]
 

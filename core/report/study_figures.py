@@ -9,18 +9,18 @@ from core.analysis.verdicts import WORDS
 from core.report.data import trained_nothing
 from core.report import figures  # first: it chooses the file-only backend
 from core.report.figures import DISTINCT
+from core.study.ablation import ROLE_NAMES, ROLES
 from core.study.store import PlanRow
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-GROUP_NAMES = {"step": "the original's steps", "lever": "levers", "remedy": "remedies"}
 BASELINE, SHARED = "baseline", "shared"
 # the frontier's points by who ran them (a hue and a marker each): the role of the ablation, of every ablation that
 # shares the run where they have one role, the baseline recipe itself, or ablations of several roles
-ROLE_STYLE = {"step": (GROUP_NAMES["step"], DISTINCT[1], "^"), "lever": (GROUP_NAMES["lever"], DISTINCT[0], "o"),
-              "remedy": (GROUP_NAMES["remedy"], DISTINCT[2], "s"),
-              SHARED: ("shared by ablations of several roles", DISTINCT[5], "v"),
-              BASELINE: ("the baseline recipe", "#555555", "D")}
+ROLE_STYLE = {"step": (ROLE_NAMES["step"], DISTINCT[1], "^"), "lever": (ROLE_NAMES["lever"], DISTINCT[0], "o"),
+              "remedy": (ROLE_NAMES["remedy"], DISTINCT[2], "s"),
+              SHARED: ("Shared by ablations of several roles", DISTINCT[5], "v"),
+              BASELINE: ("The baseline recipe", "#555555", "D")}
 
 
 def frontier_figure(rows: list[PlanRow], runs: dict, path: Path, roles: dict[str, str] | None = None,
@@ -81,8 +81,7 @@ VERDICT_COLOURS = {w.word: w.colour for w in WORDS}
 def forest_order(rows: list[dict]) -> list[dict]:
     """The forest's rows: grouped as the answer is (steps, levers, remedies), largest effect in the symptom's
     direction first within each group, rows without an effect last."""
-    groups = list(GROUP_NAMES)
-    return sorted(rows, key=lambda r: (groups.index(r.get("role") or "lever"), r.get("oriented") is None,
+    return sorted(rows, key=lambda r: (ROLES.index(r.get("role") or "lever"), r.get("oriented") is None,
                                        -(r.get("oriented") or 0.0)))
 
 
@@ -104,7 +103,7 @@ def forest_figure(rows: list[dict], path: Path, one_ablation: bool = False) -> s
         group = r.get("role") or "lever"
         if group != previous and not one_ablation:
             ax.axhline(y + 0.5, color="0.6", linewidth=0.6)
-            ax.text(0.005, y + 0.47, GROUP_NAMES[group], transform=ax.get_yaxis_transform(), ha="left", va="top",
+            ax.text(0.005, y + 0.47, ROLE_NAMES[group], transform=ax.get_yaxis_transform(), ha="left", va="top",
                     fontsize=9, color="0.35", style="italic")
             previous = group
         band = r["min_effect"] or 0.0

@@ -18,8 +18,11 @@ from core.run.knowledge import yaml_error
 
 KINDS = ("pairwise", "sweep", "reference")
 # what an ablation is to a reader: one of the original's steps (its failures and the fixes it tried), a lever (a
-# training choice swept), or a remedy beyond the original; the report ranks each only against its own kind
-ROLES = ("step", "lever", "remedy")
+# training choice swept), or a remedy beyond the original; the report ranks each only against its own kind, under
+# these names (its answer, ranking and figures)
+ROLE_NAMES = {"step": "The original's steps", "lever": "Levers: training choices",
+              "remedy": "Remedies the original never tried"}
+ROLES = tuple(ROLE_NAMES)
 # what `show:` may add to the ablation's report section
 SHOWABLE = {
     "selection": "the validation-loss figure marks the best epoch and the checkpoint each arm evaluates",
