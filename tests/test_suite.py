@@ -521,7 +521,7 @@ def test_the_frontier_levers_run_on_the_tiny_model_and_record_what_they_toggle(t
     entities = recs[("entity_replay", "baseline", "entities")]["replay"] + \
         recs[("entity_replay", "baseline", "entities")]["replay_dropped"]
     assert {r["id"] if isinstance(r, dict) else r for r in entities} <= {"tartu_river", "bandoneon"}
-    scaled = [recs[("weight_interpolation", "recipe", a)] for a in found["weight_interpolation"].arms]
+    scaled = [recs[("weight_interpolation", "baseline", a)] for a in found["weight_interpolation"].arms]
     assert len({json.dumps(r["history"]) for r in scaled}) == 1  # one training, evaluated at four scales
     kept = recs[("retention_selection", "long", "by_recall_and_knowledge")]
     scores = [h for h in kept["history"] if h["split"] == "validation_score"]
