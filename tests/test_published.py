@@ -109,6 +109,27 @@ def test_the_whole_plan_in_another_precision_is_a_partial_run_that_says_how_to_r
     assert "remove" in caplog.text and "to start a new edition" in caplog.text
 
 
+def test_a_plan_that_only_renames_a_regime_says_so_and_adopts_the_names_once_the_plan_is_removed(study, caplog):
+    assert main(["--quiet"]) == 0
+    before = published_files(study)
+    stored = sorted(p.name for p in (study / "results" / "runs").glob("*.json"))
+    definition = study / "ablations" / "alpha" / "ablation.yaml"
+    definition.write_text(definition.read_text().replace("  tiny: {", "  small: {"))
+    assert main(["--quiet"]) == 0  # the same run keys under another regime name: a partial run, nothing trained
+    assert published_files(study) == before
+    assert "the whole plan with the published run keys, but other names" in caplog.text
+    assert "alpha / tiny / a / seed 0 is now alpha / small / a / seed 0, and 1 more" in caplog.text
+    assert "Remove" in caplog.text and "to adopt the new names" in caplog.text and "they computed in" not in caplog.text
+    (study / "results" / "plan.json").unlink()  # as the warning says
+    caplog.clear()
+    caplog.set_level("INFO", logger="run_all")
+    assert main(["--quiet"]) == 0
+    rows = json.loads((study / "results" / "plan.json").read_text())["rows"]
+    assert {r["regime"] for r in rows if r["ablation"] == "alpha"} == {"small"}
+    assert f"{len(stored)} configs planned, {len(stored)} cached, 0 to run" in caplog.text
+    assert sorted(p.name for p in (study / "results" / "runs").glob("*.json")) == stored
+
+
 def test_without_a_precision_the_published_study_is_regenerated_in_its_own_on_a_cpu_without_bf16(study, caplog,
                                                                                                 monkeypatch):
     """A study published in bf16 mixed precision, then `python run_all.py` with no flag on a CPU without bf16

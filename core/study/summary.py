@@ -153,11 +153,45 @@ def output_folder(args, results: Path, plan: list[PlanRow], full_plan) -> Path:
     full = Path(args.data).resolve() == DEFAULT_DATA.resolve() and rows(plan) == rows(full_plan())
     published = _published_rows(results)
     if full and published is not None and rows(published) != rows(plan):
-        log.warning("the whole plan, but with other run keys than the published %s (%s): written as a partial run. "
-                    "Rerun with the published runs' options to reuse them, or remove %s to start a new edition",
-                    results / "plan.json", _published_precision(results, published), results / "plan.json")
+        renamed = _renamed(rows(published), rows(plan))
+        if renamed:  # the same runs: only the definitions' names changed
+            log.warning("the whole plan with the published run keys, but other names than the published %s (%s): "
+                        "written as a partial run. Remove %s to adopt the new names (every stored run is reused)",
+                        results / "plan.json", renamed, results / "plan.json")
+        else:
+            log.warning("the whole plan, but with other run keys than the published %s (%s): written as a partial "
+                        "run. Rerun with the published runs' options to reuse them, or remove %s to start a new "
+                        "edition", results / "plan.json", _published_precision(results, published),
+                        results / "plan.json")
         full = False
     return results if full else results / PARTIAL / partial_name(args)
+
+
+def _renamed(published: set[tuple], planned: set[tuple]) -> str:
+    """Where two plans of the same run keys name them differently, e.g. "weight_interpolation / recipe / scale_1 /
+    seed 0 is now weight_interpolation / baseline / scale_1 / seed 0, and 9 more"; "" where their keys differ.
+    Rows are (ablation, regime, arm, seed, key)."""
+    before, now = _names_by_key(published), _names_by_key(planned)
+    if before.keys() != now.keys():
+        return ""
+    moved = sorted((min(before[k] - now[k]), min(now[k] - before[k])) for k in before
+                   if before[k] - now[k] and now[k] - before[k])
+    if not moved:
+        return "the same runs, named by more or fewer rows"
+    (old, new), more = moved[0], len(moved) - 1
+    return f"{_row_name(old)} is now {_row_name(new)}" + (f", and {more} more" if more else "")
+
+
+def _names_by_key(rows: set[tuple]) -> dict[str, set[tuple]]:
+    out: dict[str, set[tuple]] = {}
+    for *where, key in rows:
+        out.setdefault(key, set()).add(tuple(where))
+    return out
+
+
+def _row_name(where: tuple) -> str:
+    ablation, regime, arm, seed = where
+    return f"{ablation} / {regime} / {arm} / seed {seed}"
 
 
 def _published_rows(results: Path) -> list[dict] | None:
