@@ -84,21 +84,27 @@ def test_compare_runs_that_compares_nothing_fails_rather_than_passing(tmp_path):
     assert missing.returncode == 2 and "nowhere: no such folder" in missing.stderr
 
 
-def test_time_left_counts_a_shared_training_once_and_an_evaluation_per_record():
+def _timed(key: str, timings: dict, **changes):
+    """A stored ok record of the baseline config with `changes`, and these timings."""
     from core.run.config import RunConfig
     from core.run.record import RunRecord
+
+    return RunRecord.from_json({"key": key, "status": "ok", "config": RunConfig().to_dict() | changes,
+                                "timings": timings})
+
+
+def test_time_left_counts_a_shared_training_once_and_an_evaluation_per_record():
+    from core.run.config import RunConfig
     from core.study.plan import estimated_seconds
 
     base = RunConfig().to_dict()
-    def record(key, timings, **changes):
-        return RunRecord.from_json({"key": key, "status": "ok", "config": base | changes, "timings": timings})
     # one training (60 s) evaluated by three selection records (30 s each; each record's total counts the group's
     # time so far), another training (200 s) with one record, and an untrained reference (30 s)
-    stored = [record("best", {"train": 60.0, "eval": 30.0, "total": 90.0}),
-              record("last", {"train": 60.0, "eval": 30.0, "total": 120.0}, selection="last"),
-              record("half", {"train": 60.0, "eval": 30.0, "total": 150.0}, interpolate=0.5),
-              record("wd", {"train": 190.0, "eval": 30.0, "total": 230.0}, weight_decay=0.1),
-              record("ref", {"train": 0.0, "eval": 30.0, "total": 30.0}, epochs=0)]
+    stored = [_timed("best", {"train": 60.0, "eval": 30.0, "total": 90.0}),
+              _timed("last", {"train": 60.0, "eval": 30.0, "total": 120.0}, selection="last"),
+              _timed("half", {"train": 60.0, "eval": 30.0, "total": 150.0}, interpolate=0.5),
+              _timed("wd", {"train": 190.0, "eval": 30.0, "total": 230.0}, weight_decay=0.1),
+              _timed("ref", {"train": 0.0, "eval": 30.0, "total": 30.0}, epochs=0)]
     # per epoch: the median over the two trainings (60 s and 200 s, including the 10 s of loading), not over the
     # four records (three of which are one training)
     per_epoch = (60.0 + 200.0) / 2 / base["epochs"]
@@ -115,13 +121,11 @@ def test_time_left_counts_a_shared_training_once_and_an_evaluation_per_record():
 
 def test_time_left_times_a_new_seed_by_its_config_s_stored_seeds_before_the_per_epoch_median():
     from core.run.config import RunConfig
-    from core.run.record import RunRecord
     from core.study.plan import estimated_seconds
 
     base = RunConfig().to_dict()
-    def record(key, took, **changes):
-        return RunRecord.from_json({"key": key, "status": "ok", "config": base | changes,
-                                    "timings": {"train": took, "eval": 30.0, "total": took + 30.0}})
+    def record(key, took, **changes):  # took s of training, evaluated in 30 s
+        return _timed(key, {"train": took, "eval": 30.0, "total": took + 30.0}, **changes)
     # the baseline trains in 100 s at seeds 0-2; self-replay (more examples per epoch, and answers to make first)
     # took 400 s at seed 0
     stored = [record(f"b{sd}", 100.0, seed=sd) for sd in range(3)] + [record("r0", 400.0, replay=160, seed=0)]

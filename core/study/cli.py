@@ -47,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help="comma-separated ablation names (default: all); see --list")
     p.add_argument("--seeds", type=int, help="at most this many seeds per arm (default: the seeds each ablation.yaml "
-                                             "declares, 5 to 10, and up to 15 where confirmation seeds are added; --list shows them)")
+                                             "declares, 5 to 10, and up to 15 where confirmation seeds are added; "
+                                             "--list shows them)")
     p.add_argument("--model", help="chat model for every arm (embedded name, hub id or folder); same as --set model=...")
     p.add_argument("--pair", help="named model pair for the ablations whose ablation.yaml declares pairs: "
                                    "(default: each one's first; --list shows them)")

@@ -67,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where runs execute (docs/running.md: Running on a cluster)")
     g.add_argument("--executor", choices=("local", "ray"),
                    help="local (default): one run after another in this process, no Ray; ray: every training is "
-                        "a Ray task (implied by --jobs, --address, --cpus-per-run or --gpus-per-run; needs " + RAY_EXTRA + ")")
+                        "a Ray task (implied by --jobs, --address, --cpus-per-run or --gpus-per-run; needs "
+                        + RAY_EXTRA + ")")
     g.add_argument("--jobs", type=int, metavar="N",
                    help="with Ray: start a local Ray instance (loopback only, token authentication) and run N runs "
                         "at once, each with cores // N torch threads (default 1)")
